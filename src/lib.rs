@@ -1,0 +1,19 @@
+//! sidecar-injector: a Kubernetes mutating admission webhook that injects sidecars, init
+//! containers, volumes and pull secrets from one `mutate.yaml` template.
+//!
+//! One pure engine ([`engine::decide`]) behind three doors: `/mutate` ([`admission`]),
+//! `/preview` and the `preview` command ([`preview`]).
+
+pub mod admission;
+pub mod certs;
+pub mod config;
+pub mod engine;
+pub mod image;
+pub mod metrics;
+pub mod patch;
+pub mod preview;
+pub mod server;
+pub mod template;
+pub mod tls;
+pub mod watch;
+pub mod yaml;

@@ -1,0 +1,247 @@
+//! The `sidecar-injector` command line: clap subcommands, each a thin call into the library.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use sidecar_injector::config::{Config, DEFAULT_OWN_NAMESPACE, Source};
+use sidecar_injector::engine::Outcome;
+use sidecar_injector::{certs, preview, server};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "sidecar-injector", version, about = "Kubernetes mutating admission webhook: inject sidecars, init containers, volumes and pull secrets from one template")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve /mutate, /preview, /healthz and /readyz over TLS, and /metrics over plain HTTP.
+    Serve(ServeArgs),
+    /// Show what would be injected into the Pods of manifests (offline).
+    Preview(PreviewArgs),
+    /// Load a configuration as serve would, render it, and report every problem.
+    Validate {
+        /// A ConfigMap manifest, or a directory holding config.yaml and mutate.yaml. Default: the embedded default.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Write a CA and a serving certificate for the webhook's Service, and print the caBundle.
+    Certs {
+        #[arg(long, default_value = "sidecar-injector")]
+        service: String,
+        #[arg(long, default_value = "sidecar-injector")]
+        namespace: String,
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// A ConfigMap manifest, or a directory holding config.yaml and mutate.yaml (a mounted ConfigMap). Default: the embedded default.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    listen: SocketAddr,
+    #[arg(long, default_value = "0.0.0.0:9090")]
+    metrics_listen: SocketAddr,
+    /// Serving certificate (PEM). Without it and --tls-key-file, a dev CA and pair are made under --dev-certs-dir.
+    #[arg(long, requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    #[arg(long, requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM).
+    #[arg(long)]
+    client_ca_file: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Where the dev certificates live when no --tls-* files are given.
+    #[arg(long, default_value = "certs")]
+    dev_certs_dir: PathBuf,
+    /// After SIGTERM, keep answering (with Connection: close) for this many seconds.
+    #[arg(long, default_value_t = 5.0)]
+    drain_grace_seconds: f64,
+    /// Then wait at most this many seconds for the requests in flight.
+    #[arg(long, default_value_t = 15.0)]
+    drain_timeout_seconds: f64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct PreviewArgs {
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Manifests to read (YAML or JSON, many documents); - for standard input.
+    #[arg(short = 'f', long = "filename", default_value = "-")]
+    file: String,
+    /// The namespace of every document (default: each document's own, else "default").
+    #[arg(long)]
+    namespace: Option<String>,
+    /// A label of that namespace, KEY=VALUE (repeatable). When given, the namespace must carry the opt-in label.
+    #[arg(long = "namespace-label", value_parser = parse_label)]
+    namespace_labels: Vec<(String, String)>,
+    #[arg(short = 'o', long = "output", value_enum, default_value = "yaml")]
+    output: OutputFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    Yaml,
+    Json,
+    Patch,
+    Diff,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+fn own_namespace() -> String {
+    std::env::var("POD_NAMESPACE").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| DEFAULT_OWN_NAMESPACE.to_owned())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Preview(args) => run_preview(args),
+        Command::Validate { config } => validate(config),
+        Command::Certs { service, namespace, out } => run_certs(&service, &namespace, &out),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<ExitCode> {
+    init_logging(args.log_format);
+    let (cert_file, key_file) = match (args.tls_cert_file, args.tls_key_file) {
+        (Some(c), Some(k)) => (c, k),
+        _ => {
+            let dev = certs::ensure_dev(&args.dev_certs_dir).context("making the dev certificates")?;
+            tracing::info!(ca = %dev.ca.display(), "no --tls-cert-file: serving a dev certificate; clients verify with this CA");
+            (dev.cert, dev.key)
+        }
+    };
+    let seconds = |s: f64, what: &str| -> Result<Duration> {
+        Duration::try_from_secs_f64(s).with_context(|| format!("{what}: {s} is not a duration in seconds"))
+    };
+    let opts = server::ServeOptions {
+        source: Source::from_arg(args.config.as_deref()),
+        own_namespace: own_namespace(),
+        listen: args.listen,
+        metrics_listen: args.metrics_listen,
+        cert_file,
+        key_file,
+        client_ca_file: args.client_ca_file,
+        drain_grace: seconds(args.drain_grace_seconds, "--drain-grace-seconds")?,
+        drain_timeout: seconds(args.drain_timeout_seconds, "--drain-timeout-seconds")?,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    runtime.block_on(server::run(opts))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_preview(args: PreviewArgs) -> Result<ExitCode> {
+    let source = Source::from_arg(args.config.as_deref());
+    let config = Config::load(&source, &own_namespace()).with_context(|| format!("loading the configuration from {source}"))?;
+    let input = if args.file == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).context("reading standard input")?;
+        s
+    } else {
+        std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file))?
+    };
+    let opts = preview::Options {
+        namespace: args.namespace,
+        namespace_labels: (!args.namespace_labels.is_empty())
+            .then(|| args.namespace_labels.into_iter().collect::<BTreeMap<_, _>>()),
+    };
+    let docs = preview::read_documents(&input).map_err(anyhow::Error::msg).with_context(|| format!("reading {}", args.file))?;
+    let mut previewed = Vec::with_capacity(docs.len());
+    let mut failed = false;
+    for (i, (doc, raw)) in docs.into_iter().enumerate() {
+        let p = preview::document(doc, &opts, &config).map_err(anyhow::Error::msg).with_context(|| format!("document {}", i + 1))?;
+        for f in &p.found {
+            let d = &f.decision;
+            eprintln!("{}: {} ({}): {}", f.what, d.outcome().as_str(), d.reason.as_str(), d.message);
+            for w in &d.warnings {
+                eprintln!("{}: warning: {w}", f.what);
+            }
+            failed |= d.outcome() == Outcome::Failed;
+        }
+        previewed.push((p, raw));
+    }
+    let format = match args.output {
+        OutputFormat::Yaml => preview::Format::Yaml,
+        OutputFormat::Json => preview::Format::Json,
+        OutputFormat::Patch => preview::Format::Patch,
+        OutputFormat::Diff => preview::Format::Diff,
+    };
+    print!("{}", preview::format(&previewed, format).map_err(anyhow::Error::msg)?);
+    Ok(if failed { ExitCode::from(2) } else { ExitCode::SUCCESS })
+}
+
+fn validate(config: Option<PathBuf>) -> Result<ExitCode> {
+    let source = Source::from_arg(config.as_deref());
+    match Config::load(&source, &own_namespace()) {
+        Ok(c) => {
+            for w in &c.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!("{source}: valid (template hash {})", c.template_hash);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            for p in &e.problems {
+                eprintln!("{p}");
+            }
+            eprintln!("{source}: {} problem(s)", e.problems.len());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn run_certs(service: &str, namespace: &str, out: &std::path::Path) -> Result<ExitCode> {
+    if service.is_empty() || namespace.is_empty() {
+        bail!("--service and --namespace must not be empty");
+    }
+    let written = certs::write(out, &certs::service_names(service, namespace))?;
+    eprintln!(
+        "wrote {}, {} and {} for {service}.{namespace}.svc",
+        written.ca.display(),
+        written.cert.display(),
+        written.key.display()
+    );
+    eprintln!("caBundle for the MutatingWebhookConfiguration:");
+    println!("{}", certs::ca_bundle(&written.ca)?);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,110 @@
+//! The Prometheus registry and its few instruments (prefix `sidecar_injector_`).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AdmissionLabels {
+    outcome: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HashLabels {
+    template_hash: String,
+}
+
+/// The instruments; cheap to share (each is an `Arc` inside).
+pub struct Metrics {
+    registry: Registry,
+    admissions: Family<AdmissionLabels, Counter>,
+    duration: Histogram,
+    config_reloads: Family<ResultLabels, Counter>,
+    config_info: Family<HashLabels, Gauge>,
+    certificate_reloads: Family<ResultLabels, Counter>,
+    certificate_expiry: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("sidecar_injector");
+        let admissions = Family::<AdmissionLabels, Counter>::default();
+        registry.register("admissions", "AdmissionReviews answered, by outcome and reason", admissions.clone());
+        let buckets = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+        let duration = Histogram::new(buckets);
+        registry.register_with_unit(
+            "admission_duration",
+            "Time to answer one AdmissionReview, from body read to answer encoded",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        let config_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register("config_reloads", "Configuration loads after start, by result", config_reloads.clone());
+        let config_info = Family::<HashLabels, Gauge>::default();
+        registry.register("config_info", "The configuration being served (1 for its template hash)", config_info.clone());
+        let certificate_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "certificate_reloads",
+            "Serving certificate loads after start, by result",
+            certificate_reloads.clone(),
+        );
+        let certificate_expiry = Gauge::default();
+        registry.register_with_unit(
+            "certificate_expiry_timestamp",
+            "When the serving certificate expires (Unix time)",
+            Unit::Seconds,
+            certificate_expiry.clone(),
+        );
+        Metrics { registry, admissions, duration, config_reloads, config_info, certificate_reloads, certificate_expiry }
+    }
+
+    pub fn admission(&self, outcome: &'static str, reason: &'static str, took: Duration) {
+        self.admissions.get_or_create(&AdmissionLabels { outcome, reason }).inc();
+        self.duration.observe(took.as_secs_f64());
+    }
+
+    pub fn config_reload(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.config_reloads.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    pub fn config_loaded(&self, template_hash: &str) {
+        self.config_info.clear();
+        self.config_info.get_or_create(&HashLabels { template_hash: template_hash.to_owned() }).set(1);
+    }
+
+    pub fn certificate_reload(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.certificate_reloads.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    pub fn certificate_expiry(&self, unix_seconds: i64) {
+        self.certificate_expiry.set(unix_seconds);
+    }
+
+    /// The exposition text (OpenMetrics, which Prometheus reads).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}

@@ -1,0 +1,413 @@
+//! `serve`: the axum router on a rustls listener, the plain metrics listener, hot reload of
+//! certificate and config, and the graceful drain on SIGTERM.
+
+use crate::admission::{self, Decoded};
+use crate::config::{Config, Source};
+use crate::metrics::Metrics;
+use crate::preview;
+use crate::tls::{self, CertResolver};
+use crate::watch;
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch as signal_watch};
+use tokio_rustls::TlsAcceptor;
+use tower_http::limit::RequestBodyLimitLayer;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+/// Largest body accepted: the apiserver's own limit for an object is 3 MiB; an
+/// AdmissionReview wraps one (two for UPDATE), so this leaves room and refuses far beyond.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// A client that has not finished its TLS handshake or request headers by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more wait in the kernel's accept queue.
+const MAX_CONNECTIONS: usize = 4096;
+/// How often certificate and config files are checked for changes.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What `serve` needs to start.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub source: Source,
+    pub own_namespace: String,
+    pub listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_ca_file: Option<PathBuf>,
+    /// After SIGTERM: keep answering (with `Connection: close`) this long.
+    pub drain_grace: Duration,
+    /// After the grace period: wait at most this long for requests in flight.
+    pub drain_timeout: Duration,
+}
+
+/// Shared by every request.
+pub struct AppState {
+    pub config: ArcSwap<Config>,
+    pub metrics: Metrics,
+    ready: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(config: Config) -> Arc<AppState> {
+        let metrics = Metrics::new();
+        metrics.config_loaded(&config.template_hash);
+        Arc::new(AppState {
+            config: ArcSwap::from_pointee(config),
+            metrics,
+            ready: AtomicBool::new(true),
+            draining: AtomicBool::new(false),
+        })
+    }
+}
+
+/// The webhook's routes (served over TLS).
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate))
+        .route("/preview", post(preview_one))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), close_while_draining))
+        .with_state(state)
+}
+
+/// The metrics port's routes (plain HTTP).
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state)
+}
+
+async fn readyz(State(app): State<Arc<AppState>>) -> Response {
+    if app.ready.load(Ordering::Relaxed) && !app.draining.load(Ordering::Relaxed) {
+        "ok".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    }
+}
+
+async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        app.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// While draining, every answer asks the client to reconnect (to another replica).
+async fn close_while_draining(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    if app.draining.load(Ordering::Relaxed) {
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+fn bad_request(msg: &str) -> Response {
+    let line = msg.lines().next().unwrap_or(msg);
+    (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{line}\n"))
+        .into_response()
+}
+
+fn json_response(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn mutate(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
+    let start = Instant::now();
+    let config = app.config.load();
+    let policy = config.settings.failure_policy;
+    let decoded = match admission::decode(&body) {
+        Ok(d) => d,
+        Err(admission::BadRequest(msg)) => {
+            app.metrics.admission("failed", "bad_request", start.elapsed());
+            debug!(reason = %msg, "unreadable AdmissionReview");
+            return bad_request(&msg);
+        }
+    };
+    let review = match decoded {
+        Decoded::Review(r) => r,
+        Decoded::Unreadable(u) => {
+            warn!(uid = %u.uid, problem = %u.problem, "AdmissionReview request could not be read");
+            let reason = admission::UNREADABLE_REASON;
+            app.metrics.admission("failed", reason.as_str(), start.elapsed());
+            return match u.respond(policy) {
+                Ok(body) => json_response(body),
+                Err(e) => bad_request(&e),
+            };
+        }
+    };
+    let req = &review.request;
+    let pod_name = review
+        .object
+        .as_ref()
+        .and_then(|o| o.pointer("/metadata/name").or_else(|| o.pointer("/metadata/generateName")))
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    let span = info_span!(
+        "admission",
+        uid = %req.uid,
+        namespace = req.namespace.as_deref().unwrap_or_default(),
+        pod = pod_name,
+        dry_run = req.dry_run,
+    );
+    let _enter = span.enter();
+    let decision = review.decide(&config);
+    let answer = review.respond(&decision, policy);
+    let took = start.elapsed();
+    app.metrics.admission(decision.outcome().as_str(), decision.reason.as_str(), took);
+    let outcome = decision.outcome().as_str();
+    let reason = decision.reason.as_str();
+    let micros = took.as_micros() as u64;
+    match decision.outcome() {
+        crate::engine::Outcome::Skipped => debug!(outcome, reason, duration_us = micros, message = %decision.message, "admitted"),
+        crate::engine::Outcome::Injected => info!(outcome, reason, duration_us = micros, message = %decision.message, "admitted"),
+        crate::engine::Outcome::Failed => warn!(outcome, reason, duration_us = micros, failure_policy = ?policy, message = %decision.message, "injection failed"),
+    }
+    match answer {
+        Ok(body) => json_response(body),
+        Err(e) => {
+            error!(error = %e, "cannot encode the answer");
+            (StatusCode::INTERNAL_SERVER_ERROR, e).into_response()
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct PreviewQuery {
+    namespace: Option<String>,
+}
+
+async fn preview_one(State(app): State<Arc<AppState>>, Query(q): Query<PreviewQuery>, body: Bytes) -> Response {
+    let config = app.config.load();
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return bad_request("the body is not UTF-8 text");
+    };
+    let doc = match crate::yaml::from_str::<serde_json::Value>(text) {
+        Ok(d) if d.is_object() => d,
+        Ok(_) => return bad_request("want one object (a Pod or a workload), in JSON or YAML"),
+        Err(e) => return bad_request(&format!("the body is neither JSON nor YAML: {e}")),
+    };
+    let opts = preview::Options { namespace: q.namespace, namespace_labels: None };
+    match preview::document(doc, &opts, &config) {
+        Ok(p) => match serde_json::to_vec(&p.http_answer()) {
+            Ok(body) => json_response(body),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        },
+        Err(e) => bad_request(&e),
+    }
+}
+
+/// Runs until SIGTERM or SIGINT, then drains.
+pub async fn run(opts: ServeOptions) -> Result<()> {
+    let started = Instant::now();
+    let config = Config::load(&opts.source, &opts.own_namespace)
+        .with_context(|| format!("loading the configuration from {}", opts.source))?;
+    for w in &config.warnings {
+        warn!(warning = %w, "configuration");
+    }
+    info!(source = %opts.source, template_hash = %config.template_hash, "configuration loaded");
+    let state = AppState::new(config);
+
+    let pair = tls::load_pair(&opts.cert_file, &opts.key_file)?;
+    state.metrics.certificate_expiry(pair.not_after);
+    let resolver = Arc::new(CertResolver::new(pair.key));
+    let tls_config = tls::server_config(resolver.clone(), opts.client_ca_file.as_deref())?;
+    let acceptor = TlsAcceptor::from(Arc::new(tls_config));
+
+    watch_config(&opts, &state);
+    watch_certificate(&opts, &state, resolver);
+
+    let listener = TcpListener::bind(opts.listen).await.with_context(|| format!("listening on {}", opts.listen))?;
+    let metrics_listener = TcpListener::bind(opts.metrics_listen)
+        .await
+        .with_context(|| format!("listening on {}", opts.metrics_listen))?;
+    info!(
+        listen = %opts.listen,
+        metrics = %opts.metrics_listen,
+        ready_in_ms = started.elapsed().as_millis() as u64,
+        "serving"
+    );
+
+    let (stop_tx, stop_rx) = signal_watch::channel(false);
+    let metrics_app = metrics_router(state.clone());
+    let metrics_stop = stop_rx.clone();
+    let metrics_task = tokio::spawn(async move {
+        let shutdown = stopped(metrics_stop);
+        if let Err(e) = axum::serve(metrics_listener, metrics_app).with_graceful_shutdown(shutdown).await {
+            error!(error = %e, "metrics server");
+        }
+    });
+
+    let app = router(state.clone());
+    let serving = tokio::spawn(accept_loop(listener, acceptor, app, stop_rx));
+
+    let grace = wait_for_signal(opts.drain_grace).await;
+    info!(grace_s = grace.as_secs_f64(), "shutdown signal: draining; answers now carry Connection: close");
+    state.draining.store(true, Ordering::Relaxed);
+    tokio::time::sleep(grace).await;
+    let _ = stop_tx.send(true);
+    let graceful = serving.await.context("the accept loop")?;
+    match tokio::time::timeout(opts.drain_timeout, graceful.shutdown()).await {
+        Ok(()) => info!("every request in flight answered; bye"),
+        Err(_) => warn!(timeout_s = opts.drain_timeout.as_secs_f64(), "drain timeout: closing the connections left"),
+    }
+    let _ = metrics_task.await;
+    Ok(())
+}
+
+/// SIGTERM (kubelet): the full grace period. SIGINT (Ctrl-C at a terminal): none.
+async fn wait_for_signal(grace: Duration) -> Duration {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => grace,
+                _ = tokio::signal::ctrl_c() => Duration::ZERO,
+            },
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                let _ = tokio::signal::ctrl_c().await;
+                Duration::ZERO
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = grace;
+        Duration::ZERO
+    }
+}
+
+/// Accepts TLS connections until `stop`, then hands back the watcher of those still open.
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    app: Router,
+    stop: signal_watch::Receiver<bool>,
+) -> GracefulShutdown {
+    let mut stopped = std::pin::pin!(stopped(stop));
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    let builder = Arc::new(builder);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut stopped => break,
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let (tcp, peer) = tokio::select! {
+            _ = &mut stopped => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "accept");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let service = TowerToHyperService::new(app.clone());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(
+            async move {
+                let _permit = permit;
+                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        debug!(error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        debug!("TLS handshake timed out");
+                        return;
+                    }
+                };
+                let conn = builder.serve_connection(TokioIo::new(tls), service);
+                if let Err(e) = watcher.watch(conn.into_owned()).await {
+                    debug!(error = %e, "connection ended with an error");
+                }
+            }
+            .instrument(info_span!("conn", %peer)),
+        );
+    }
+    graceful
+}
+
+/// Resolves once the stop flag is raised (or its sender is gone).
+async fn stopped(mut rx: signal_watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+fn watch_config(opts: &ServeOptions, state: &Arc<AppState>) {
+    let Source::Path(path) = &opts.source else { return };
+    let files = if path.is_dir() {
+        vec![path.join(crate::config::SETTINGS_KEY), path.join(crate::config::TEMPLATE_KEY)]
+    } else {
+        vec![path.clone()]
+    };
+    let (source, own_ns, state) = (opts.source.clone(), opts.own_namespace.clone(), state.clone());
+    watch::spawn("config", files, WATCH_INTERVAL, move || match Config::load(&source, &own_ns) {
+        Ok(config) => {
+            for w in &config.warnings {
+                warn!(warning = %w, "configuration");
+            }
+            info!(template_hash = %config.template_hash, "configuration reloaded");
+            state.metrics.config_reload(true);
+            state.metrics.config_loaded(&config.template_hash);
+            state.config.store(Arc::new(config));
+        }
+        Err(e) => {
+            for problem in &e.problems {
+                error!(problem = %problem, "configuration refused; the last good one keeps serving");
+            }
+            state.metrics.config_reload(false);
+        }
+    });
+}
+
+fn watch_certificate(opts: &ServeOptions, state: &Arc<AppState>, resolver: Arc<CertResolver>) {
+    let (cert, key, state) = (opts.cert_file.clone(), opts.key_file.clone(), state.clone());
+    watch::spawn("certificate", vec![cert.clone(), key.clone()], WATCH_INTERVAL, move || {
+        match tls::load_pair(&cert, &key) {
+            Ok(pair) => {
+                info!(serial = %pair.serial, not_after = pair.not_after, "serving certificate reloaded");
+                state.metrics.certificate_reload(true);
+                state.metrics.certificate_expiry(pair.not_after);
+                resolver.swap(pair.key);
+            }
+            Err(e) => {
+                warn!(error = format!("{e:#}"), "serving certificate refused; the previous one keeps serving");
+                state.metrics.certificate_reload(false);
+            }
+        }
+    });
+}

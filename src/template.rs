@@ -1,0 +1,424 @@
+//! Structure-preserving templates.
+//!
+//! `mutate.yaml` is parsed as YAML first; `{{ expr }}` is then evaluated *inside* string
+//! scalars only. No value — above all no value a Pod author controls — can add a key, a list
+//! entry or a container: the shape of the output is the shape of the template.
+//!
+//! At load every scalar with an expression becomes a named minijinja template (the name is the
+//! scalar's path, so errors point at it). Scalars and `when:` conditions that do not read `pod`
+//! or `namespace` are evaluated once, at load; only the rest is evaluated per request.
+
+use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value as JinjaValue};
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// Per-render limit on template instructions: generous for any real template, and a loop a
+/// Pod's values could stretch stops long before it costs the apiserver a timeout.
+const FUEL: u64 = 100_000;
+/// Upper bound on one rendered string scalar.
+const MAX_RENDERED_LEN: usize = 256 * 1024;
+
+/// The variables a template sees; `pod` and `namespace` exist only per request.
+pub const POD_DEPENDENT_VARS: [&str; 2] = ["pod", "namespace"];
+
+/// A path inside a YAML document, printed as `containers[0].env[1].value`.
+#[derive(Clone, Debug, Default)]
+pub struct FieldPath(Vec<Segment>);
+
+#[derive(Clone, Debug)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+impl FieldPath {
+    pub fn key(&self, k: &str) -> FieldPath {
+        let mut p = self.clone();
+        p.0.push(Segment::Key(k.to_owned()));
+        p
+    }
+    pub fn index(&self, i: usize) -> FieldPath {
+        let mut p = self.clone();
+        p.0.push(Segment::Index(i));
+        p
+    }
+}
+
+impl fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (n, seg) in self.0.iter().enumerate() {
+            match seg {
+                Segment::Key(k) if n == 0 => write!(f, "{k}")?,
+                Segment::Key(k) => write!(f, ".{k}")?,
+                Segment::Index(i) => write!(f, "[{i}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One compiled piece of a template.
+#[derive(Debug)]
+enum Node {
+    /// No expression left: used as is.
+    Static(Value),
+    Map(Vec<(String, Node)>),
+    List(Vec<Entry>),
+    /// A scalar evaluated per request; `name` is the minijinja template holding it.
+    Expr { name: String, typed: bool },
+}
+
+#[derive(Debug)]
+struct Entry {
+    /// A per-request condition (conditions known at load are already applied).
+    when: Option<Node>,
+    node: Node,
+}
+
+/// A compiled template: a tree of static values and per-request expressions.
+pub struct Template {
+    env: Environment<'static>,
+    root: Node,
+    values: JinjaValue,
+}
+
+impl fmt::Debug for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Template").field("root", &self.root).finish()
+    }
+}
+
+/// Everything wrong with a template, each with its path.
+pub type Problems = Vec<String>;
+
+impl Template {
+    /// Compiles `doc` (already parsed YAML). `file` prefixes every problem (`mutate.yaml`).
+    /// Pod-independent parts are evaluated against `values` here, once.
+    pub fn compile(file: &str, doc: Value, values: &Value) -> Result<Template, Problems> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
+        env.set_auto_escape_callback(|_| AutoEscape::None);
+        env.set_fuel(Some(FUEL));
+        env.set_recursion_limit(64);
+        let mut compiler = Compiler {
+            file,
+            env,
+            values: JinjaValue::from_serialize(values),
+            problems: Vec::new(),
+        };
+        let root = compiler.compile(doc, &FieldPath::default());
+        if !compiler.problems.is_empty() {
+            return Err(compiler.problems);
+        }
+        Ok(Template {
+            env: compiler.env,
+            root,
+            values: compiler.values,
+        })
+    }
+
+    /// True when rendering needs nothing from the request.
+    pub fn is_static(&self) -> bool {
+        matches!(self.root, Node::Static(_))
+    }
+
+    /// The template with every per-request expression still in it, when it has none.
+    pub fn static_value(&self) -> Option<&Value> {
+        match &self.root {
+            Node::Static(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Renders against one request. `pod` is the object as received.
+    pub fn render(&self, pod: &Value, namespace: &str) -> Result<Value, String> {
+        let ctx = minijinja::context! {
+            pod => JinjaValue::from_serialize(pod),
+            namespace => namespace,
+            values => self.values.clone(),
+        };
+        render_node(&self.env, &self.root, &ctx)
+    }
+}
+
+struct Compiler<'a> {
+    file: &'a str,
+    env: Environment<'static>,
+    values: JinjaValue,
+    problems: Problems,
+}
+
+impl Compiler<'_> {
+    fn problem(&mut self, path: &FieldPath, msg: impl fmt::Display) {
+        self.problems.push(format!("{}: {path}: {msg}", self.file));
+    }
+
+    fn compile(&mut self, v: Value, path: &FieldPath) -> Node {
+        match v {
+            Value::String(s) if has_expression(&s) => self.compile_scalar(s, path),
+            Value::Object(map) => {
+                let mut children = Vec::with_capacity(map.len());
+                for (k, v) in map {
+                    let child = self.compile(v, &path.key(&k));
+                    children.push((k, child));
+                }
+                if children.iter().all(|(_, n)| matches!(n, Node::Static(_))) {
+                    let map: Map<String, Value> = children
+                        .into_iter()
+                        .map(|(k, n)| (k, into_static(n)))
+                        .collect();
+                    Node::Static(Value::Object(map))
+                } else {
+                    Node::Map(children)
+                }
+            }
+            Value::Array(items) => {
+                let mut entries = Vec::with_capacity(items.len());
+                for (i, item) in items.into_iter().enumerate() {
+                    let item_path = path.index(i);
+                    let (when, item) = split_when(item);
+                    let when = match when {
+                        None => None,
+                        Some(w) => match self.compile(w, &item_path.key("when")) {
+                            Node::Static(w) if truthy(&w) => None,
+                            Node::Static(_) => continue, // dropped at load
+                            dynamic => Some(dynamic),
+                        },
+                    };
+                    let node = self.compile(item, &item_path);
+                    entries.push(Entry { when, node });
+                }
+                if entries
+                    .iter()
+                    .all(|e| e.when.is_none() && matches!(e.node, Node::Static(_)))
+                {
+                    Node::Static(Value::Array(
+                        entries.into_iter().map(|e| into_static(e.node)).collect(),
+                    ))
+                } else {
+                    Node::List(entries)
+                }
+            }
+            other => Node::Static(other),
+        }
+    }
+
+    fn compile_scalar(&mut self, s: String, path: &FieldPath) -> Node {
+        let name = format!("{}: {path}", self.file);
+        let (source, typed) = match single_expression(&s) {
+            Some(expr) => (format!("{{% set result = ({expr}) %}}"), true),
+            None => (s, false),
+        };
+        if let Err(e) = self.env.add_template_owned(name.clone(), source) {
+            self.problem(path, format_args!("template syntax: {}", jinja_error(&e)));
+            return Node::Static(Value::Null);
+        }
+        let dynamic = match self.env.get_template(&name) {
+            Ok(t) => {
+                let vars = t.undeclared_variables(false);
+                POD_DEPENDENT_VARS.iter().any(|v| vars.contains(*v))
+            }
+            Err(e) => {
+                self.problem(path, jinja_error(&e));
+                return Node::Static(Value::Null);
+            }
+        };
+        let node = Node::Expr { name, typed };
+        if dynamic {
+            return node;
+        }
+        let ctx = minijinja::context! { values => self.values.clone() };
+        match render_node(&self.env, &node, &ctx) {
+            Ok(v) => Node::Static(v),
+            Err(e) => {
+                // render_node's message already starts with the template name (file: path).
+                self.problems.push(e);
+                Node::Static(Value::Null)
+            }
+        }
+    }
+}
+
+fn into_static(n: Node) -> Value {
+    match n {
+        Node::Static(v) => v,
+        _ => Value::Null, // callers check every child is static first
+    }
+}
+
+/// Separates a list entry's `when:` from the entry; `when` never reaches the Pod.
+fn split_when(item: Value) -> (Option<Value>, Value) {
+    match item {
+        Value::Object(mut map) if map.contains_key("when") => {
+            let when = map.shift_remove("when");
+            (when, Value::Object(map))
+        }
+        other => (None, other),
+    }
+}
+
+fn has_expression(s: &str) -> bool {
+    s.contains("{{") || s.contains("{%")
+}
+
+/// `Some(expr)` when the whole scalar is exactly one `{{ expr }}`: its value keeps its type.
+fn single_expression(s: &str) -> Option<&str> {
+    let inner = s.trim().strip_prefix("{{")?.strip_suffix("}}")?;
+    if inner.contains("{{") || inner.contains("}}") || inner.contains("{%") {
+        return None;
+    }
+    let inner = inner.trim_start_matches('-').trim_end_matches('-').trim();
+    (!inner.is_empty()).then_some(inner)
+}
+
+/// The truth of a `when:` value: YAML booleans, and the strings an operator would write.
+pub fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !matches!(
+            s.trim().to_ascii_lowercase().as_str(),
+            "" | "false" | "0" | "no" | "off" | "none" | "null"
+        ),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+fn jinja_error(e: &minijinja::Error) -> String {
+    let mut msg = e.kind().to_string();
+    if let Some(detail) = e.detail() {
+        msg.push_str(": ");
+        msg.push_str(detail);
+    }
+    msg
+}
+
+fn render_node(env: &Environment<'static>, node: &Node, ctx: &JinjaValue) -> Result<Value, String> {
+    match node {
+        Node::Static(v) => Ok(v.clone()),
+        Node::Map(children) => {
+            let mut map = Map::with_capacity(children.len());
+            for (k, child) in children {
+                map.insert(k.clone(), render_node(env, child, ctx)?);
+            }
+            Ok(Value::Object(map))
+        }
+        Node::List(entries) => {
+            let mut out = Vec::with_capacity(entries.len());
+            for e in entries {
+                if let Some(w) = &e.when
+                    && !truthy(&render_node(env, w, ctx)?)
+                {
+                    continue;
+                }
+                out.push(render_node(env, &e.node, ctx)?);
+            }
+            Ok(Value::Array(out))
+        }
+        Node::Expr { name, typed } => {
+            let fail = |e: minijinja::Error| format!("{name}: {}", jinja_error(&e));
+            let tmpl = env.get_template(name).map_err(fail)?;
+            if *typed {
+                let captured = tmpl.render_captured(ctx).map_err(fail)?;
+                let v = captured.state().lookup("result").unwrap_or_default();
+                if v.is_undefined() {
+                    return Err(format!(
+                        "{name}: the expression is undefined (use `| default(...)` for optional fields)"
+                    ));
+                }
+                let json = serde_json::to_value(&v).map_err(|e| format!("{name}: {e}"))?;
+                if json.as_str().is_some_and(|s| s.len() > MAX_RENDERED_LEN) {
+                    return Err(format!("{name}: rendered value is over {MAX_RENDERED_LEN} bytes"));
+                }
+                Ok(json)
+            } else {
+                let s = tmpl.render(ctx).map_err(fail)?;
+                if s.len() > MAX_RENDERED_LEN {
+                    return Err(format!("{name}: rendered value is over {MAX_RENDERED_LEN} bytes"));
+                }
+                Ok(Value::String(s))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn compile(doc: Value, values: Value) -> Template {
+        Template::compile("mutate.yaml", doc, &values).expect("template compiles")
+    }
+
+    #[test]
+    fn values_only_template_is_rendered_at_load() {
+        let t = compile(
+            json!({"containers": [{"name": "c", "env": [{"name": "N", "value": "{{ values.n }}"}]}]}),
+            json!({"n": "15"}),
+        );
+        assert!(t.is_static());
+        assert_eq!(t.static_value().unwrap()["containers"][0]["env"][0]["value"], "15");
+    }
+
+    #[test]
+    fn single_expression_keeps_the_type_and_interpolation_makes_a_string() {
+        let t = compile(json!({"a": "{{ values.n }}", "b": "n={{ values.n }}"}), json!({"n": 30}));
+        assert_eq!(t.static_value().unwrap(), &json!({"a": 30, "b": "n=30"}));
+    }
+
+    #[test]
+    fn pod_values_cannot_change_the_structure() {
+        let t = compile(
+            json!({"containers": [{"name": "c", "env": [{"name": "I", "value": "{{ pod.metadata.annotations['interval'] }}"}]}]}),
+            json!({}),
+        );
+        assert!(!t.is_static());
+        let hostile = "10\"\n- name: evil\n  image: evil";
+        let pod = json!({"metadata": {"annotations": {"interval": hostile}}});
+        let out = t.render(&pod, "ns").unwrap();
+        assert_eq!(out["containers"].as_array().unwrap().len(), 1);
+        assert_eq!(out["containers"][0]["env"][0]["value"], hostile);
+    }
+
+    #[test]
+    fn when_drops_entries_and_never_reaches_the_output() {
+        let t = compile(
+            json!({"volumes": [
+                {"name": "a", "when": "{{ values.on }}"},
+                {"name": "b", "when": "{{ not values.on }}"},
+                {"name": "c", "when": "{{ pod.metadata.name == 'x' }}"}
+            ]}),
+            json!({"on": true}),
+        );
+        let out = t.render(&json!({"metadata": {"name": "x"}}), "ns").unwrap();
+        assert_eq!(out, json!({"volumes": [{"name": "a"}, {"name": "c"}]}));
+        let out = t.render(&json!({"metadata": {"name": "y"}}), "ns").unwrap();
+        assert_eq!(out, json!({"volumes": [{"name": "a"}]}));
+    }
+
+    #[test]
+    fn problems_carry_the_path() {
+        let err = Template::compile(
+            "mutate.yaml",
+            json!({"containers": [{"name": "{{ values.missing.deeper }}"}, {"image": "{{ oops( }}"}]}),
+            &json!({}),
+        )
+        .unwrap_err();
+        assert_eq!(err.len(), 2, "{err:?}");
+        assert!(err[0].starts_with("mutate.yaml: containers[0].name:"), "{err:?}");
+        assert!(err[1].starts_with("mutate.yaml: containers[1].image: template syntax"), "{err:?}");
+    }
+
+    #[test]
+    fn a_runaway_loop_runs_out_of_fuel() {
+        let t = compile(
+            json!({"a": "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}{{ pod.x }}"}),
+            json!({}),
+        );
+        let err = t.render(&json!({"x": 1}), "ns").unwrap_err();
+        assert!(err.contains("fuel"), "{err}");
+    }
+}

@@ -1,0 +1,51 @@
+//! File watching for certificate and config reload.
+//!
+//! Kubelet updates a mounted Secret or ConfigMap by swapping a `..data` symlink, not by writing
+//! the files: an inode watch on the file misses it. So this reads the files through their
+//! paths (following symlinks) on an interval and reports when their contents change, which
+//! catches symlink swaps, in-place writes and renames alike.
+
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A digest of the files' contents; a missing file counts as its own state.
+pub fn fingerprint(paths: &[PathBuf]) -> Vec<u8> {
+    let mut h = Sha256::new();
+    for p in paths {
+        match std::fs::read(p) {
+            Ok(data) => {
+                h.update([1]);
+                h.update((data.len() as u64).to_le_bytes());
+                h.update(&data);
+            }
+            Err(_) => h.update([0]),
+        }
+    }
+    h.finalize().to_vec()
+}
+
+/// Calls `on_change` (on a blocking thread) whenever the contents of `paths` change. Runs
+/// until the runtime stops.
+pub fn spawn<F>(name: &'static str, paths: Vec<PathBuf>, every: Duration, mut on_change: F)
+where
+    F: FnMut() + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut last = fingerprint(&paths);
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let paths_now = paths.clone();
+            let Ok(now) = tokio::task::spawn_blocking(move || fingerprint(&paths_now)).await else {
+                continue;
+            };
+            if now != last {
+                tracing::debug!(watch = name, "files changed");
+                last = now;
+                on_change();
+            }
+        }
+    });
+}
