@@ -440,10 +440,14 @@ fn plan(pod: &Value, f: &Fragment, native: bool, template_hash: &str) -> Result<
         reason: Reason::TemplateError,
         message: format!("cannot write the status annotation: {e}"),
     })?;
-    if lookup(pod, &["metadata"]).is_none() {
-        return Err(Failure { reason: Reason::InvalidObject, message: "the Pod has no metadata".into() });
+    match lookup(pod, &["metadata"]) {
+        // A Pod template may come without metadata (a CronJob's often does).
+        None | Some(Value::Null) => {
+            let annotations = serde_json::json!({ STATUS_KEY: status_json });
+            b.set_in_map(pod, &[], "metadata", serde_json::json!({ "annotations": annotations }))?;
+        }
+        Some(_) => b.set_in_map(pod, &["metadata", "annotations"], STATUS_KEY, Value::String(status_json))?,
     }
-    b.set_in_map(pod, &["metadata", "annotations"], STATUS_KEY, Value::String(status_json))?;
     Ok((b.into_patch(), status, warnings))
 }
 

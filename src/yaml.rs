@@ -8,7 +8,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 fn options() -> serde_saphyr::Options {
-    serde_saphyr::Options { strict_booleans: true, legacy_octal_numbers: true, ..Default::default() }
+    let mut o = serde_saphyr::Options::default();
+    o.strict_booleans = true;
+    o.legacy_octal_numbers = true;
+    o
 }
 
 /// One YAML (or JSON) document.
