@@ -43,8 +43,13 @@ pub enum Decoded {
 
 /// Reads a body. `Err` when there is nothing to answer as a review (no uid to echo).
 pub fn decode(body: &[u8]) -> Result<Decoded, BadRequest> {
-    let mut doc: Value = serde_json::from_slice(body).map_err(|e| BadRequest(format!("the body is not JSON: {e}")))?;
-    let api_version = doc.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let mut doc: Value = serde_json::from_slice(body)
+        .map_err(|e| BadRequest(format!("the body is not JSON: {e}")))?;
+    let api_version = doc
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
     if kind != REVIEW_KIND || !API_VERSIONS.contains(&api_version.as_str()) {
         return Err(BadRequest(format!(
@@ -56,14 +61,20 @@ pub fn decode(body: &[u8]) -> Result<Decoded, BadRequest> {
     };
     let object = request.remove("object");
     request.remove("oldObject");
-    let uid = request.get("uid").and_then(Value::as_str).map(str::to_owned);
+    let uid = request
+        .get("uid")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     let review: Result<AdmissionReview<DynamicObject>, _> = serde_path_to_error::deserialize(doc);
     match (review, uid) {
         (Ok(review), _) => {
             let request = review
                 .try_into()
                 .map_err(|_| BadRequest("the AdmissionReview has no request".into()))?;
-            Ok(Decoded::Review(Box::new(Review { request, object: object.filter(|o| !o.is_null()) })))
+            Ok(Decoded::Review(Box::new(Review {
+                request,
+                object: object.filter(|o| !o.is_null()),
+            })))
         }
         (Err(e), Some(uid)) if !uid.is_empty() => Ok(Decoded::Unreadable(Unreadable {
             api_version,
@@ -81,7 +92,12 @@ impl Review {
         let namespace = req
             .namespace
             .as_deref()
-            .or_else(|| self.object.as_ref()?.pointer("/metadata/namespace")?.as_str())
+            .or_else(|| {
+                self.object
+                    .as_ref()?
+                    .pointer("/metadata/namespace")?
+                    .as_str()
+            })
             .unwrap_or("default");
         engine::decide(
             &engine::Request {
@@ -98,7 +114,11 @@ impl Review {
     }
 
     /// The answer to send back, per the config's failurePolicy.
-    pub fn respond(&self, decision: &Decision, failure_policy: FailurePolicy) -> Result<Vec<u8>, String> {
+    pub fn respond(
+        &self,
+        decision: &Decision,
+        failure_policy: FailurePolicy,
+    ) -> Result<Vec<u8>, String> {
         let mut resp = AdmissionResponse::from(&self.request);
         let mut warnings = decision.warnings.clone();
         match decision.outcome() {
@@ -123,7 +143,10 @@ impl Review {
             resp.warnings = Some(warnings);
         }
         resp.audit_annotations = HashMap::from([
-            ("decision".to_owned(), decision.outcome().as_str().to_owned()),
+            (
+                "decision".to_owned(),
+                decision.outcome().as_str().to_owned(),
+            ),
             ("reason".to_owned(), decision.reason.as_str().to_owned()),
         ]);
         encode(&self.request.types.api_version, &resp)
@@ -133,7 +156,10 @@ impl Review {
 impl Unreadable {
     /// A review whose request could not be read is admitted unchanged (Ignore) or denied (Fail).
     pub fn respond(&self, failure_policy: FailurePolicy) -> Result<Vec<u8>, String> {
-        let message = format!("sidecar-injector: the AdmissionReview could not be read: {}", self.problem);
+        let message = format!(
+            "sidecar-injector: the AdmissionReview could not be read: {}",
+            self.problem
+        );
         let mut resp = AdmissionResponse::invalid(&message);
         resp.uid = self.uid.clone();
         match failure_policy {
@@ -191,7 +217,11 @@ fn encode(api_version: &str, resp: &AdmissionResponse) -> Result<Vec<u8>, String
         .filter(|p| !p.is_empty())
         .map(|p| base64::engine::general_purpose::STANDARD.encode(p));
     let out = ReviewOut {
-        api_version: if api_version.is_empty() { API_VERSIONS[0] } else { api_version },
+        api_version: if api_version.is_empty() {
+            API_VERSIONS[0]
+        } else {
+            api_version
+        },
         kind: REVIEW_KIND,
         response: ResponseOut {
             uid: &resp.uid,

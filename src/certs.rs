@@ -5,8 +5,8 @@
 use anyhow::{Context, Result};
 use base64::Engine as _;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
@@ -40,7 +40,8 @@ pub fn write(dir: &Path, names: &[String]) -> Result<Written> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let (ca_pem, ca_key) = match (read(dir, CA_CERT), read(dir, CA_KEY)) {
         (Some(cert), Some(key)) => {
-            let key = KeyPair::from_pem(&key).with_context(|| format!("{}: not a private key", dir.join(CA_KEY).display()))?;
+            let key = KeyPair::from_pem(&key)
+                .with_context(|| format!("{}: not a private key", dir.join(CA_KEY).display()))?;
             (cert, key)
         }
         _ => {
@@ -56,15 +57,27 @@ pub fn write(dir: &Path, names: &[String]) -> Result<Written> {
     let key = KeyPair::generate().context("generating the serving key")?;
     let mut params = CertificateParams::new(names.to_vec()).context("the certificate names")?;
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, names.first().cloned().unwrap_or_default());
+    dn.push(
+        DnType::CommonName,
+        names.first().cloned().unwrap_or_default(),
+    );
     params.distinguished_name = dn;
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     let now = OffsetDateTime::now_utc();
     params.not_before = now - Duration::minutes(5);
     params.not_after = now + Duration::days(365);
-    let cert = params.signed_by(&key, &issuer).context("signing the serving certificate")?;
-    let written = Written { ca: dir.join(CA_CERT), cert: dir.join(TLS_CERT), key: dir.join(TLS_KEY) };
+    let cert = params
+        .signed_by(&key, &issuer)
+        .context("signing the serving certificate")?;
+    let written = Written {
+        ca: dir.join(CA_CERT),
+        cert: dir.join(TLS_CERT),
+        key: dir.join(TLS_KEY),
+    };
     write_file(&written.cert, cert.pem().as_bytes(), false)?;
     write_file(&written.key, key.serialize_pem().as_bytes(), true)?;
     Ok(written)
@@ -72,11 +85,19 @@ pub fn write(dir: &Path, names: &[String]) -> Result<Written> {
 
 /// The dev set `serve` uses without `--tls-*` flags: reused when all three files exist.
 pub fn ensure_dev(dir: &Path) -> Result<Written> {
-    let existing = Written { ca: dir.join(CA_CERT), cert: dir.join(TLS_CERT), key: dir.join(TLS_KEY) };
+    let existing = Written {
+        ca: dir.join(CA_CERT),
+        cert: dir.join(TLS_CERT),
+        key: dir.join(TLS_KEY),
+    };
     if existing.ca.is_file() && existing.cert.is_file() && existing.key.is_file() {
         return Ok(existing);
     }
-    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     names.extend(service_names("sidecar-injector", "sidecar-injector"));
     write(dir, &names)
 }
@@ -93,7 +114,11 @@ fn ca_params() -> CertificateParams {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, "sidecar-injector CA");
     params.distinguished_name = dn;
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let now = OffsetDateTime::now_utc();
     params.not_before = now - Duration::minutes(5);
     params.not_after = now + Duration::days(3650);
@@ -113,6 +138,9 @@ fn write_file(path: &Path, data: &[u8], private: bool) -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(path).with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(data).with_context(|| format!("writing {}", path.display()))
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(data)
+        .with_context(|| format!("writing {}", path.display()))
 }

@@ -77,7 +77,9 @@ fn default_namespace_label() -> String {
     "sidecar-injection".to_owned()
 }
 fn default_never_inject() -> Vec<String> {
-    ["kube-system", "kube-public", "kube-node-lease"].map(String::from).to_vec()
+    ["kube-system", "kube-public", "kube-node-lease"]
+        .map(String::from)
+        .to_vec()
 }
 fn empty_map() -> Value {
     json!({})
@@ -125,7 +127,9 @@ impl std::error::Error for ConfigError {}
 
 impl ConfigError {
     fn one(msg: impl Into<String>) -> Self {
-        ConfigError { problems: vec![msg.into()] }
+        ConfigError {
+            problems: vec![msg.into()],
+        }
     }
 }
 
@@ -175,14 +179,21 @@ impl Source {
                     }
                 };
                 let template = read(TEMPLATE_KEY)?.ok_or_else(|| {
-                    ConfigError::one(format!("{}: no {TEMPLATE_KEY} in this directory", p.display()))
+                    ConfigError::one(format!(
+                        "{}: no {TEMPLATE_KEY} in this directory",
+                        p.display()
+                    ))
                 })?;
-                Ok(RawConfig { settings: read(SETTINGS_KEY)?, template })
+                Ok(RawConfig {
+                    settings: read(SETTINGS_KEY)?,
+                    template,
+                })
             }
             Source::Path(p) => {
                 let text = std::fs::read_to_string(p)
                     .map_err(|e| ConfigError::one(format!("{}: {e}", p.display())))?;
-                parse_configmap(&text).map_err(|e| ConfigError::one(format!("{}: {e}", p.display())))
+                parse_configmap(&text)
+                    .map_err(|e| ConfigError::one(format!("{}: {e}", p.display())))
             }
         }
     }
@@ -203,8 +214,12 @@ fn parse_configmap(text: &str) -> Result<RawConfig, String> {
             Some(other) => Err(format!("data.{k} is not a string but {other}")),
         }
     };
-    let template = key(TEMPLATE_KEY)?.ok_or_else(|| format!("the ConfigMap has no data.{TEMPLATE_KEY}"))?;
-    Ok(RawConfig { settings: key(SETTINGS_KEY)?, template })
+    let template =
+        key(TEMPLATE_KEY)?.ok_or_else(|| format!("the ConfigMap has no data.{TEMPLATE_KEY}"))?;
+    Ok(RawConfig {
+        settings: key(SETTINGS_KEY)?,
+        template,
+    })
 }
 
 impl Config {
@@ -221,7 +236,9 @@ impl Config {
             Ok(Value::Null) => Value::Object(Default::default()),
             Ok(v @ Value::Object(_)) => v,
             Ok(other) => {
-                problems.push(format!("{TEMPLATE_KEY}: want a mapping of Pod spec fields, got {other}"));
+                problems.push(format!(
+                    "{TEMPLATE_KEY}: want a mapping of Pod spec fields, got {other}"
+                ));
                 Value::Null
             }
             Err(e) => {
@@ -303,7 +320,10 @@ fn parse_settings(text: &str, problems: &mut Problems) -> Option<Settings> {
         }
     };
     if !settings.values.is_object() {
-        problems.push(format!("{SETTINGS_KEY}: values: want a mapping, got {}", settings.values));
+        problems.push(format!(
+            "{SETTINGS_KEY}: values: want a mapping, got {}",
+            settings.values
+        ));
     }
     if !settings.image_repository.is_empty()
         && let Err(e) = image::validate_repository(&settings.image_repository)
@@ -335,7 +355,10 @@ fn check_template_keys(doc: &Value, problems: &mut Problems) {
         } else if k == "appContainers" {
             match v.as_object() {
                 Some(app) => {
-                    for key in app.keys().filter(|k| !matches!(k.as_str(), "env" | "volumeMounts")) {
+                    for key in app
+                        .keys()
+                        .filter(|k| !matches!(k.as_str(), "env" | "volumeMounts"))
+                    {
                         problems.push(format!(
                             "{TEMPLATE_KEY}: appContainers.{key}: unknown key (want env, volumeMounts)"
                         ));
@@ -393,7 +416,11 @@ impl Fragment {
     /// Checks a rendered template as the apiserver would check the Pod fields it becomes, and
     /// moves every image under the repository. `warnings` collects what is only worth a look
     /// (load time); per request it is `None`.
-    fn check(rendered: Value, settings: &Settings, mut warnings: Option<&mut Vec<String>>) -> Result<Fragment, Problems> {
+    fn check(
+        rendered: Value,
+        settings: &Settings,
+        mut warnings: Option<&mut Vec<String>>,
+    ) -> Result<Fragment, Problems> {
         let mut problems = Vec::new();
         let section = |key: &str, v: Option<&Value>, problems: &mut Problems| -> Vec<Value> {
             match v {
@@ -407,11 +434,23 @@ impl Fragment {
         };
         let app = rendered.get("appContainers");
         let mut f = Fragment {
-            image_pull_secrets: section("imagePullSecrets", rendered.get("imagePullSecrets"), &mut problems),
-            init_containers: section("initContainers", rendered.get("initContainers"), &mut problems),
+            image_pull_secrets: section(
+                "imagePullSecrets",
+                rendered.get("imagePullSecrets"),
+                &mut problems,
+            ),
+            init_containers: section(
+                "initContainers",
+                rendered.get("initContainers"),
+                &mut problems,
+            ),
             containers: section("containers", rendered.get("containers"), &mut problems),
             volumes: section("volumes", rendered.get("volumes"), &mut problems),
-            app_env: section("appContainers.env", app.and_then(|a| a.get("env")), &mut problems),
+            app_env: section(
+                "appContainers.env",
+                app.and_then(|a| a.get("env")),
+                &mut problems,
+            ),
             app_volume_mounts: section(
                 "appContainers.volumeMounts",
                 app.and_then(|a| a.get("volumeMounts")),
@@ -420,22 +459,53 @@ impl Fragment {
         };
         let mut w = Vec::new();
         let root = FieldPath::default();
-        check_list::<LocalObjectReference>(&f.image_pull_secrets, &root.key("imagePullSecrets"), &mut problems, &mut w);
-        check_list::<Container>(&f.init_containers, &root.key("initContainers"), &mut problems, &mut w);
-        check_list::<Container>(&f.containers, &root.key("containers"), &mut problems, &mut w);
+        check_list::<LocalObjectReference>(
+            &f.image_pull_secrets,
+            &root.key("imagePullSecrets"),
+            &mut problems,
+            &mut w,
+        );
+        check_list::<Container>(
+            &f.init_containers,
+            &root.key("initContainers"),
+            &mut problems,
+            &mut w,
+        );
+        check_list::<Container>(
+            &f.containers,
+            &root.key("containers"),
+            &mut problems,
+            &mut w,
+        );
         check_list::<Volume>(&f.volumes, &root.key("volumes"), &mut problems, &mut w);
         let app = root.key("appContainers");
         check_list::<EnvVar>(&f.app_env, &app.key("env"), &mut problems, &mut w);
-        check_list::<VolumeMount>(&f.app_volume_mounts, &app.key("volumeMounts"), &mut problems, &mut w);
-        for (key, list) in [("initContainers", &f.init_containers), ("containers", &f.containers)] {
+        check_list::<VolumeMount>(
+            &f.app_volume_mounts,
+            &app.key("volumeMounts"),
+            &mut problems,
+            &mut w,
+        );
+        for (key, list) in [
+            ("initContainers", &f.init_containers),
+            ("containers", &f.containers),
+        ] {
             for (i, c) in list.iter().enumerate() {
                 check_container(c, &root.key(key).index(i), &mut problems);
             }
         }
         let all_containers: Vec<&Value> = f.init_containers.iter().chain(&f.containers).collect();
-        unique_names(all_containers.iter().copied(), "initContainers + containers", &mut problems);
+        unique_names(
+            all_containers.iter().copied(),
+            "initContainers + containers",
+            &mut problems,
+        );
         unique_names(f.volumes.iter(), "volumes", &mut problems);
-        unique_names(f.image_pull_secrets.iter(), "imagePullSecrets", &mut problems);
+        unique_names(
+            f.image_pull_secrets.iter(),
+            "imagePullSecrets",
+            &mut problems,
+        );
         unique_names(f.app_env.iter(), "appContainers.env", &mut problems);
         for (i, v) in f.volumes.iter().enumerate() {
             check_dns_label(v, &root.key("volumes").index(i), &mut problems);
@@ -466,12 +536,16 @@ fn check_list<T: DeserializeOwned + serde::Serialize>(
     for (i, item) in items.iter().enumerate() {
         let path = at.index(i);
         if !item.is_object() {
-            problems.push(format!("{TEMPLATE_KEY}: {path}: want a mapping, got {item}"));
+            problems.push(format!(
+                "{TEMPLATE_KEY}: {path}: want a mapping, got {item}"
+            ));
             continue;
         }
         match item.get("name") {
             Some(Value::String(n)) if !n.is_empty() => {}
-            _ => problems.push(format!("{TEMPLATE_KEY}: {path}.name: required, a non-empty string")),
+            _ => problems.push(format!(
+                "{TEMPLATE_KEY}: {path}.name: required, a non-empty string"
+            )),
         }
         match deserialize_at::<T>(TEMPLATE_KEY, &path, item.clone()) {
             Ok(typed) => {
@@ -511,7 +585,9 @@ fn unknown_fields(original: &Value, known: &Value, at: &FieldPath, warnings: &mu
 fn check_container(c: &Value, at: &FieldPath, problems: &mut Problems) {
     match c.get("image") {
         Some(Value::String(s)) if !s.trim().is_empty() => {}
-        _ => problems.push(format!("{TEMPLATE_KEY}: {at}.image: required, a non-empty string")),
+        _ => problems.push(format!(
+            "{TEMPLATE_KEY}: {at}.image: required, a non-empty string"
+        )),
     }
     check_dns_label(c, at, problems);
     let enum_field = |field: &str, allowed: &[&str], problems: &mut Problems| {
@@ -524,16 +600,24 @@ fn check_container(c: &Value, at: &FieldPath, problems: &mut Problems) {
             ));
         }
     };
-    enum_field("imagePullPolicy", &["Always", "IfNotPresent", "Never"], problems);
+    enum_field(
+        "imagePullPolicy",
+        &["Always", "IfNotPresent", "Never"],
+        problems,
+    );
     enum_field("restartPolicy", &["Always"], problems);
 }
 
 /// Container and volume names are DNS-1123 labels.
 fn check_dns_label(item: &Value, at: &FieldPath, problems: &mut Problems) {
-    let Some(name) = item.get("name").and_then(Value::as_str) else { return };
+    let Some(name) = item.get("name").and_then(Value::as_str) else {
+        return;
+    };
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-');
     if !ok {
@@ -547,7 +631,9 @@ fn unique_names<'a>(items: impl Iterator<Item = &'a Value>, what: &str, problems
     let mut seen = std::collections::HashSet::new();
     for name in items.filter_map(|i| i.get("name").and_then(Value::as_str)) {
         if !seen.insert(name) {
-            problems.push(format!("{TEMPLATE_KEY}: {what}: the name {name:?} appears twice"));
+            problems.push(format!(
+                "{TEMPLATE_KEY}: {what}: the name {name:?} appears twice"
+            ));
         }
     }
 }
@@ -557,15 +643,25 @@ mod tests {
     use super::*;
 
     fn raw(settings: &str, template: &str) -> RawConfig {
-        RawConfig { settings: Some(settings.to_owned()), template: template.to_owned() }
+        RawConfig {
+            settings: Some(settings.to_owned()),
+            template: template.to_owned(),
+        }
     }
 
     #[test]
     fn the_embedded_default_loads_and_is_prerendered() {
         let c = Config::load(&Source::Embedded, DEFAULT_OWN_NAMESPACE).expect("default loads");
         let f = c.fragment(&json!({}), "x").unwrap();
-        assert!(matches!(f, Cow::Borrowed(_)), "a values-only template renders once, at load");
-        let names: Vec<_> = f.containers.iter().map(|c| c["name"].as_str().unwrap()).collect();
+        assert!(
+            matches!(f, Cow::Borrowed(_)),
+            "a values-only template renders once, at load"
+        );
+        let names: Vec<_> = f
+            .containers
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
         assert_eq!(names, ["bitbucket-pipelines-metrics-collector"]);
     }
 
@@ -580,7 +676,10 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.problems.len(), 1, "{err}");
-        assert!(err.problems[0].starts_with("config.yaml: policy: unknown variant `sometimes`"), "{err}");
+        assert!(
+            err.problems[0].starts_with("config.yaml: policy: unknown variant `sometimes`"),
+            "{err}"
+        );
 
         let err = Config::from_raw(
             &raw(
@@ -602,19 +701,31 @@ mod tests {
         )
         .unwrap_err();
         let all = err.to_string();
-        assert!(all.contains("mutate.yaml: containers[0].env[0].value: invalid type: integer `30`"), "{all}");
+        assert!(
+            all.contains("mutate.yaml: containers[0].env[0].value: invalid type: integer `30`"),
+            "{all}"
+        );
     }
 
     #[test]
     fn enum_and_name_checks() {
         let err = Config::from_raw(
-            &raw("", "containers:\n- name: Bad_Name\n  image: x\n  imagePullPolicy: Sometimes\n"),
+            &raw(
+                "",
+                "containers:\n- name: Bad_Name\n  image: x\n  imagePullPolicy: Sometimes\n",
+            ),
             "ns",
         )
         .unwrap_err();
         let all = err.to_string();
-        assert!(all.contains("containers[0].imagePullPolicy: \"Sometimes\" is not one of"), "{all}");
-        assert!(all.contains("containers[0].name: \"Bad_Name\" is not a DNS-1123 label"), "{all}");
+        assert!(
+            all.contains("containers[0].imagePullPolicy: \"Sometimes\" is not one of"),
+            "{all}"
+        );
+        assert!(
+            all.contains("containers[0].name: \"Bad_Name\" is not a DNS-1123 label"),
+            "{all}"
+        );
     }
 
     #[test]
@@ -628,14 +739,23 @@ mod tests {
         )
         .unwrap();
         let f = c.fragment(&json!({}), "ns").unwrap();
-        assert_eq!(f.init_containers[0]["image"], "registry.corp/mirror/library/busybox:1.36");
+        assert_eq!(
+            f.init_containers[0]["image"],
+            "registry.corp/mirror/library/busybox:1.36"
+        );
         assert_eq!(f.containers[0]["image"], "registry.corp/mirror/a/b:1");
     }
 
     #[test]
     fn unknown_container_fields_are_warned_about() {
-        let c = Config::from_raw(&raw("", "containers:\n- {name: c, image: x, imagePullPolicyy: Always}\n"), "ns")
-            .unwrap();
+        let c = Config::from_raw(
+            &raw(
+                "",
+                "containers:\n- {name: c, image: x, imagePullPolicyy: Always}\n",
+            ),
+            "ns",
+        )
+        .unwrap();
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
         assert!(c.warnings[0].contains("containers[0].imagePullPolicyy"));
     }
@@ -646,6 +766,10 @@ mod tests {
         let raw = parse_configmap(text).unwrap();
         assert_eq!(raw.settings, None);
         assert!(raw.template.contains("emptyDir"));
-        assert!(parse_configmap("kind: Secret\n").unwrap_err().contains("want a ConfigMap"));
+        assert!(
+            parse_configmap("kind: Secret\n")
+                .unwrap_err()
+                .contains("want a ConfigMap")
+        );
     }
 }

@@ -138,7 +138,12 @@ impl Decision {
     }
 
     fn skip(reason: Reason, message: impl Into<String>) -> Decision {
-        Decision { reason, message: message.into(), patch: Patch(Vec::new()), warnings: Vec::new() }
+        Decision {
+            reason,
+            message: message.into(),
+            patch: Patch(Vec::new()),
+            warnings: Vec::new(),
+        }
     }
 }
 
@@ -171,29 +176,58 @@ pub fn decide(req: &Request<'_>, config: &Config) -> Decision {
 }
 
 /// Every rule that can say "not this one", in order. `Ok` is the Pod to inject.
-fn gate<'a>(req: &Request<'a>, config: &Config, warnings: &mut Vec<String>) -> Result<&'a Value, Decision> {
+fn gate<'a>(
+    req: &Request<'a>,
+    config: &Config,
+    warnings: &mut Vec<String>,
+) -> Result<&'a Value, Decision> {
     use Reason::*;
     if req.operation != Operation::Create {
-        return Err(Decision::skip(OperationNotCreate, format!("operation {:?}: only CREATE is injected", req.operation)));
+        return Err(Decision::skip(
+            OperationNotCreate,
+            format!("operation {:?}: only CREATE is injected", req.operation),
+        ));
     }
     if !req.kind.group.is_empty() || req.kind.kind != "Pod" {
-        return Err(Decision::skip(NotAPod, format!("{} is not a Pod", gvk_string(req.kind))));
+        return Err(Decision::skip(
+            NotAPod,
+            format!("{} is not a Pod", gvk_string(req.kind)),
+        ));
     }
     if let Some(sub) = req.sub_resource.filter(|s| !s.is_empty()) {
-        return Err(Decision::skip(Subresource, format!("subresource {sub:?} is not injected")));
+        return Err(Decision::skip(
+            Subresource,
+            format!("subresource {sub:?} is not injected"),
+        ));
     }
     let pod = match req.object {
         Some(pod @ Value::Object(_)) => pod,
-        Some(other) => return Err(Decision::skip(InvalidObject, format!("the object is not a map but {}", short(other)))),
-        None => return Err(Decision::skip(InvalidObject, "the request carries no object")),
+        Some(other) => {
+            return Err(Decision::skip(
+                InvalidObject,
+                format!("the object is not a map but {}", short(other)),
+            ));
+        }
+        None => {
+            return Err(Decision::skip(
+                InvalidObject,
+                "the request carries no object",
+            ));
+        }
     };
     let ns = req.namespace;
     let settings = &config.settings;
     if ns == config.own_namespace {
-        return Err(Decision::skip(NeverInjectNamespace, format!("namespace {ns:?} is the injector's own")));
+        return Err(Decision::skip(
+            NeverInjectNamespace,
+            format!("namespace {ns:?} is the injector's own"),
+        ));
     }
     if settings.never_inject_namespaces.iter().any(|n| n == ns) {
-        return Err(Decision::skip(NeverInjectNamespace, format!("namespace {ns:?} is in neverInjectNamespaces")));
+        return Err(Decision::skip(
+            NeverInjectNamespace,
+            format!("namespace {ns:?} is in neverInjectNamespaces"),
+        ));
     }
     if let Some(labels) = req.namespace_labels {
         let key = &settings.namespace_label;
@@ -207,10 +241,18 @@ fn gate<'a>(req: &Request<'a>, config: &Config, warnings: &mut Vec<String>) -> R
     let annotations = lookup(pod, &["metadata", "annotations"]);
     let labels = lookup(pod, &["metadata", "labels"]);
     if annotations.and_then(|a| a.get(MIRROR_KEY)).is_some() {
-        return Err(Decision::skip(MirrorPod, "mirror Pods (static Pods) cannot be changed"));
+        return Err(Decision::skip(
+            MirrorPod,
+            "mirror Pods (static Pods) cannot be changed",
+        ));
     }
     match opt_in(annotations, labels, warnings) {
-        Some(false) => return Err(Decision::skip(OptedOut, format!("the Pod opts out with {INJECT_KEY}=false"))),
+        Some(false) => {
+            return Err(Decision::skip(
+                OptedOut,
+                format!("the Pod opts out with {INJECT_KEY}=false"),
+            ));
+        }
         Some(true) => {}
         None if settings.policy == Policy::Disabled => {
             return Err(Decision::skip(
@@ -230,15 +272,24 @@ fn gate<'a>(req: &Request<'a>, config: &Config, warnings: &mut Vec<String>) -> R
 }
 
 /// The Pod's own word: `Some(false)` when either the annotation or the label says "false".
-fn opt_in(annotations: Option<&Value>, labels: Option<&Value>, warnings: &mut Vec<String>) -> Option<bool> {
+fn opt_in(
+    annotations: Option<&Value>,
+    labels: Option<&Value>,
+    warnings: &mut Vec<String>,
+) -> Option<bool> {
     let mut said = None;
     for (where_, map) in [("annotation", annotations), ("label", labels)] {
-        let Some(v) = map.and_then(|m| m.get(INJECT_KEY)) else { continue };
+        let Some(v) = map.and_then(|m| m.get(INJECT_KEY)) else {
+            continue;
+        };
         let text = v.as_str().map(str::trim).map(str::to_ascii_lowercase);
         match text.as_deref() {
             Some("false") => return Some(false),
             Some("true") => said = Some(true),
-            _ => warnings.push(format!("{where_} {INJECT_KEY}={} is neither \"true\" nor \"false\"; ignored", short(v))),
+            _ => warnings.push(format!(
+                "{where_} {INJECT_KEY}={} is neither \"true\" nor \"false\"; ignored",
+                short(v)
+            )),
         }
     }
     said
@@ -264,7 +315,9 @@ fn runs_to_completion(pod: &Value, workload_kind: Option<&str>) -> bool {
         .is_some_and(|refs| {
             refs.iter().any(|r| {
                 r.get("kind").and_then(Value::as_str) == Some("Job")
-                    && r.get("apiVersion").and_then(Value::as_str).is_some_and(|v| v.starts_with("batch/"))
+                    && r.get("apiVersion")
+                        .and_then(Value::as_str)
+                        .is_some_and(|v| v.starts_with("batch/"))
             })
         });
     let restart = lookup(pod, &["spec", "restartPolicy"]).and_then(Value::as_str);
@@ -274,7 +327,12 @@ fn runs_to_completion(pod: &Value, workload_kind: Option<&str>) -> bool {
 fn inject(pod: &Value, req: &Request<'_>, config: &Config) -> Decision {
     let fragment = match config.fragment(pod, req.namespace) {
         Ok(f) => f,
-        Err(e) => return Decision::skip(Reason::TemplateError, format!("the template does not render for this Pod: {e}")),
+        Err(e) => {
+            return Decision::skip(
+                Reason::TemplateError,
+                format!("the template does not render for this Pod: {e}"),
+            );
+        }
     };
     let native = native_sidecars(pod, req, config);
     match plan(pod, &fragment, native, &config.template_hash) {
@@ -286,7 +344,12 @@ fn inject(pod: &Value, req: &Request<'_>, config: &Config) -> Decision {
             if native {
                 message.push_str(" (native sidecars)");
             }
-            Decision { reason: Reason::Injected, message, patch, warnings }
+            Decision {
+                reason: Reason::Injected,
+                message,
+                patch,
+                warnings,
+            }
         }
         Err(f) => Decision::skip(f.reason, f.message),
     }
@@ -299,12 +362,18 @@ struct Failure {
 
 impl From<ShapeError> for Failure {
     fn from(e: ShapeError) -> Self {
-        Failure { reason: Reason::InvalidObject, message: e.0 }
+        Failure {
+            reason: Reason::InvalidObject,
+            message: e.0,
+        }
     }
 }
 
 fn conflict(message: String) -> Failure {
-    Failure { reason: Reason::Conflict, message }
+    Failure {
+        reason: Reason::Conflict,
+        message,
+    }
 }
 
 /// Named entries of a list of the Pod spec, by name.
@@ -315,7 +384,10 @@ fn named<'a>(pod: &'a Value, field: &str) -> Result<HashMap<&'a str, &'a Value>,
             .iter()
             .filter_map(|i| Some((i.get("name")?.as_str()?, i)))
             .collect()),
-        Some(_) => Err(Failure { reason: Reason::InvalidObject, message: format!("spec.{field} is not a list") }),
+        Some(_) => Err(Failure {
+            reason: Reason::InvalidObject,
+            message: format!("spec.{field} is not a list"),
+        }),
     }
 }
 
@@ -327,13 +399,13 @@ fn name_of(v: &Value) -> &str {
 /// before webhooks see a Pod, so an earlier injection comes back with more, never with less.
 fn covers(existing: &Value, wanted: &Value) -> bool {
     match (existing, wanted) {
-        (Value::Object(e), Value::Object(w)) => {
-            w.iter().all(|(k, wv)| match e.get(k) {
-                Some(ev) => covers(ev, wv),
-                None => wv.is_null(),
-            })
+        (Value::Object(e), Value::Object(w)) => w.iter().all(|(k, wv)| match e.get(k) {
+            Some(ev) => covers(ev, wv),
+            None => wv.is_null(),
+        }),
+        (Value::Array(e), Value::Array(w)) => {
+            e.len() == w.len() && e.iter().zip(w).all(|(a, b)| covers(a, b))
         }
-        (Value::Array(e), Value::Array(w)) => e.len() == w.len() && e.iter().zip(w).all(|(a, b)| covers(a, b)),
         (e, w) => e == w,
     }
 }
@@ -365,7 +437,10 @@ type Plan = (Patch, Status, Vec<String>);
 
 fn plan(pod: &Value, f: &Fragment, native: bool, template_hash: &str) -> Result<Plan, Failure> {
     if !matches!(pod.get("spec"), Some(Value::Object(_))) {
-        return Err(Failure { reason: Reason::InvalidObject, message: "the Pod has no spec".into() });
+        return Err(Failure {
+            reason: Reason::InvalidObject,
+            message: "the Pod has no spec".into(),
+        });
     }
     let mut warnings = Vec::new();
     let mut containers_by_name = named(pod, "containers")?;
@@ -399,18 +474,30 @@ fn plan(pod: &Value, f: &Fragment, native: bool, template_hash: &str) -> Result<
         .collect();
 
     // Every mount of what is injected must name a volume the Pod will have.
-    let volume_names: HashSet<&str> = volumes_by_name.keys().copied().chain(f.volumes.iter().map(name_of)).collect();
+    let volume_names: HashSet<&str> = volumes_by_name
+        .keys()
+        .copied()
+        .chain(f.volumes.iter().map(name_of))
+        .collect();
     let mounts = f
         .init_containers
         .iter()
         .chain(&f.containers)
-        .flat_map(|c| c.get("volumeMounts").and_then(Value::as_array).into_iter().flatten())
+        .flat_map(|c| {
+            c.get("volumeMounts")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+        })
         .chain(&f.app_volume_mounts);
     for m in mounts {
         if !volume_names.contains(name_of(m)) {
             return Err(Failure {
                 reason: Reason::TemplateError,
-                message: format!("the template mounts volume {:?}, which neither it nor the Pod defines", name_of(m)),
+                message: format!(
+                    "the template mounts volume {:?}, which neither it nor the Pod defines",
+                    name_of(m)
+                ),
             });
         }
     }
@@ -444,26 +531,55 @@ fn plan(pod: &Value, f: &Fragment, native: bool, template_hash: &str) -> Result<
         // A Pod template may come without metadata (a CronJob's often does).
         None | Some(Value::Null) => {
             let annotations = serde_json::json!({ STATUS_KEY: status_json });
-            b.set_in_map(pod, &[], "metadata", serde_json::json!({ "annotations": annotations }))?;
+            b.set_in_map(
+                pod,
+                &[],
+                "metadata",
+                serde_json::json!({ "annotations": annotations }),
+            )?;
         }
-        Some(_) => b.set_in_map(pod, &["metadata", "annotations"], STATUS_KEY, Value::String(status_json))?,
+        Some(_) => b.set_in_map(
+            pod,
+            &["metadata", "annotations"],
+            STATUS_KEY,
+            Value::String(status_json),
+        )?,
     }
     Ok((b.into_patch(), status, warnings))
 }
 
 /// `appContainers`: env and volumeMounts for each of the Pod's own containers. What a
 /// container already sets wins: an env var it names, a volume it mounts, a path it uses.
-fn merge_app_containers(b: &mut PatchBuilder, pod: &Value, f: &Fragment, warnings: &mut Vec<String>) -> Result<(), Failure> {
+fn merge_app_containers(
+    b: &mut PatchBuilder,
+    pod: &Value,
+    f: &Fragment,
+    warnings: &mut Vec<String>,
+) -> Result<(), Failure> {
     if f.app_env.is_empty() && f.app_volume_mounts.is_empty() {
         return Ok(());
     }
     let Some(Value::Array(containers)) = lookup(pod, &["spec", "containers"]) else {
         return Ok(());
     };
+    let injected: HashSet<&str> = f
+        .containers
+        .iter()
+        .chain(&f.init_containers)
+        .map(name_of)
+        .collect();
     for (i, c) in containers.iter().enumerate() {
+        if injected.contains(name_of(c)) {
+            continue; // a container the template adds is no app container
+        }
         let idx = i.to_string();
         let have_env: HashSet<&str> = list(c, "env").map(name_of).collect();
-        let env: Vec<Value> = f.app_env.iter().filter(|e| !have_env.contains(name_of(e))).cloned().collect();
+        let env: Vec<Value> = f
+            .app_env
+            .iter()
+            .filter(|e| !have_env.contains(name_of(e)))
+            .cloned()
+            .collect();
         b.extend_list(pod, &["spec", "containers", &idx, "env"], env)?;
 
         let have_mounts: HashSet<&str> = list(c, "volumeMounts").map(name_of).collect();
@@ -471,8 +587,15 @@ fn merge_app_containers(b: &mut PatchBuilder, pod: &Value, f: &Fragment, warning
             .filter_map(|m| Some((m.get("mountPath")?.as_str()?, name_of(m))))
             .collect();
         let mut mounts = Vec::new();
-        for m in f.app_volume_mounts.iter().filter(|m| !have_mounts.contains(name_of(m))) {
-            let path = m.get("mountPath").and_then(Value::as_str).unwrap_or_default();
+        for m in f
+            .app_volume_mounts
+            .iter()
+            .filter(|m| !have_mounts.contains(name_of(m)))
+        {
+            let path = m
+                .get("mountPath")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             match have_paths.get(path) {
                 Some(other) => warnings.push(format!(
                     "container {:?} already mounts {other:?} at {path}; {:?} not mounted there",

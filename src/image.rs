@@ -10,13 +10,19 @@ const DOCKER_HUB: [&str; 3] = ["docker.io", "index.docker.io", "registry-1.docke
 pub fn validate_repository(repo: &str) -> Result<(), String> {
     let trimmed = repo.trim_end_matches('/');
     if trimmed.is_empty() {
-        return Err(format!("{repo:?} is not a repository (want HOST[:PORT][/PATH])"));
+        return Err(format!(
+            "{repo:?} is not a repository (want HOST[:PORT][/PATH])"
+        ));
     }
     if trimmed.contains("://") {
-        return Err(format!("{repo:?} has a URL scheme; write the registry host without it"));
+        return Err(format!(
+            "{repo:?} has a URL scheme; write the registry host without it"
+        ));
     }
     if trimmed.chars().any(|c| c.is_whitespace() || c == '@') {
-        return Err(format!("{repo:?} is not a repository (want HOST[:PORT][/PATH])"));
+        return Err(format!(
+            "{repo:?} is not a repository (want HOST[:PORT][/PATH])"
+        ));
     }
     let mut parts = trimmed.split('/');
     let host = parts.next().unwrap_or_default();

@@ -13,7 +13,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "sidecar-injector", version, about = "Kubernetes mutating admission webhook: inject sidecars, init containers, volumes and pull secrets from one template")]
+#[command(
+    name = "sidecar-injector",
+    version,
+    about = "Kubernetes mutating admission webhook: inject sidecars, init containers, volumes and pull secrets from one template"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -111,7 +115,10 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 }
 
 fn own_namespace() -> String {
-    std::env::var("POD_NAMESPACE").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| DEFAULT_OWN_NAMESPACE.to_owned())
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| DEFAULT_OWN_NAMESPACE.to_owned())
 }
 
 fn main() -> ExitCode {
@@ -120,7 +127,11 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Preview(args) => run_preview(args),
         Command::Validate { config } => validate(config),
-        Command::Certs { service, namespace, out } => run_certs(&service, &namespace, &out),
+        Command::Certs {
+            service,
+            namespace,
+            out,
+        } => run_certs(&service, &namespace, &out),
     };
     match result {
         Ok(code) => code,
@@ -134,10 +145,16 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
     }
 }
 
@@ -146,13 +163,15 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     let (cert_file, key_file) = match (args.tls_cert_file, args.tls_key_file) {
         (Some(c), Some(k)) => (c, k),
         _ => {
-            let dev = certs::ensure_dev(&args.dev_certs_dir).context("making the dev certificates")?;
+            let dev =
+                certs::ensure_dev(&args.dev_certs_dir).context("making the dev certificates")?;
             tracing::info!(ca = %dev.ca.display(), "no --tls-cert-file: serving a dev certificate; clients verify with this CA");
             (dev.cert, dev.key)
         }
     };
     let seconds = |s: f64, what: &str| -> Result<Duration> {
-        Duration::try_from_secs_f64(s).with_context(|| format!("{what}: {s} is not a duration in seconds"))
+        Duration::try_from_secs_f64(s)
+            .with_context(|| format!("{what}: {s} is not a duration in seconds"))
     };
     let opts = server::ServeOptions {
         source: Source::from_arg(args.config.as_deref()),
@@ -165,34 +184,53 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         drain_grace: seconds(args.drain_grace_seconds, "--drain-grace-seconds")?,
         drain_timeout: seconds(args.drain_timeout_seconds, "--drain-timeout-seconds")?,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
     runtime.block_on(server::run(opts))?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn run_preview(args: PreviewArgs) -> Result<ExitCode> {
     let source = Source::from_arg(args.config.as_deref());
-    let config = Config::load(&source, &own_namespace()).with_context(|| format!("loading the configuration from {source}"))?;
+    let config = Config::load(&source, &own_namespace())
+        .with_context(|| format!("loading the configuration from {source}"))?;
     let input = if args.file == "-" {
         let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s).context("reading standard input")?;
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading standard input")?;
         s
     } else {
         std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file))?
     };
     let opts = preview::Options {
         namespace: args.namespace,
-        namespace_labels: (!args.namespace_labels.is_empty())
-            .then(|| args.namespace_labels.into_iter().collect::<BTreeMap<_, _>>()),
+        namespace_labels: (!args.namespace_labels.is_empty()).then(|| {
+            args.namespace_labels
+                .into_iter()
+                .collect::<BTreeMap<_, _>>()
+        }),
     };
-    let docs = preview::read_documents(&input).map_err(anyhow::Error::msg).with_context(|| format!("reading {}", args.file))?;
+    let docs = preview::read_documents(&input)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("reading {}", args.file))?;
     let mut previewed = Vec::with_capacity(docs.len());
     let mut failed = false;
     for (i, (doc, raw)) in docs.into_iter().enumerate() {
-        let p = preview::document(doc, &opts, &config).map_err(anyhow::Error::msg).with_context(|| format!("document {}", i + 1))?;
+        let p = preview::document(doc, &opts, &config)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("document {}", i + 1))?;
         for f in &p.found {
             let d = &f.decision;
-            eprintln!("{}: {} ({}): {}", f.what, d.outcome().as_str(), d.reason.as_str(), d.message);
+            eprintln!(
+                "{}: {} ({}): {}",
+                f.what,
+                d.outcome().as_str(),
+                d.reason.as_str(),
+                d.message
+            );
             for w in &d.warnings {
                 eprintln!("{}: warning: {w}", f.what);
             }
@@ -206,8 +244,15 @@ fn run_preview(args: PreviewArgs) -> Result<ExitCode> {
         OutputFormat::Patch => preview::Format::Patch,
         OutputFormat::Diff => preview::Format::Diff,
     };
-    print!("{}", preview::format(&previewed, format).map_err(anyhow::Error::msg)?);
-    Ok(if failed { ExitCode::from(2) } else { ExitCode::SUCCESS })
+    print!(
+        "{}",
+        preview::format(&previewed, format).map_err(anyhow::Error::msg)?
+    );
+    Ok(if failed {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn validate(config: Option<PathBuf>) -> Result<ExitCode> {

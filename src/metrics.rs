@@ -46,8 +46,14 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("sidecar_injector");
         let admissions = Family::<AdmissionLabels, Counter>::default();
-        registry.register("admissions", "AdmissionReviews answered, by outcome and reason", admissions.clone());
-        let buckets = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+        registry.register(
+            "admissions",
+            "AdmissionReviews answered, by outcome and reason",
+            admissions.clone(),
+        );
+        let buckets = [
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+        ];
         let duration = Histogram::new(buckets);
         registry.register_with_unit(
             "admission_duration",
@@ -56,9 +62,17 @@ impl Metrics {
             duration.clone(),
         );
         let config_reloads = Family::<ResultLabels, Counter>::default();
-        registry.register("config_reloads", "Configuration loads after start, by result", config_reloads.clone());
+        registry.register(
+            "config_reloads",
+            "Configuration loads after start, by result",
+            config_reloads.clone(),
+        );
         let config_info = Family::<HashLabels, Gauge>::default();
-        registry.register("config_info", "The configuration being served (1 for its template hash)", config_info.clone());
+        registry.register(
+            "config_info",
+            "The configuration being served (1 for its template hash)",
+            config_info.clone(),
+        );
         let certificate_reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "certificate_reloads",
@@ -72,27 +86,45 @@ impl Metrics {
             Unit::Seconds,
             certificate_expiry.clone(),
         );
-        Metrics { registry, admissions, duration, config_reloads, config_info, certificate_reloads, certificate_expiry }
+        Metrics {
+            registry,
+            admissions,
+            duration,
+            config_reloads,
+            config_info,
+            certificate_reloads,
+            certificate_expiry,
+        }
     }
 
     pub fn admission(&self, outcome: &'static str, reason: &'static str, took: Duration) {
-        self.admissions.get_or_create(&AdmissionLabels { outcome, reason }).inc();
+        self.admissions
+            .get_or_create(&AdmissionLabels { outcome, reason })
+            .inc();
         self.duration.observe(took.as_secs_f64());
     }
 
     pub fn config_reload(&self, ok: bool) {
         let result = if ok { "success" } else { "failure" };
-        self.config_reloads.get_or_create(&ResultLabels { result }).inc();
+        self.config_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     pub fn config_loaded(&self, template_hash: &str) {
         self.config_info.clear();
-        self.config_info.get_or_create(&HashLabels { template_hash: template_hash.to_owned() }).set(1);
+        self.config_info
+            .get_or_create(&HashLabels {
+                template_hash: template_hash.to_owned(),
+            })
+            .set(1);
     }
 
     pub fn certificate_reload(&self, ok: bool) {
         let result = if ok { "success" } else { "failure" };
-        self.certificate_reloads.get_or_create(&ResultLabels { result }).inc();
+        self.certificate_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     pub fn certificate_expiry(&self, unix_seconds: i64) {

@@ -28,12 +28,18 @@ impl PatchBuilder {
     }
 
     fn add(&mut self, path: PointerBuf, value: Value) {
-        self.ops.push(PatchOperation::Add(AddOperation { path, value }));
+        self.ops
+            .push(PatchOperation::Add(AddOperation { path, value }));
     }
 
     /// Appends `items` to the list at `path` in `doc`: one `add` of the whole list when it is
     /// absent (or null), one `add .../-` per item when it is there.
-    pub fn extend_list(&mut self, doc: &Value, path: &[&str], items: Vec<Value>) -> Result<(), ShapeError> {
+    pub fn extend_list(
+        &mut self,
+        doc: &Value,
+        path: &[&str],
+        items: Vec<Value>,
+    ) -> Result<(), ShapeError> {
         if items.is_empty() {
             return Ok(());
         }
@@ -53,7 +59,13 @@ impl PatchBuilder {
 
     /// Sets `key` in the map at `path`: the map is added whole when absent, the key alone
     /// when the map is there (its other keys are kept).
-    pub fn set_in_map(&mut self, doc: &Value, path: &[&str], key: &str, value: Value) -> Result<(), ShapeError> {
+    pub fn set_in_map(
+        &mut self,
+        doc: &Value,
+        path: &[&str],
+        key: &str,
+        value: Value,
+    ) -> Result<(), ShapeError> {
         match lookup(doc, path) {
             None | Some(Value::Null) => {
                 let mut map = Map::new();
@@ -109,8 +121,10 @@ mod tests {
     fn absent_lists_are_added_whole_and_present_ones_appended() {
         let doc = json!({"spec": {"containers": [{"name": "a"}]}});
         let mut b = PatchBuilder::default();
-        b.extend_list(&doc, &["spec", "containers"], vec![json!({"name": "b"})]).unwrap();
-        b.extend_list(&doc, &["spec", "volumes"], vec![json!({"name": "v"})]).unwrap();
+        b.extend_list(&doc, &["spec", "containers"], vec![json!({"name": "b"})])
+            .unwrap();
+        b.extend_list(&doc, &["spec", "volumes"], vec![json!({"name": "v"})])
+            .unwrap();
         assert_eq!(
             ops(b),
             json!([
@@ -124,14 +138,24 @@ mod tests {
     fn map_keys_are_escaped_and_maps_never_replaced() {
         let doc = json!({"metadata": {"annotations": {"keep": "me"}}});
         let mut b = PatchBuilder::default();
-        b.set_in_map(&doc, &["metadata", "annotations"], "a.io/b~c", json!("v")).unwrap();
+        b.set_in_map(&doc, &["metadata", "annotations"], "a.io/b~c", json!("v"))
+            .unwrap();
         assert_eq!(
             ops(b),
             json!([{"op": "add", "path": "/metadata/annotations/a.io~1b~0c", "value": "v"}])
         );
         let mut b = PatchBuilder::default();
-        b.set_in_map(&json!({"metadata": {}}), &["metadata", "annotations"], "k", json!("v")).unwrap();
-        assert_eq!(ops(b), json!([{"op": "add", "path": "/metadata/annotations", "value": {"k": "v"}}]));
+        b.set_in_map(
+            &json!({"metadata": {}}),
+            &["metadata", "annotations"],
+            "k",
+            json!("v"),
+        )
+        .unwrap();
+        assert_eq!(
+            ops(b),
+            json!([{"op": "add", "path": "/metadata/annotations", "value": {"k": "v"}}])
+        );
     }
 
     #[test]

@@ -19,9 +19,12 @@ use std::collections::BTreeMap;
 fn template_path(kind: &str) -> Option<&'static [&'static str]> {
     match kind {
         "Pod" => Some(&[]),
-        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "ReplicationController" | "Job" => {
-            Some(&["spec", "template"])
-        }
+        "Deployment"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "ReplicaSet"
+        | "ReplicationController"
+        | "Job" => Some(&["spec", "template"]),
         "CronJob" => Some(&["spec", "jobTemplate", "spec", "template"]),
         _ => None,
     }
@@ -66,8 +69,14 @@ pub fn document(doc: Value, opts: &Options, config: &Config) -> Result<Previewed
     let mut found = Vec::new();
     walk(&doc, &[], opts, config, &mut ops, &mut found, "");
     let mut result = doc.clone();
-    json_patch::patch(&mut result, &ops).map_err(|e| format!("the patch does not apply to the document: {e}"))?;
-    Ok(Previewed { original: doc, result, patch: Patch(ops), found })
+    json_patch::patch(&mut result, &ops)
+        .map_err(|e| format!("the patch does not apply to the document: {e}"))?;
+    Ok(Previewed {
+        original: doc,
+        result,
+        patch: Patch(ops),
+        found,
+    })
 }
 
 fn walk(
@@ -85,15 +94,33 @@ fn walk(
         .and_then(Value::as_str)
         .unwrap_or("(unnamed)");
     if kind == "List" {
-        for (i, item) in doc.get("items").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        for (i, item) in doc
+            .get("items")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             let mut path = at.to_vec();
             path.extend(["items".to_owned(), i.to_string()]);
-            walk(item, &path, opts, config, ops, found, &format!("{label_prefix}List/items[{i}]/"));
+            walk(
+                item,
+                &path,
+                opts,
+                config,
+                ops,
+                found,
+                &format!("{label_prefix}List/items[{i}]/"),
+            );
         }
         return;
     }
-    let Some(tpath) = template_path(kind) else { return };
-    let Some(template) = lookup(doc, tpath) else { return };
+    let Some(tpath) = template_path(kind) else {
+        return;
+    };
+    let Some(template) = lookup(doc, tpath) else {
+        return;
+    };
     let namespace = opts
         .namespace
         .as_deref()
@@ -134,10 +161,16 @@ fn walk(
             for token in add.path.tokens() {
                 path.push_back(token);
             }
-            ops.push(PatchOperation::Add(AddOperation { path, value: add.value.clone() }));
+            ops.push(PatchOperation::Add(AddOperation {
+                path,
+                value: add.value.clone(),
+            }));
         }
     }
-    found.push(Found { what: format!("{label_prefix}{kind}/{name}"), decision });
+    found.push(Found {
+        what: format!("{label_prefix}{kind}/{name}"),
+        decision,
+    });
 }
 
 /// The body of `POST /preview`.
@@ -183,8 +216,14 @@ pub fn read_documents(input: &str) -> Result<Vec<(Value, Option<String>)>, Strin
     let trimmed = input.trim_start();
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
         let mut docs = Vec::new();
-        for (i, doc) in serde_json::Deserializer::from_str(input).into_iter::<Value>().enumerate() {
-            docs.push((doc.map_err(|e| format!("JSON document {}: {e}", i + 1))?, None));
+        for (i, doc) in serde_json::Deserializer::from_str(input)
+            .into_iter::<Value>()
+            .enumerate()
+        {
+            docs.push((
+                doc.map_err(|e| format!("JSON document {}: {e}", i + 1))?,
+                None,
+            ));
         }
         return Ok(docs);
     }
@@ -196,7 +235,12 @@ pub fn read_documents(input: &str) -> Result<Vec<(Value, Option<String>)>, Strin
             Err(_) => {
                 // The split was too naive for this stream; parse it whole, without raw texts.
                 return crate::yaml::documents::<Value>(input)
-                    .map(|all| all.into_iter().filter(|d| !d.is_null()).map(|d| (d, None)).collect())
+                    .map(|all| {
+                        all.into_iter()
+                            .filter(|d| !d.is_null())
+                            .map(|d| (d, None))
+                            .collect()
+                    })
                     .map_err(|e| format!("YAML: {e}"));
             }
         }
@@ -208,7 +252,8 @@ pub fn read_documents(input: &str) -> Result<Vec<(Value, Option<String>)>, Strin
 fn split_yaml(input: &str) -> Vec<String> {
     let mut chunks = vec![String::new()];
     for line in input.split_inclusive('\n') {
-        let is_marker = line.starts_with("---") && line[3..].chars().next().is_none_or(char::is_whitespace);
+        let is_marker =
+            line.starts_with("---") && line[3..].chars().next().is_none_or(char::is_whitespace);
         if is_marker {
             chunks.push(String::new());
             let rest = line[3..].trim();
@@ -267,7 +312,10 @@ pub fn format(docs: &[(Previewed, Option<String>)], format: Format) -> Result<St
                 }
                 let before = crate::yaml::to_string(&p.original)?;
                 let after = crate::yaml::to_string(&p.result)?;
-                let label = p.found.first().map_or_else(|| format!("document {}", i + 1), |f| f.what.clone());
+                let label = p
+                    .found
+                    .first()
+                    .map_or_else(|| format!("document {}", i + 1), |f| f.what.clone());
                 let diff = similar::TextDiff::from_lines(&before, &after);
                 out.push_str(
                     &diff

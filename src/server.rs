@@ -87,7 +87,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(state.clone(), close_while_draining))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            close_while_draining,
+        ))
         .with_state(state)
 }
 
@@ -109,24 +112,36 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
 
 async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         app.metrics.encode(),
     )
         .into_response()
 }
 
 /// While draining, every answer asks the client to reconnect (to another replica).
-async fn close_while_draining(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+async fn close_while_draining(
+    State(app): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let mut resp = next.run(req).await;
     if app.draining.load(Ordering::Relaxed) {
-        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
 }
 
 fn bad_request(msg: &str) -> Response {
     let line = msg.lines().next().unwrap_or(msg);
-    (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{line}\n"))
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{line}\n"),
+    )
         .into_response()
 }
 
@@ -141,7 +156,8 @@ async fn mutate(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
     let decoded = match admission::decode(&body) {
         Ok(d) => d,
         Err(admission::BadRequest(msg)) => {
-            app.metrics.admission("failed", "bad_request", start.elapsed());
+            app.metrics
+                .admission("failed", "bad_request", start.elapsed());
             debug!(reason = %msg, "unreadable AdmissionReview");
             return bad_request(&msg);
         }
@@ -151,7 +167,8 @@ async fn mutate(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
         Decoded::Unreadable(u) => {
             warn!(uid = %u.uid, problem = %u.problem, "AdmissionReview request could not be read");
             let reason = admission::UNREADABLE_REASON;
-            app.metrics.admission("failed", reason.as_str(), start.elapsed());
+            app.metrics
+                .admission("failed", reason.as_str(), start.elapsed());
             return match u.respond(policy) {
                 Ok(body) => json_response(body),
                 Err(e) => bad_request(&e),
@@ -162,7 +179,10 @@ async fn mutate(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
     let pod_name = review
         .object
         .as_ref()
-        .and_then(|o| o.pointer("/metadata/name").or_else(|| o.pointer("/metadata/generateName")))
+        .and_then(|o| {
+            o.pointer("/metadata/name")
+                .or_else(|| o.pointer("/metadata/generateName"))
+        })
         .and_then(|v| v.as_str())
         .unwrap_or_default();
     let span = info_span!(
@@ -176,14 +196,21 @@ async fn mutate(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
     let decision = review.decide(&config);
     let answer = review.respond(&decision, policy);
     let took = start.elapsed();
-    app.metrics.admission(decision.outcome().as_str(), decision.reason.as_str(), took);
+    app.metrics
+        .admission(decision.outcome().as_str(), decision.reason.as_str(), took);
     let outcome = decision.outcome().as_str();
     let reason = decision.reason.as_str();
     let micros = took.as_micros() as u64;
     match decision.outcome() {
-        crate::engine::Outcome::Skipped => debug!(outcome, reason, duration_us = micros, message = %decision.message, "admitted"),
-        crate::engine::Outcome::Injected => info!(outcome, reason, duration_us = micros, message = %decision.message, "admitted"),
-        crate::engine::Outcome::Failed => warn!(outcome, reason, duration_us = micros, failure_policy = ?policy, message = %decision.message, "injection failed"),
+        crate::engine::Outcome::Skipped => {
+            debug!(outcome, reason, duration_us = micros, message = %decision.message, "admitted")
+        }
+        crate::engine::Outcome::Injected => {
+            info!(outcome, reason, duration_us = micros, message = %decision.message, "admitted")
+        }
+        crate::engine::Outcome::Failed => {
+            warn!(outcome, reason, duration_us = micros, failure_policy = ?policy, message = %decision.message, "injection failed")
+        }
     }
     match answer {
         Ok(body) => json_response(body),
@@ -199,7 +226,11 @@ struct PreviewQuery {
     namespace: Option<String>,
 }
 
-async fn preview_one(State(app): State<Arc<AppState>>, Query(q): Query<PreviewQuery>, body: Bytes) -> Response {
+async fn preview_one(
+    State(app): State<Arc<AppState>>,
+    Query(q): Query<PreviewQuery>,
+    body: Bytes,
+) -> Response {
     let config = app.config.load();
     let Ok(text) = std::str::from_utf8(&body) else {
         return bad_request("the body is not UTF-8 text");
@@ -209,7 +240,10 @@ async fn preview_one(State(app): State<Arc<AppState>>, Query(q): Query<PreviewQu
         Ok(_) => return bad_request("want one object (a Pod or a workload), in JSON or YAML"),
         Err(e) => return bad_request(&format!("the body is neither JSON nor YAML: {e}")),
     };
-    let opts = preview::Options { namespace: q.namespace, namespace_labels: None };
+    let opts = preview::Options {
+        namespace: q.namespace,
+        namespace_labels: None,
+    };
     match preview::document(doc, &opts, &config) {
         Ok(p) => match serde_json::to_vec(&p.http_answer()) {
             Ok(body) => json_response(body),
@@ -239,7 +273,9 @@ pub async fn run(opts: ServeOptions) -> Result<()> {
     watch_config(&opts, &state);
     watch_certificate(&opts, &state, resolver);
 
-    let listener = TcpListener::bind(opts.listen).await.with_context(|| format!("listening on {}", opts.listen))?;
+    let listener = TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("listening on {}", opts.listen))?;
     let metrics_listener = TcpListener::bind(opts.metrics_listen)
         .await
         .with_context(|| format!("listening on {}", opts.metrics_listen))?;
@@ -255,7 +291,10 @@ pub async fn run(opts: ServeOptions) -> Result<()> {
     let metrics_stop = stop_rx.clone();
     let metrics_task = tokio::spawn(async move {
         let shutdown = stopped(metrics_stop);
-        if let Err(e) = axum::serve(metrics_listener, metrics_app).with_graceful_shutdown(shutdown).await {
+        if let Err(e) = axum::serve(metrics_listener, metrics_app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             error!(error = %e, "metrics server");
         }
     });
@@ -264,14 +303,20 @@ pub async fn run(opts: ServeOptions) -> Result<()> {
     let serving = tokio::spawn(accept_loop(listener, acceptor, app, stop_rx));
 
     let grace = wait_for_signal(opts.drain_grace).await;
-    info!(grace_s = grace.as_secs_f64(), "shutdown signal: draining; answers now carry Connection: close");
+    info!(
+        grace_s = grace.as_secs_f64(),
+        "shutdown signal: draining; answers now carry Connection: close"
+    );
     state.draining.store(true, Ordering::Relaxed);
     tokio::time::sleep(grace).await;
     let _ = stop_tx.send(true);
     let graceful = serving.await.context("the accept loop")?;
     match tokio::time::timeout(opts.drain_timeout, graceful.shutdown()).await {
         Ok(()) => info!("every request in flight answered; bye"),
-        Err(_) => warn!(timeout_s = opts.drain_timeout.as_secs_f64(), "drain timeout: closing the connections left"),
+        Err(_) => warn!(
+            timeout_s = opts.drain_timeout.as_secs_f64(),
+            "drain timeout: closing the connections left"
+        ),
     }
     let _ = metrics_task.await;
     Ok(())
@@ -313,8 +358,15 @@ async fn accept_loop(
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256);
     let builder = Arc::new(builder);
     loop {
         let permit = tokio::select! {
@@ -340,7 +392,8 @@ async fn accept_loop(
         tokio::spawn(
             async move {
                 let _permit = permit;
-                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+                {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
                         debug!(error = %e, "TLS handshake failed");
@@ -368,36 +421,53 @@ async fn stopped(mut rx: signal_watch::Receiver<bool>) {
 }
 
 fn watch_config(opts: &ServeOptions, state: &Arc<AppState>) {
-    let Source::Path(path) = &opts.source else { return };
+    let Source::Path(path) = &opts.source else {
+        return;
+    };
     let files = if path.is_dir() {
-        vec![path.join(crate::config::SETTINGS_KEY), path.join(crate::config::TEMPLATE_KEY)]
+        vec![
+            path.join(crate::config::SETTINGS_KEY),
+            path.join(crate::config::TEMPLATE_KEY),
+        ]
     } else {
         vec![path.clone()]
     };
-    let (source, own_ns, state) = (opts.source.clone(), opts.own_namespace.clone(), state.clone());
-    watch::spawn("config", files, WATCH_INTERVAL, move || match Config::load(&source, &own_ns) {
-        Ok(config) => {
-            for w in &config.warnings {
-                warn!(warning = %w, "configuration");
+    let (source, own_ns, state) = (
+        opts.source.clone(),
+        opts.own_namespace.clone(),
+        state.clone(),
+    );
+    watch::spawn(
+        "config",
+        files,
+        WATCH_INTERVAL,
+        move || match Config::load(&source, &own_ns) {
+            Ok(config) => {
+                for w in &config.warnings {
+                    warn!(warning = %w, "configuration");
+                }
+                info!(template_hash = %config.template_hash, "configuration reloaded");
+                state.metrics.config_reload(true);
+                state.metrics.config_loaded(&config.template_hash);
+                state.config.store(Arc::new(config));
             }
-            info!(template_hash = %config.template_hash, "configuration reloaded");
-            state.metrics.config_reload(true);
-            state.metrics.config_loaded(&config.template_hash);
-            state.config.store(Arc::new(config));
-        }
-        Err(e) => {
-            for problem in &e.problems {
-                error!(problem = %problem, "configuration refused; the last good one keeps serving");
+            Err(e) => {
+                for problem in &e.problems {
+                    error!(problem = %problem, "configuration refused; the last good one keeps serving");
+                }
+                state.metrics.config_reload(false);
             }
-            state.metrics.config_reload(false);
-        }
-    });
+        },
+    );
 }
 
 fn watch_certificate(opts: &ServeOptions, state: &Arc<AppState>, resolver: Arc<CertResolver>) {
     let (cert, key, state) = (opts.cert_file.clone(), opts.key_file.clone(), state.clone());
-    watch::spawn("certificate", vec![cert.clone(), key.clone()], WATCH_INTERVAL, move || {
-        match tls::load_pair(&cert, &key) {
+    watch::spawn(
+        "certificate",
+        vec![cert.clone(), key.clone()],
+        WATCH_INTERVAL,
+        move || match tls::load_pair(&cert, &key) {
             Ok(pair) => {
                 info!(serial = %pair.serial, not_after = pair.not_after, "serving certificate reloaded");
                 state.metrics.certificate_reload(true);
@@ -405,9 +475,12 @@ fn watch_certificate(opts: &ServeOptions, state: &Arc<AppState>, resolver: Arc<C
                 resolver.swap(pair.key);
             }
             Err(e) => {
-                warn!(error = format!("{e:#}"), "serving certificate refused; the previous one keeps serving");
+                warn!(
+                    error = format!("{e:#}"),
+                    "serving certificate refused; the previous one keeps serving"
+                );
                 state.metrics.certificate_reload(false);
             }
-        }
-    });
+        },
+    );
 }

@@ -65,7 +65,10 @@ enum Node {
     Map(Vec<(String, Node)>),
     List(Vec<Entry>),
     /// A scalar evaluated per request; `name` is the minijinja template holding it.
-    Expr { name: String, typed: bool },
+    Expr {
+        name: String,
+        typed: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -84,7 +87,9 @@ pub struct Template {
 
 impl fmt::Debug for Template {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Template").field("root", &self.root).finish()
+        f.debug_struct("Template")
+            .field("root", &self.root)
+            .finish()
     }
 }
 
@@ -96,7 +101,7 @@ impl Template {
     /// Pod-independent parts are evaluated against `values` here, once.
     pub fn compile(file: &str, doc: Value, values: &Value) -> Result<Template, Problems> {
         let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
+        env.set_undefined_behavior(UndefinedBehavior::Chainable);
         env.set_auto_escape_callback(|_| AutoEscape::None);
         env.set_fuel(Some(FUEL));
         env.set_recursion_limit(64);
@@ -330,13 +335,17 @@ fn render_node(env: &Environment<'static>, node: &Node, ctx: &JinjaValue) -> Res
                 }
                 let json = serde_json::to_value(&v).map_err(|e| format!("{name}: {e}"))?;
                 if json.as_str().is_some_and(|s| s.len() > MAX_RENDERED_LEN) {
-                    return Err(format!("{name}: rendered value is over {MAX_RENDERED_LEN} bytes"));
+                    return Err(format!(
+                        "{name}: rendered value is over {MAX_RENDERED_LEN} bytes"
+                    ));
                 }
                 Ok(json)
             } else {
                 let s = tmpl.render(ctx).map_err(fail)?;
                 if s.len() > MAX_RENDERED_LEN {
-                    return Err(format!("{name}: rendered value is over {MAX_RENDERED_LEN} bytes"));
+                    return Err(format!(
+                        "{name}: rendered value is over {MAX_RENDERED_LEN} bytes"
+                    ));
                 }
                 Ok(Value::String(s))
             }
@@ -360,12 +369,18 @@ mod tests {
             json!({"n": "15"}),
         );
         assert!(t.is_static());
-        assert_eq!(t.static_value().unwrap()["containers"][0]["env"][0]["value"], "15");
+        assert_eq!(
+            t.static_value().unwrap()["containers"][0]["env"][0]["value"],
+            "15"
+        );
     }
 
     #[test]
     fn single_expression_keeps_the_type_and_interpolation_makes_a_string() {
-        let t = compile(json!({"a": "{{ values.n }}", "b": "n={{ values.n }}"}), json!({"n": 30}));
+        let t = compile(
+            json!({"a": "{{ values.n }}", "b": "n={{ values.n }}"}),
+            json!({"n": 30}),
+        );
         assert_eq!(t.static_value().unwrap(), &json!({"a": 30, "b": "n=30"}));
     }
 
@@ -408,8 +423,14 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.len(), 2, "{err:?}");
-        assert!(err[0].starts_with("mutate.yaml: containers[0].name:"), "{err:?}");
-        assert!(err[1].starts_with("mutate.yaml: containers[1].image: template syntax"), "{err:?}");
+        assert!(
+            err[0].starts_with("mutate.yaml: containers[0].name:"),
+            "{err:?}"
+        );
+        assert!(
+            err[1].starts_with("mutate.yaml: containers[1].image: template syntax"),
+            "{err:?}"
+        );
     }
 
     #[test]

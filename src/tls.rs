@@ -47,10 +47,18 @@ pub fn load_pair(cert_path: &Path, key_path: &Path) -> Result<Pair> {
         .load_private_key(key)
         .with_context(|| format!("{}: unsupported private key", key_path.display()))?;
     let certified = CertifiedKey::new(certs, signing);
-    certified
-        .keys_match()
-        .with_context(|| format!("{} and {} do not belong together", cert_path.display(), key_path.display()))?;
-    Ok(Pair { key: Arc::new(certified), not_after, serial })
+    certified.keys_match().with_context(|| {
+        format!(
+            "{} and {} do not belong together",
+            cert_path.display(),
+            key_path.display()
+        )
+    })?;
+    Ok(Pair {
+        key: Arc::new(certified),
+        not_after,
+        serial,
+    })
 }
 
 /// Hands every new handshake the current pair; [`CertResolver::swap`] replaces it.
@@ -61,7 +69,9 @@ pub struct CertResolver {
 
 impl CertResolver {
     pub fn new(key: Arc<CertifiedKey>) -> Self {
-        CertResolver { current: ArcSwap::new(key) }
+        CertResolver {
+            current: ArcSwap::new(key),
+        }
     }
 
     pub fn swap(&self, key: Arc<CertifiedKey>) {
@@ -77,7 +87,10 @@ impl ResolvesServerCert for CertResolver {
 
 /// The server's rustls configuration. With `client_ca`, clients must present a certificate
 /// that CA signed (the apiserver can be configured to).
-pub fn server_config(resolver: Arc<CertResolver>, client_ca: Option<&Path>) -> Result<ServerConfig> {
+pub fn server_config(
+    resolver: Arc<CertResolver>,
+    client_ca: Option<&Path>,
+) -> Result<ServerConfig> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .context("TLS versions")?;
@@ -85,9 +98,14 @@ pub fn server_config(resolver: Arc<CertResolver>, client_ca: Option<&Path>) -> R
         None => builder.with_no_client_auth(),
         Some(path) => {
             let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(path).with_context(|| format!("reading {}", path.display()))? {
-                let cert = cert.with_context(|| format!("{}: not a PEM certificate", path.display()))?;
-                roots.add(cert).with_context(|| format!("{}: unusable CA certificate", path.display()))?;
+            for cert in CertificateDer::pem_file_iter(path)
+                .with_context(|| format!("reading {}", path.display()))?
+            {
+                let cert =
+                    cert.with_context(|| format!("{}: not a PEM certificate", path.display()))?;
+                roots
+                    .add(cert)
+                    .with_context(|| format!("{}: unusable CA certificate", path.display()))?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
                 .build()

@@ -1,0 +1,117 @@
+//! Golden cases: input Pod + config -> expected decision, patch and Pod (see tests/golden/README.md).
+
+use kube::core::GroupVersionKind;
+use kube::core::admission::Operation;
+use serde_json::Value;
+use sidecar_injector::config::{Config, DEFAULT_OWN_NAMESPACE, Source};
+use sidecar_injector::engine::{self, Request};
+use sidecar_injector::yaml;
+use std::path::{Path, PathBuf};
+
+fn read_yaml(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+struct Outcome {
+    decision: String,
+    patch: String,
+    injected: String,
+}
+
+fn run_case(dir: &Path) -> Outcome {
+    let config_file = dir.join("config.yaml");
+    let source = if config_file.exists() {
+        Source::Path(config_file)
+    } else {
+        Source::Embedded
+    };
+    let config = Config::load(&source, DEFAULT_OWN_NAMESPACE)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let case = read_yaml(&dir.join("case.yaml"));
+    let pod = read_yaml(&dir.join("pod.yaml"));
+    let namespace = case["namespace"].as_str().unwrap_or("default");
+    let gvk = GroupVersionKind::gvk("", "v1", "Pod");
+    let decision = engine::decide(
+        &Request {
+            operation: Operation::Create,
+            kind: &gvk,
+            sub_resource: None,
+            namespace,
+            namespace_labels: None,
+            object: Some(&pod),
+            workload_kind: None,
+        },
+        &config,
+    );
+    let mut text = format!(
+        "{} {}\nmessage: {}\n",
+        decision.outcome().as_str(),
+        decision.reason.as_str(),
+        decision.message
+    );
+    for w in &decision.warnings {
+        text.push_str(&format!("warning: {w}\n"));
+    }
+    let mut injected = pod.clone();
+    json_patch::patch(&mut injected, &decision.patch)
+        .unwrap_or_else(|e| panic!("{}: patch does not apply: {e}", dir.display()));
+    Outcome {
+        decision: text,
+        patch: serde_json::to_string_pretty(&decision.patch).unwrap() + "\n",
+        injected: yaml::to_string(&injected).unwrap(),
+    }
+}
+
+fn cases() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+#[test]
+fn golden_cases() {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let dirs = cases();
+    assert!(dirs.len() >= 8, "golden cases missing: {dirs:?}");
+    let mut failures = Vec::new();
+    for dir in &dirs {
+        let got = run_case(dir);
+        for (file, text) in [
+            ("decision.txt", &got.decision),
+            ("patch.json", &got.patch),
+            ("pod.injected.yaml", &got.injected),
+        ] {
+            let path = dir.join(file);
+            if update {
+                std::fs::write(&path, text).unwrap();
+                continue;
+            }
+            let want = std::fs::read_to_string(&path).unwrap_or_default();
+            let same = if file == "decision.txt" {
+                want == *text
+            } else {
+                // compare meaning, not formatting
+                let parse = |s: &str| yaml::from_str::<Value>(s).ok();
+                parse(&want).is_some() && parse(&want) == parse(text)
+            };
+            if !same {
+                failures.push(format!(
+                    "{}:\n--- want\n{want}\n--- got\n{text}",
+                    path.display()
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} golden mismatches (UPDATE_GOLDEN=1 to rewrite, then review):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
