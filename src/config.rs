@@ -419,7 +419,7 @@ impl Fragment {
     fn check(
         rendered: Value,
         settings: &Settings,
-        mut warnings: Option<&mut Vec<String>>,
+        warnings: Option<&mut Vec<String>>,
     ) -> Result<Fragment, Problems> {
         let mut problems = Vec::new();
         let section = |key: &str, v: Option<&Value>, problems: &mut Problems| -> Vec<Value> {
@@ -520,7 +520,7 @@ impl Fragment {
                 }
             }
         }
-        if let Some(out) = warnings.as_deref_mut() {
+        if let Some(out) = warnings {
             out.append(&mut w);
         }
         Ok(f)

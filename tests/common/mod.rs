@@ -1,0 +1,184 @@
+//! Starting the real binary and talking to it as kube-apiserver does: HTTPS verified against
+//! the CA, AdmissionReviews in and out.
+#![allow(dead_code)]
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sidecar-injector");
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub metrics_port: u16,
+    pub ca: PathBuf,
+    pub dir: tempfile::TempDir,
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts `serve` with dev certificates in a temporary directory, plus `extra` flags.
+    pub fn start(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let certs = dir.path().join("certs");
+        let mut args: Vec<String> = vec!["--dev-certs-dir".into(), certs.display().to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Server::start_in(dir, &args, certs.join("ca.crt"))
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, args: &[String], ca: PathBuf) -> Server {
+        let (port, metrics_port) = (free_port(), free_port());
+        let log = dir.path().join("server.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(BIN)
+            .arg("serve")
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--metrics-listen",
+                &format!("127.0.0.1:{metrics_port}"),
+            ])
+            .args(args)
+            .env("LOG_LEVEL", "debug")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start the server");
+        let mut s = Server {
+            child,
+            port,
+            metrics_port,
+            ca,
+            dir,
+            log,
+        };
+        s.wait_ready();
+        s
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("server exited with {status}:\n{}", self.log_text());
+            }
+            if self.ca.exists()
+                && let Ok(r) = self.blocking_client().get(self.url("/readyz")).send()
+                && r.status() == 200
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server never became ready:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.port)
+    }
+
+    pub fn metrics_url(&self) -> String {
+        format!("http://127.0.0.1:{}/metrics", self.metrics_port)
+    }
+
+    fn ca_cert(&self) -> reqwest::Certificate {
+        reqwest::Certificate::from_pem(&std::fs::read(&self.ca).expect("ca.crt"))
+            .expect("ca.crt is PEM")
+    }
+
+    /// A client that trusts only the server's CA, as the apiserver does with caBundle.
+    pub fn blocking_client(&self) -> reqwest::blocking::Client {
+        reqwest::blocking::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(self.ca_cert())
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("client")
+    }
+
+    pub fn metrics(&self) -> String {
+        reqwest::blocking::get(self.metrics_url())
+            .and_then(|r| r.text())
+            .expect("metrics")
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An AdmissionReview for a Pod CREATE.
+pub fn review(uid: &str, namespace: &str, pod: &Value) -> Value {
+    let gvk = json!({"group": "", "version": "v1", "kind": "Pod"});
+    let gvr = json!({"group": "", "version": "v1", "resource": "pods"});
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid, "kind": gvk, "resource": gvr, "requestKind": gvk, "requestResource": gvr,
+            "namespace": namespace, "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+            "object": pod, "oldObject": null, "dryRun": false,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
+        }
+    })
+}
+
+pub fn simple_pod(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+           "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}})
+}
+
+/// The decoded JSON Patch of a response, checking its canonical form on the way.
+pub fn patch_of(response: &Value) -> Option<Value> {
+    let resp = &response["response"];
+    let patch = resp.get("patch")?;
+    let text = patch
+        .as_str()
+        .expect("patch is a base64 string, never a byte array");
+    assert_eq!(resp["patchType"], "JSONPatch");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .expect("base64");
+    Some(serde_json::from_slice(&bytes).expect("the patch is JSON"))
+}
+
+pub fn apply(pod: &Value, patch: &Value) -> Value {
+    let patch: json_patch::Patch =
+        serde_json::from_value(patch.clone()).expect("an RFC 6902 patch");
+    let mut out = pod.clone();
+    json_patch::patch(&mut out, &patch).expect("the patch applies");
+    out
+}
+
+pub fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
