@@ -251,16 +251,9 @@ impl Config {
         };
         check_template_keys(&template_doc, &mut problems);
         let hash = template_hash(&settings, &template_doc);
-        let template = match Template::compile(TEMPLATE_KEY, template_doc, &settings.values) {
-            Ok(t) => t,
-            Err(mut p) => {
-                problems.append(&mut p);
-                return Err(ConfigError { problems });
-            }
-        };
-        if !problems.is_empty() {
-            return Err(ConfigError { problems });
-        }
+        let (template, mut template_problems) =
+            Template::compile_partial(TEMPLATE_KEY, template_doc, &settings.values);
+        problems.append(&mut template_problems);
         let mut config = Config {
             settings,
             own_namespace: own_namespace.to_owned(),
@@ -279,9 +272,27 @@ impl Config {
             .map_err(|e| vec![e])
             .and_then(|v| Fragment::check(v, &config.settings, Some(&mut config.warnings)));
         match fragment {
-            Ok(f) if config.template.is_static() => config.prerendered = Some(f),
-            Ok(_) => {}
-            Err(p) => return Err(ConfigError { problems: p }),
+            Ok(f) if problems.is_empty() => {
+                if config.template.is_static() {
+                    config.prerendered = Some(f);
+                }
+            }
+            Ok(_) => return Err(ConfigError { problems }),
+            Err(more) => {
+                // A field already reported (say, a bad expression) is not reported again.
+                let reported: Vec<String> = problems
+                    .iter()
+                    .map(|p| problem_field(p).to_owned())
+                    .collect();
+                let fresh = more.into_iter().filter(|p| {
+                    let field = problem_field(p);
+                    !reported
+                        .iter()
+                        .any(|r| field.starts_with(r.as_str()) || r.starts_with(field))
+                });
+                problems.extend(fresh);
+                return Err(ConfigError { problems });
+            }
         }
         Ok(config)
     }
@@ -300,6 +311,14 @@ impl Config {
 
     pub fn image_repository(&self) -> Option<&str> {
         Some(self.settings.image_repository.as_str()).filter(|r| !r.is_empty())
+    }
+}
+
+/// `mutate.yaml: containers[0].image` of `mutate.yaml: containers[0].image: message`.
+fn problem_field(problem: &str) -> &str {
+    match problem.match_indices(": ").nth(1) {
+        Some((i, _)) => &problem[..i],
+        None => problem,
     }
 }
 

@@ -100,6 +100,15 @@ impl Template {
     /// Compiles `doc` (already parsed YAML). `file` prefixes every problem (`mutate.yaml`).
     /// Pod-independent parts are evaluated against `values` here, once.
     pub fn compile(file: &str, doc: Value, values: &Value) -> Result<Template, Problems> {
+        match Template::compile_partial(file, doc, values) {
+            (t, p) if p.is_empty() => Ok(t),
+            (_, p) => Err(p),
+        }
+    }
+
+    /// Like [`Template::compile`], but also hands back the template when it has problems
+    /// (each bad scalar is null), so later checks can report theirs too.
+    pub fn compile_partial(file: &str, doc: Value, values: &Value) -> (Template, Problems) {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Chainable);
         env.set_auto_escape_callback(|_| AutoEscape::None);
@@ -112,14 +121,12 @@ impl Template {
             problems: Vec::new(),
         };
         let root = compiler.compile(doc, &FieldPath::default());
-        if !compiler.problems.is_empty() {
-            return Err(compiler.problems);
-        }
-        Ok(Template {
+        let template = Template {
             env: compiler.env,
             root,
             values: compiler.values,
-        })
+        };
+        (template, compiler.problems)
     }
 
     /// True when rendering needs nothing from the request.

@@ -1,0 +1,337 @@
+//! manifests/: rendered with `kubectl kustomize`, read as the Kubernetes types, checked field by
+//! field for what a webhook install needs, validated against the 1.33 schema; the shipped
+//! ConfigMap is the embedded default and passes `validate`; `certs` output verifies with openssl.
+
+mod common;
+
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde_json::Value;
+use sidecar_injector::config::{DEFAULT_SETTINGS, DEFAULT_TEMPLATE};
+use sidecar_injector::yaml;
+use std::path::Path;
+use std::process::Command;
+
+fn render(dir: &str) -> (String, Vec<Value>) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(root.join(dir))
+        .output()
+        .expect("kubectl (client only) renders the kustomization");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {dir}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let docs = yaml::documents(&text).unwrap();
+    (text, docs)
+}
+
+fn one<T: serde::de::DeserializeOwned>(docs: &[Value], kind: &str) -> T {
+    let found: Vec<&Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
+    assert_eq!(found.len(), 1, "one {kind}");
+    serde_json::from_value(found[0].clone())
+        .unwrap_or_else(|e| panic!("{kind} does not parse as the Kubernetes type: {e}"))
+}
+
+fn arg_seconds(args: &[String], flag: &str) -> f64 {
+    args.iter()
+        .find_map(|a| a.strip_prefix(&format!("{flag}=")))
+        .unwrap_or_else(|| panic!("{flag} in args"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn the_base_renders_to_a_complete_hardened_install() {
+    let (text, docs) = render("manifests");
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    for k in [
+        "Namespace",
+        "ServiceAccount",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "MutatingWebhookConfiguration",
+    ] {
+        assert!(kinds.contains(&k), "{k} missing: {kinds:?}");
+    }
+    assert!(
+        !kinds.iter().any(|k| k.contains("Role")),
+        "the server needs no RBAC: {kinds:?}"
+    );
+
+    let deploy: Deployment = one(&docs, "Deployment");
+    let ns = deploy.metadata.namespace.clone().unwrap();
+    assert_eq!(ns, "sidecar-injector");
+    let spec = deploy.spec.unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    let pod = spec.template.spec.unwrap();
+    assert!(
+        pod.affinity.unwrap().pod_anti_affinity.is_some(),
+        "replicas spread across nodes"
+    );
+    assert!(pod.priority_class_name.is_some());
+    let psc = pod.security_context.unwrap();
+    assert_eq!(psc.run_as_non_root, Some(true));
+    assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+    let c = &pod.containers[0];
+    let sc = c.security_context.clone().unwrap();
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".to_owned()]));
+    let res = c.resources.clone().unwrap();
+    assert!(res.requests.is_some() && res.limits.is_some());
+    for (probe, path) in [
+        (c.readiness_probe.clone(), "/readyz"),
+        (c.liveness_probe.clone(), "/healthz"),
+    ] {
+        let get = probe.unwrap().http_get.unwrap();
+        assert_eq!(get.path.as_deref(), Some(path));
+        assert_eq!(get.scheme.as_deref(), Some("HTTPS"));
+    }
+    let args = c.args.clone().unwrap();
+    let drain =
+        arg_seconds(&args, "--drain-grace-seconds") + arg_seconds(&args, "--drain-timeout-seconds");
+    assert!(
+        (pod.termination_grace_period_seconds.unwrap() as f64) > drain,
+        "terminationGracePeriod outlasts the drain"
+    );
+    // ConfigMap and Secret mounted as directories (no subPath), so hot reload sees ..data swaps.
+    let mounts = c.volume_mounts.clone().unwrap();
+    assert!(mounts.iter().all(|m| m.sub_path.is_none()));
+    let vols = pod.volumes.unwrap();
+    let config_vol = vols
+        .iter()
+        .find(|v| v.config_map.is_some())
+        .expect("the ConfigMap volume");
+    let tls_vol = vols
+        .iter()
+        .find(|v| v.secret.is_some())
+        .expect("the TLS Secret volume");
+    for (vol, flag) in [(config_vol, "--config="), (tls_vol, "--tls-cert-file=")] {
+        let mount = mounts.iter().find(|m| m.name == vol.name).unwrap();
+        assert!(
+            args.iter()
+                .any(|a| a.starts_with(flag) && a[flag.len()..].starts_with(&mount.mount_path)),
+            "{flag} points into {}",
+            mount.mount_path
+        );
+    }
+    let https = c
+        .ports
+        .clone()
+        .unwrap()
+        .into_iter()
+        .find(|p| p.name.as_deref() == Some("https"))
+        .unwrap();
+    assert_eq!(https.container_port, 8443);
+
+    let svc: Service = one(&docs, "Service");
+    let port = svc
+        .spec
+        .unwrap()
+        .ports
+        .unwrap()
+        .into_iter()
+        .find(|p| p.port == 443)
+        .expect("port 443");
+    assert_eq!(port.target_port, Some(IntOrString::String("https".into())));
+
+    let pdb: PodDisruptionBudget = one(&docs, "PodDisruptionBudget");
+    assert!(pdb.spec.unwrap().min_available.is_some());
+
+    let mwc: MutatingWebhookConfiguration = one(&docs, "MutatingWebhookConfiguration");
+    let hook = &mwc.webhooks.unwrap()[0];
+    assert_eq!(hook.admission_review_versions, vec!["v1".to_owned()]);
+    assert_eq!(hook.side_effects, "None");
+    assert_eq!(hook.failure_policy.as_deref(), Some("Ignore"));
+    assert_eq!(hook.reinvocation_policy.as_deref(), Some("IfNeeded"));
+    assert!(hook.timeout_seconds.unwrap() <= 10);
+    let rules = hook.rules.clone().unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].operations, Some(vec!["CREATE".to_owned()]));
+    assert_eq!(rules[0].resources, Some(vec!["pods".to_owned()]));
+    let svc_ref = hook.client_config.service.clone().unwrap();
+    assert_eq!(
+        (
+            svc_ref.name.as_str(),
+            svc_ref.namespace.as_str(),
+            svc_ref.path.as_deref()
+        ),
+        ("sidecar-injector", ns.as_str(), Some("/mutate"))
+    );
+    let sel = hook
+        .namespace_selector
+        .clone()
+        .unwrap()
+        .match_expressions
+        .unwrap();
+    assert!(sel.iter().any(|e| e.key == "sidecar-injection"
+        && e.operator == "In"
+        && e.values == Some(vec!["enabled".into()])));
+    assert!(
+        sel.iter().any(|e| e.key == "kubernetes.io/metadata.name"
+            && e.operator == "NotIn"
+            && e.values.as_ref().unwrap().contains(&ns)),
+        "the injector's own namespace can never match"
+    );
+    let obj = hook
+        .object_selector
+        .clone()
+        .unwrap()
+        .match_expressions
+        .unwrap();
+    assert!(
+        obj.iter()
+            .any(|e| e.key == "sidecar-injector.io/inject" && e.operator == "NotIn")
+    );
+    assert!(hook.match_conditions.as_ref().is_some_and(|m| {
+        m.iter()
+            .any(|c| c.expression.contains("sidecar-injector.io/inject"))
+    }));
+
+    // The shipped ConfigMap is the embedded default, and passes validate.
+    let cm: ConfigMap = one(&docs, "ConfigMap");
+    let data = cm.data.unwrap();
+    assert_eq!(data["config.yaml"], DEFAULT_SETTINGS);
+    assert_eq!(data["mutate.yaml"], DEFAULT_TEMPLATE);
+    let dir = tempfile::tempdir().unwrap();
+    let cm_file = dir.path().join("configmap.yaml");
+    let cm_doc = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    std::fs::write(&cm_file, yaml::to_string(cm_doc).unwrap()).unwrap();
+    let out = Command::new(common::BIN)
+        .args(["validate", "--config"])
+        .arg(&cm_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let rendered = dir.path().join("rendered.yaml");
+    std::fs::write(&rendered, text).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/validate.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg("--version")
+        .arg("1.33.0")
+        .arg(&rendered)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "strict schema validation:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_cert_manager_overlay_adds_issuer_certificate_and_ca_injection() {
+    let (_, docs) = render("manifests/overlays/cert-manager");
+    let cert = docs
+        .iter()
+        .find(|d| d["kind"] == "Certificate" && d["metadata"]["name"] == "sidecar-injector")
+        .expect("the serving Certificate");
+    assert_eq!(cert["spec"]["secretName"], "sidecar-injector-tls");
+    let names: Vec<&str> = cert["spec"]["dnsNames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"sidecar-injector.sidecar-injector.svc"));
+    assert!(docs.iter().any(|d| d["kind"] == "Issuer"));
+    let mwc = docs
+        .iter()
+        .find(|d| d["kind"] == "MutatingWebhookConfiguration")
+        .unwrap();
+    assert_eq!(
+        mwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        "sidecar-injector/sidecar-injector"
+    );
+}
+
+#[test]
+fn a_broken_template_fails_validate_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cm.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata:\n  mutate.yaml: |\n    containers:\n    - name: c\n      image: c:1\n      imagePullPolicy: Sometimes\n    - name: d\n      image: '{{ values.nope }}'\n",
+    )
+    .unwrap();
+    let out = Command::new(common::BIN)
+        .args(["validate", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("mutate.yaml: containers[0].imagePullPolicy: \"Sometimes\" is not one of"),
+        "{err}"
+    );
+    assert!(err.contains("mutate.yaml: containers[1].image"), "{err}");
+}
+
+#[test]
+fn certs_verify_with_openssl_for_the_service_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(common::BIN)
+        .args([
+            "certs",
+            "--service",
+            "sidecar-injector",
+            "--namespace",
+            "sidecar-injector",
+            "--out",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    for name in [
+        "sidecar-injector.sidecar-injector.svc",
+        "sidecar-injector.sidecar-injector.svc.cluster.local",
+    ] {
+        let v = Command::new("openssl")
+            .args([
+                "verify",
+                "-purpose",
+                "sslserver",
+                "-verify_hostname",
+                name,
+                "-CAfile",
+            ])
+            .arg(dir.path().join("ca.crt"))
+            .arg(dir.path().join("tls.crt"))
+            .output()
+            .expect("openssl");
+        assert!(
+            v.status.success(),
+            "{name}: {}{}",
+            String::from_utf8_lossy(&v.stdout),
+            String::from_utf8_lossy(&v.stderr)
+        );
+    }
+    let wrong = Command::new("openssl")
+        .args(["verify", "-verify_hostname", "other.default.svc", "-CAfile"])
+        .arg(dir.path().join("ca.crt"))
+        .arg(dir.path().join("tls.crt"))
+        .output()
+        .unwrap();
+    assert!(
+        !wrong.status.success(),
+        "a name the certificate does not hold fails"
+    );
+}
