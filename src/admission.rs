@@ -123,9 +123,9 @@ impl Review {
         let mut warnings = decision.warnings.clone();
         match decision.outcome() {
             Outcome::Injected => {
-                resp = resp
-                    .with_patch(decision.patch.clone())
+                let patch = serde_json::to_vec(&decision.patch)
                     .map_err(|e| format!("cannot serialize the patch: {e}"))?;
+                resp.patch = Some(patch);
             }
             Outcome::Skipped => {}
             Outcome::Failed => match failure_policy {

@@ -2,6 +2,7 @@
 //! validated and immutable [`Config`]. Requests only read it; reloads replace it whole.
 
 use crate::image;
+use crate::patch::Shared;
 use crate::template::{FieldPath, Problems, Template};
 use k8s_openapi::api::core::v1::{Container, EnvVar, LocalObjectReference, Volume, VolumeMount};
 use serde::Deserialize;
@@ -86,14 +87,51 @@ fn empty_map() -> Value {
 }
 
 /// What the template adds to a Pod, rendered, checked, and with images under the repository.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct Fragment {
-    pub image_pull_secrets: Vec<Value>,
-    pub init_containers: Vec<Value>,
-    pub containers: Vec<Value>,
-    pub volumes: Vec<Value>,
-    pub app_env: Vec<Value>,
-    pub app_volume_mounts: Vec<Value>,
+    pub image_pull_secrets: Vec<Item>,
+    pub init_containers: Vec<Item>,
+    pub containers: Vec<Item>,
+    pub volumes: Vec<Item>,
+    pub app_env: Vec<Item>,
+    pub app_volume_mounts: Vec<Item>,
+}
+
+/// One entry of the fragment, with its JSON serialized once for every patch that adds it.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub value: Value,
+    pub json: Shared,
+    /// Containers only: the same container as a native sidecar (`restartPolicy: Always`).
+    pub native: Option<Box<Item>>,
+}
+
+impl Item {
+    fn new(value: Value) -> Item {
+        Item {
+            json: Shared::new(&value),
+            value,
+            native: None,
+        }
+    }
+
+    fn container(value: Value) -> Item {
+        let mut native = value.clone();
+        if let Value::Object(m) = &mut native {
+            m.insert("restartPolicy".into(), Value::String("Always".into()));
+        }
+        Item {
+            native: Some(Box::new(Item::new(native))),
+            ..Item::new(value)
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.value
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
 }
 
 /// A loaded, validated configuration.
@@ -452,88 +490,63 @@ impl Fragment {
             }
         };
         let app = rendered.get("appContainers");
-        let mut f = Fragment {
-            image_pull_secrets: section(
-                "imagePullSecrets",
-                rendered.get("imagePullSecrets"),
-                &mut problems,
-            ),
-            init_containers: section(
-                "initContainers",
-                rendered.get("initContainers"),
-                &mut problems,
-            ),
-            containers: section("containers", rendered.get("containers"), &mut problems),
-            volumes: section("volumes", rendered.get("volumes"), &mut problems),
-            app_env: section(
-                "appContainers.env",
-                app.and_then(|a| a.get("env")),
-                &mut problems,
-            ),
-            app_volume_mounts: section(
-                "appContainers.volumeMounts",
-                app.and_then(|a| a.get("volumeMounts")),
-                &mut problems,
-            ),
-        };
+        let mut secrets = section(
+            "imagePullSecrets",
+            rendered.get("imagePullSecrets"),
+            &mut problems,
+        );
+        let mut inits = section(
+            "initContainers",
+            rendered.get("initContainers"),
+            &mut problems,
+        );
+        let mut containers = section("containers", rendered.get("containers"), &mut problems);
+        let mut volumes = section("volumes", rendered.get("volumes"), &mut problems);
+        let mut env = section(
+            "appContainers.env",
+            app.and_then(|a| a.get("env")),
+            &mut problems,
+        );
+        let mut mounts = section(
+            "appContainers.volumeMounts",
+            app.and_then(|a| a.get("volumeMounts")),
+            &mut problems,
+        );
         let mut w = Vec::new();
         let root = FieldPath::default();
         check_list::<LocalObjectReference>(
-            &f.image_pull_secrets,
+            &secrets,
             &root.key("imagePullSecrets"),
             &mut problems,
             &mut w,
         );
-        check_list::<Container>(
-            &f.init_containers,
-            &root.key("initContainers"),
-            &mut problems,
-            &mut w,
-        );
-        check_list::<Container>(
-            &f.containers,
-            &root.key("containers"),
-            &mut problems,
-            &mut w,
-        );
-        check_list::<Volume>(&f.volumes, &root.key("volumes"), &mut problems, &mut w);
+        check_list::<Container>(&inits, &root.key("initContainers"), &mut problems, &mut w);
+        check_list::<Container>(&containers, &root.key("containers"), &mut problems, &mut w);
+        check_list::<Volume>(&volumes, &root.key("volumes"), &mut problems, &mut w);
         let app = root.key("appContainers");
-        check_list::<EnvVar>(&f.app_env, &app.key("env"), &mut problems, &mut w);
-        check_list::<VolumeMount>(
-            &f.app_volume_mounts,
-            &app.key("volumeMounts"),
-            &mut problems,
-            &mut w,
-        );
-        for (key, list) in [
-            ("initContainers", &f.init_containers),
-            ("containers", &f.containers),
-        ] {
+        check_list::<EnvVar>(&env, &app.key("env"), &mut problems, &mut w);
+        check_list::<VolumeMount>(&mounts, &app.key("volumeMounts"), &mut problems, &mut w);
+        for (key, list) in [("initContainers", &inits), ("containers", &containers)] {
             for (i, c) in list.iter().enumerate() {
                 check_container(c, &root.key(key).index(i), &mut problems);
             }
         }
-        let all_containers: Vec<&Value> = f.init_containers.iter().chain(&f.containers).collect();
         unique_names(
-            all_containers.iter().copied(),
+            inits.iter().chain(&containers),
             "initContainers + containers",
             &mut problems,
         );
-        unique_names(f.volumes.iter(), "volumes", &mut problems);
-        unique_names(
-            f.image_pull_secrets.iter(),
-            "imagePullSecrets",
-            &mut problems,
-        );
-        unique_names(f.app_env.iter(), "appContainers.env", &mut problems);
-        for (i, v) in f.volumes.iter().enumerate() {
+        unique_names(volumes.iter(), "volumes", &mut problems);
+        unique_names(secrets.iter(), "imagePullSecrets", &mut problems);
+        unique_names(env.iter(), "appContainers.env", &mut problems);
+        for (i, v) in volumes.iter().enumerate() {
             check_dns_label(v, &root.key("volumes").index(i), &mut problems);
         }
         if !problems.is_empty() {
             return Err(problems);
         }
         if let Some(repo) = Some(settings.image_repository.as_str()).filter(|r| !r.is_empty()) {
-            for c in f.init_containers.iter_mut().chain(f.containers.iter_mut()) {
+            for c in inits.iter_mut().chain(containers.iter_mut()) {
                 if let Some(Value::String(img)) = c.get_mut("image") {
                     *img = image::rewrite(img, repo);
                 }
@@ -542,7 +555,18 @@ impl Fragment {
         if let Some(out) = warnings {
             out.append(&mut w);
         }
-        Ok(f)
+        let items = |v: &mut Vec<Value>| std::mem::take(v).into_iter().map(Item::new).collect();
+        Ok(Fragment {
+            image_pull_secrets: items(&mut secrets),
+            init_containers: items(&mut inits),
+            containers: std::mem::take(&mut containers)
+                .into_iter()
+                .map(Item::container)
+                .collect(),
+            volumes: items(&mut volumes),
+            app_env: items(&mut env),
+            app_volume_mounts: items(&mut mounts),
+        })
     }
 }
 
@@ -676,11 +700,7 @@ mod tests {
             matches!(f, Cow::Borrowed(_)),
             "a values-only template renders once, at load"
         );
-        let names: Vec<_> = f
-            .containers
-            .iter()
-            .map(|c| c["name"].as_str().unwrap())
-            .collect();
+        let names: Vec<_> = f.containers.iter().map(|c| c.name()).collect();
         assert_eq!(names, ["bitbucket-pipelines-metrics-collector"]);
     }
 
@@ -759,10 +779,10 @@ mod tests {
         .unwrap();
         let f = c.fragment(&json!({}), "ns").unwrap();
         assert_eq!(
-            f.init_containers[0]["image"],
+            f.init_containers[0].value["image"],
             "registry.corp/mirror/library/busybox:1.36"
         );
-        assert_eq!(f.containers[0]["image"], "registry.corp/mirror/a/b:1");
+        assert_eq!(f.containers[0].value["image"], "registry.corp/mirror/a/b:1");
     }
 
     #[test]

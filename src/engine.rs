@@ -4,9 +4,8 @@
 //! against the object exactly as received. `/mutate`, `/preview` and the `preview` command
 //! are doors onto [`decide`]; no other code decides whether or what to inject.
 
-use crate::config::{Config, Fragment, NativeSidecars, Policy};
-use crate::patch::{PatchBuilder, ShapeError, lookup};
-use json_patch::Patch;
+use crate::config::{Config, Fragment, Item, NativeSidecars, Policy};
+use crate::patch::{Patch, PatchBuilder, ShapeError, Shared, lookup};
 use kube::core::GroupVersionKind;
 use kube::core::admission::Operation;
 use serde::{Deserialize, Serialize};
@@ -414,18 +413,18 @@ fn covers(existing: &Value, wanted: &Value) -> bool {
 /// with another definition is a conflict: injecting would break it or the Pod.
 fn missing<'w>(
     existing: &HashMap<&str, &Value>,
-    wanted: impl IntoIterator<Item = &'w Value>,
+    wanted: impl IntoIterator<Item = &'w Item>,
     what: &str,
-) -> Result<Vec<Value>, Failure> {
+) -> Result<Vec<&'w Item>, Failure> {
     let mut out = Vec::new();
     for w in wanted {
-        match existing.get(name_of(w)) {
-            None => out.push(w.clone()),
-            Some(e) if covers(e, w) => {}
+        match existing.get(w.name()) {
+            None => out.push(w),
+            Some(e) if covers(e, &w.value) => {}
             Some(_) => {
                 return Err(conflict(format!(
                     "the Pod already has a {what} named {:?} that differs from the template's",
-                    name_of(w)
+                    w.name()
                 )));
             }
         }
@@ -434,6 +433,14 @@ fn missing<'w>(
 }
 
 type Plan = (Patch, Status, Vec<String>);
+
+fn shared(items: &[&Item]) -> Vec<Shared> {
+    items.iter().map(|i| i.json.clone()).collect()
+}
+
+fn names(items: &[&Item]) -> Vec<String> {
+    items.iter().map(|i| i.name().to_owned()).collect()
+}
 
 fn plan(pod: &Value, f: &Fragment, native: bool, template_hash: &str) -> Result<Plan, Failure> {
     if !matches!(pod.get("spec"), Some(Value::Object(_))) {
@@ -449,47 +456,45 @@ fn plan(pod: &Value, f: &Fragment, native: bool, template_hash: &str) -> Result<
     let volumes_by_name = named(pod, "volumes")?;
     let secrets = named(pod, "imagePullSecrets")?;
 
-    let sidecars: Vec<Value> = if native {
-        f.containers
-            .iter()
-            .map(|c| {
-                let mut c = c.clone();
-                if let Value::Object(m) = &mut c {
-                    m.insert("restartPolicy".into(), Value::String("Always".into()));
-                }
+    // As native sidecars, the template's containers carry restartPolicy: Always.
+    let sidecars: Vec<&Item> = f
+        .containers
+        .iter()
+        .map(|c| {
+            if native {
+                c.native.as_deref().unwrap_or(c)
+            } else {
                 c
-            })
-            .collect()
-    } else {
-        f.containers.clone()
-    };
-    let add_init = missing(&containers_by_name, &f.init_containers, "container")?;
-    let add_sidecars = missing(&containers_by_name, &sidecars, "container")?;
-    let add_volumes = missing(&volumes_by_name, &f.volumes, "volume")?;
-    let add_secrets: Vec<Value> = f
+            }
+        })
+        .collect();
+    let add_init = missing(&containers_by_name, f.init_containers.iter(), "container")?;
+    let add_sidecars = missing(&containers_by_name, sidecars, "container")?;
+    let add_volumes = missing(&volumes_by_name, f.volumes.iter(), "volume")?;
+    let add_secrets: Vec<&Item> = f
         .image_pull_secrets
         .iter()
-        .filter(|s| !secrets.contains_key(name_of(s)))
-        .cloned()
+        .filter(|s| !secrets.contains_key(s.name()))
         .collect();
 
     // Every mount of what is injected must name a volume the Pod will have.
     let volume_names: HashSet<&str> = volumes_by_name
         .keys()
         .copied()
-        .chain(f.volumes.iter().map(name_of))
+        .chain(f.volumes.iter().map(Item::name))
         .collect();
     let mounts = f
         .init_containers
         .iter()
         .chain(&f.containers)
         .flat_map(|c| {
-            c.get("volumeMounts")
+            c.value
+                .get("volumeMounts")
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
         })
-        .chain(&f.app_volume_mounts);
+        .chain(f.app_volume_mounts.iter().map(|m| &m.value));
     for m in mounts {
         if !volume_names.contains(name_of(m)) {
             return Err(Failure {
@@ -503,19 +508,18 @@ fn plan(pod: &Value, f: &Fragment, native: bool, template_hash: &str) -> Result<
     }
 
     let mut b = PatchBuilder::default();
-    b.extend_list(pod, &["spec", "imagePullSecrets"], add_secrets.clone())?;
-    b.extend_list(pod, &["spec", "volumes"], add_volumes.clone())?;
-    let (mut init_items, mut container_items) = (add_init.clone(), Vec::new());
+    b.extend_list(pod, &["spec", "imagePullSecrets"], shared(&add_secrets))?;
+    b.extend_list(pod, &["spec", "volumes"], shared(&add_volumes))?;
+    let mut init_items = shared(&add_init);
     if native {
-        init_items.extend(add_sidecars.iter().cloned());
-    } else {
-        container_items = add_sidecars.clone();
+        init_items.extend(shared(&add_sidecars));
     }
     b.extend_list(pod, &["spec", "initContainers"], init_items)?;
     merge_app_containers(&mut b, pod, f, &mut warnings)?;
-    b.extend_list(pod, &["spec", "containers"], container_items)?;
+    if !native {
+        b.extend_list(pod, &["spec", "containers"], shared(&add_sidecars))?;
+    }
 
-    let names = |v: &[Value]| v.iter().map(|x| name_of(x).to_owned()).collect::<Vec<_>>();
     let status = Status {
         template_hash: template_hash.to_owned(),
         containers: names(&add_sidecars),
@@ -566,7 +570,7 @@ fn merge_app_containers(
         .containers
         .iter()
         .chain(&f.init_containers)
-        .map(name_of)
+        .map(Item::name)
         .collect();
     for (i, c) in containers.iter().enumerate() {
         if injected.contains(name_of(c)) {
@@ -574,11 +578,11 @@ fn merge_app_containers(
         }
         let idx = i.to_string();
         let have_env: HashSet<&str> = list(c, "env").map(name_of).collect();
-        let env: Vec<Value> = f
+        let env: Vec<Shared> = f
             .app_env
             .iter()
-            .filter(|e| !have_env.contains(name_of(e)))
-            .cloned()
+            .filter(|e| !have_env.contains(e.name()))
+            .map(|e| e.json.clone())
             .collect();
         b.extend_list(pod, &["spec", "containers", &idx, "env"], env)?;
 
@@ -590,9 +594,10 @@ fn merge_app_containers(
         for m in f
             .app_volume_mounts
             .iter()
-            .filter(|m| !have_mounts.contains(name_of(m)))
+            .filter(|m| !have_mounts.contains(m.name()))
         {
             let path = m
+                .value
                 .get("mountPath")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
@@ -600,9 +605,9 @@ fn merge_app_containers(
                 Some(other) => warnings.push(format!(
                     "container {:?} already mounts {other:?} at {path}; {:?} not mounted there",
                     name_of(c),
-                    name_of(m)
+                    m.name()
                 )),
-                None => mounts.push(m.clone()),
+                None => mounts.push(m.json.clone()),
             }
         }
         b.extend_list(pod, &["spec", "containers", &idx, "volumeMounts"], mounts)?;

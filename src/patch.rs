@@ -3,15 +3,140 @@
 //! Lists and maps that are absent are added whole; present ones are appended to (`/-`) or
 //! added to key by key. Nothing that is present is ever replaced wholesale, so fields this
 //! program does not know survive untouched. Pointer tokens are escaped (`~0`, `~1`) by jsonptr.
+//!
+//! What the template adds is serialized once, when the config loads ([`Shared`]); a patch
+//! refers to those bytes instead of copying values, and writing it out is a copy of bytes.
 
 use json_patch::jsonptr::{PointerBuf, Token};
-use json_patch::{AddOperation, Patch, PatchOperation};
+use json_patch::{AddOperation, PatchOperation};
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::sync::Arc;
+
+/// A value serialized once and shared by every patch that adds it.
+#[derive(Debug, Clone)]
+pub struct Shared(Arc<RawValue>);
+
+impl Shared {
+    pub fn new(v: &Value) -> Shared {
+        // A Value always serializes; the fallback (null) is never taken.
+        let raw = serde_json::value::to_raw_value(v).unwrap_or_else(|_| RawValue::NULL.to_owned());
+        Shared(Arc::from(raw))
+    }
+
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
+    }
+}
+
+/// The value of one `add`.
+#[derive(Debug, Clone)]
+pub enum OpValue {
+    Shared(Shared),
+    List(Vec<Shared>),
+    Json(Value),
+}
+
+impl Serialize for OpValue {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            OpValue::Shared(v) => v.0.serialize(s),
+            OpValue::List(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for i in items {
+                    seq.serialize_element(&*i.0)?;
+                }
+                seq.end()
+            }
+            OpValue::Json(v) => v.serialize(s),
+        }
+    }
+}
+
+/// One `add` operation.
+#[derive(Debug, Clone)]
+pub struct Op {
+    pub path: PointerBuf,
+    pub value: OpValue,
+}
+
+impl Serialize for Op {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("op", "add")?;
+        m.serialize_entry("path", self.path.as_str())?;
+        m.serialize_entry("value", &self.value)?;
+        m.end()
+    }
+}
+
+/// An RFC 6902 patch made of `add` operations; serializes as the JSON array the API wants.
+#[derive(Debug, Clone, Default)]
+pub struct Patch(pub Vec<Op>);
+
+impl Serialize for Patch {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl Patch {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The same patch as json-patch's types, to apply it.
+    pub fn to_json_patch(&self) -> json_patch::Patch {
+        json_patch::Patch(
+            self.0
+                .iter()
+                .map(|op| {
+                    let value = match &op.value {
+                        OpValue::Shared(v) => v.to_value(),
+                        OpValue::List(items) => {
+                            Value::Array(items.iter().map(Shared::to_value).collect())
+                        }
+                        OpValue::Json(v) => v.clone(),
+                    };
+                    PatchOperation::Add(AddOperation {
+                        path: op.path.clone(),
+                        value,
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// Applies the patch to `doc`.
+    pub fn apply(&self, doc: &mut Value) -> Result<(), json_patch::PatchError> {
+        json_patch::patch(doc, &self.to_json_patch())
+    }
+
+    /// The same operations with every path under `prefix` (a Pod template inside a workload).
+    pub fn rebased(&self, prefix: &[&str]) -> Patch {
+        Patch(
+            self.0
+                .iter()
+                .map(|op| {
+                    let mut path = pointer(prefix);
+                    for token in op.path.tokens() {
+                        path.push_back(token);
+                    }
+                    Op {
+                        path,
+                        value: op.value.clone(),
+                    }
+                })
+                .collect(),
+        )
+    }
+}
 
 /// A patch under construction, against one document.
 #[derive(Debug, Default)]
 pub struct PatchBuilder {
-    ops: Vec<PatchOperation>,
+    ops: Vec<Op>,
 }
 
 /// Where a field of the document was not what a Pod has there.
@@ -27,9 +152,8 @@ impl PatchBuilder {
         Patch(self.ops)
     }
 
-    fn add(&mut self, path: PointerBuf, value: Value) {
-        self.ops
-            .push(PatchOperation::Add(AddOperation { path, value }));
+    fn add(&mut self, path: PointerBuf, value: OpValue) {
+        self.ops.push(Op { path, value });
     }
 
     /// Appends `items` to the list at `path` in `doc`: one `add` of the whole list when it is
@@ -38,18 +162,18 @@ impl PatchBuilder {
         &mut self,
         doc: &Value,
         path: &[&str],
-        items: Vec<Value>,
+        items: Vec<Shared>,
     ) -> Result<(), ShapeError> {
         if items.is_empty() {
             return Ok(());
         }
         match lookup(doc, path) {
-            None | Some(Value::Null) => self.add(pointer(path), Value::Array(items)),
+            None | Some(Value::Null) => self.add(pointer(path), OpValue::List(items)),
             Some(Value::Array(_)) => {
                 for item in items {
                     let mut p = pointer(path);
                     p.push_back(Token::new("-"));
-                    self.add(p, item);
+                    self.add(p, OpValue::Shared(item));
                 }
             }
             Some(other) => return Err(shape(path, "a list", other)),
@@ -70,12 +194,12 @@ impl PatchBuilder {
             None | Some(Value::Null) => {
                 let mut map = Map::new();
                 map.insert(key.to_owned(), value);
-                self.add(pointer(path), Value::Object(map));
+                self.add(pointer(path), OpValue::Json(Value::Object(map)));
             }
             Some(Value::Object(_)) => {
                 let mut p = pointer(path);
                 p.push_back(Token::new(key));
-                self.add(p, value);
+                self.add(p, OpValue::Json(value));
             }
             Some(other) => return Err(shape(path, "a map", other)),
         }
@@ -117,14 +241,26 @@ mod tests {
         serde_json::to_value(b.into_patch()).unwrap()
     }
 
+    fn shared(v: Value) -> Shared {
+        Shared::new(&v)
+    }
+
     #[test]
     fn absent_lists_are_added_whole_and_present_ones_appended() {
         let doc = json!({"spec": {"containers": [{"name": "a"}]}});
         let mut b = PatchBuilder::default();
-        b.extend_list(&doc, &["spec", "containers"], vec![json!({"name": "b"})])
-            .unwrap();
-        b.extend_list(&doc, &["spec", "volumes"], vec![json!({"name": "v"})])
-            .unwrap();
+        b.extend_list(
+            &doc,
+            &["spec", "containers"],
+            vec![shared(json!({"name": "b"}))],
+        )
+        .unwrap();
+        b.extend_list(
+            &doc,
+            &["spec", "volumes"],
+            vec![shared(json!({"name": "v"}))],
+        )
+        .unwrap();
         assert_eq!(
             ops(b),
             json!([
@@ -162,8 +298,31 @@ mod tests {
     fn a_wrong_shape_is_an_error_not_a_replacement() {
         let doc = json!({"spec": {"volumes": "oops"}});
         let err = PatchBuilder::default()
-            .extend_list(&doc, &["spec", "volumes"], vec![json!({})])
+            .extend_list(&doc, &["spec", "volumes"], vec![shared(json!({}))])
             .unwrap_err();
         assert_eq!(err.0, "spec.volumes is a string, not a list");
+    }
+
+    #[test]
+    fn a_rebased_patch_applies_to_the_workload_and_equals_json_patch() {
+        let mut b = PatchBuilder::default();
+        let pod = json!({"spec": {"containers": [{"name": "a"}]}});
+        b.extend_list(
+            &pod,
+            &["spec", "containers"],
+            vec![shared(json!({"name": "b"}))],
+        )
+        .unwrap();
+        let patch = b.into_patch().rebased(&["spec", "template"]);
+        let mut deploy = json!({"spec": {"template": pod}});
+        patch.apply(&mut deploy).unwrap();
+        assert_eq!(
+            deploy["spec"]["template"]["spec"]["containers"][1]["name"],
+            "b"
+        );
+        assert_eq!(
+            serde_json::to_value(&patch).unwrap(),
+            serde_json::to_value(patch.to_json_patch()).unwrap()
+        );
     }
 }

@@ -7,8 +7,7 @@
 
 use crate::config::Config;
 use crate::engine::{self, Decision, Outcome};
-use crate::patch::{lookup, pointer};
-use json_patch::{AddOperation, Patch, PatchOperation};
+use crate::patch::{Patch, lookup};
 use kube::core::GroupVersionKind;
 use kube::core::admission::Operation;
 use serde::Serialize;
@@ -59,7 +58,7 @@ pub struct Previewed {
 
 impl Previewed {
     pub fn changed(&self) -> bool {
-        !self.patch.0.is_empty()
+        !self.patch.is_empty()
     }
 }
 
@@ -68,13 +67,15 @@ pub fn document(doc: Value, opts: &Options, config: &Config) -> Result<Previewed
     let mut ops = Vec::new();
     let mut found = Vec::new();
     walk(&doc, &[], opts, config, &mut ops, &mut found, "");
+    let patch = Patch(ops);
     let mut result = doc.clone();
-    json_patch::patch(&mut result, &ops)
+    patch
+        .apply(&mut result)
         .map_err(|e| format!("the patch does not apply to the document: {e}"))?;
     Ok(Previewed {
         original: doc,
         result,
-        patch: Patch(ops),
+        patch,
         found,
     })
 }
@@ -84,7 +85,7 @@ fn walk(
     at: &[String],
     opts: &Options,
     config: &Config,
-    ops: &mut Vec<PatchOperation>,
+    ops: &mut Vec<crate::patch::Op>,
     found: &mut Vec<Found>,
     label_prefix: &str,
 ) {
@@ -155,18 +156,7 @@ fn walk(
     );
     let mut prefix: Vec<&str> = at.iter().map(String::as_str).collect();
     prefix.extend_from_slice(tpath);
-    for op in &decision.patch.0 {
-        if let PatchOperation::Add(add) = op {
-            let mut path = pointer(&prefix);
-            for token in add.path.tokens() {
-                path.push_back(token);
-            }
-            ops.push(PatchOperation::Add(AddOperation {
-                path,
-                value: add.value.clone(),
-            }));
-        }
-    }
+    ops.extend(decision.patch.rebased(&prefix).0);
     found.push(Found {
         what: format!("{label_prefix}{kind}/{name}"),
         decision,

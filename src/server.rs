@@ -29,7 +29,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch as signal_watch};
 use tokio_rustls::TlsAcceptor;
 use tower_http::limit::RequestBodyLimitLayer;
-use tracing::{Instrument, debug, error, info, info_span, warn};
+use tower_http::timeout::TimeoutLayer;
+use tracing::{Instrument, debug, debug_span, error, info, warn};
 
 /// Largest body accepted: the apiserver's own limit for an object is 3 MiB; an
 /// AdmissionReview wraps one (two for UPDATE), so this leaves room and refuses far beyond.
@@ -37,6 +38,9 @@ pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// A client that has not finished its TLS handshake or request headers by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request (body included) not read and answered by then gets 408: a client trickling
+/// its body cannot hold a worker. The apiserver's own webhook timeout is at most 30 s.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Connections served at once; more wait in the kernel's accept queue.
 const MAX_CONNECTIONS: usize = 4096;
 /// How often certificate and config files are checked for changes.
@@ -87,6 +91,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             close_while_draining,
@@ -176,7 +184,14 @@ async fn mutate(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
         }
     };
     let req = &review.request;
-    let pod_name = review
+    let decision = review.decide(&config);
+    let answer = review.respond(&decision, policy);
+    let took = start.elapsed();
+    let (outcome, reason) = (decision.outcome().as_str(), decision.reason.as_str());
+    app.metrics.admission(outcome, reason, took);
+    // One event per admission: debug when it went as configured, warn when injection failed.
+    // Only names and reasons: never env values or object bodies.
+    let pod = review
         .object
         .as_ref()
         .and_then(|o| {
@@ -185,32 +200,12 @@ async fn mutate(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
         })
         .and_then(|v| v.as_str())
         .unwrap_or_default();
-    let span = info_span!(
-        "admission",
-        uid = %req.uid,
-        namespace = req.namespace.as_deref().unwrap_or_default(),
-        pod = pod_name,
-        dry_run = req.dry_run,
-    );
-    let _enter = span.enter();
-    let decision = review.decide(&config);
-    let answer = review.respond(&decision, policy);
-    let took = start.elapsed();
-    app.metrics
-        .admission(decision.outcome().as_str(), decision.reason.as_str(), took);
-    let outcome = decision.outcome().as_str();
-    let reason = decision.reason.as_str();
-    let micros = took.as_micros() as u64;
-    match decision.outcome() {
-        crate::engine::Outcome::Skipped => {
-            debug!(outcome, reason, duration_us = micros, message = %decision.message, "admitted")
-        }
-        crate::engine::Outcome::Injected => {
-            info!(outcome, reason, duration_us = micros, message = %decision.message, "admitted")
-        }
-        crate::engine::Outcome::Failed => {
-            warn!(outcome, reason, duration_us = micros, failure_policy = ?policy, message = %decision.message, "injection failed")
-        }
+    let namespace = req.namespace.as_deref().unwrap_or_default();
+    let duration_us = took.as_micros() as u64;
+    if decision.outcome() == crate::engine::Outcome::Failed {
+        warn!(uid = %req.uid, namespace, pod, outcome, reason, duration_us, failure_policy = ?policy, dry_run = req.dry_run, message = %decision.message, "injection failed");
+    } else {
+        debug!(uid = %req.uid, namespace, pod, outcome, reason, duration_us, dry_run = req.dry_run, message = %decision.message, "admitted");
     }
     match answer {
         Ok(body) => json_response(body),
@@ -409,7 +404,7 @@ async fn accept_loop(
                     debug!(error = %e, "connection ended with an error");
                 }
             }
-            .instrument(info_span!("conn", %peer)),
+            .instrument(debug_span!("conn", %peer)),
         );
     }
     graceful

@@ -54,7 +54,9 @@ fn run_case(dir: &Path) -> Outcome {
         text.push_str(&format!("warning: {w}\n"));
     }
     let mut injected = pod.clone();
-    json_patch::patch(&mut injected, &decision.patch)
+    decision
+        .patch
+        .apply(&mut injected)
         .unwrap_or_else(|e| panic!("{}: patch does not apply: {e}", dir.display()));
     Outcome {
         decision: text,

@@ -268,7 +268,7 @@ proptest! {
             Outcome::Skipped => prop_assert!(false, "a plain Pod in team-a is never skipped: {}", d.message),
             Outcome::Injected => {
                 let mut result = pod.clone();
-                json_patch::patch(&mut result, &d.patch).map_err(|e| TestCaseError::fail(format!("patch does not apply: {e}")))?;
+                d.patch.apply(&mut result).map_err(|e| TestCaseError::fail(format!("patch does not apply: {e}")))?;
                 keeps(&pod, &result, "").map_err(TestCaseError::fail)?;
                 prop_assert!(unique(&names(&result, &["containers", "initContainers"])), "container names repeat");
                 prop_assert!(unique(&names(&result, &["volumes"])), "volume names repeat");
@@ -295,7 +295,7 @@ proptest! {
                 stripped["metadata"]["annotations"].as_object_mut().map(|a| a.remove(STATUS_KEY));
                 let third = decide(&stripped);
                 prop_assert_eq!(third.reason, Reason::Injected, "{}", third.message);
-                let paths: Vec<String> = third.patch.0.iter().map(|op| op.path().to_string()).collect();
+                let paths: Vec<String> = third.patch.0.iter().map(|op| op.path.to_string()).collect();
                 prop_assert_eq!(paths, vec!["/metadata/annotations/sidecar-injector.io~1status".to_owned()]);
             }
         }

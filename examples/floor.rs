@@ -1,0 +1,67 @@
+//! The performance floor: the same stack as the webhook (tokio, rustls with ring, hyper-util,
+//! axum), parsing the same AdmissionReview, answering a fixed "allowed". It shares nothing
+//! with the engine. `bench/load.sh` measures the webhook against it.
+//!
+//!     cargo run --release --example floor -- 127.0.0.1:18444 CERT.pem KEY.pem
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+async fn mutate(body: Bytes) -> impl IntoResponse {
+    let Ok(review) = serde_json::from_slice::<Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, "not JSON").into_response();
+    };
+    let uid = review
+        .pointer("/request/uid")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let out = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {"uid": uid, "allowed": true}});
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(&out).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, listen, cert, key] = args.as_slice() else {
+        return Err("usage: floor ADDR:PORT CERT.pem KEY.pem".into());
+    };
+    let certs = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(key)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let app = Router::new().route("/mutate", post(mutate));
+    let listener = tokio::net::TcpListener::bind(listen.as_str()).await?;
+    eprintln!("floor listening on {listen}");
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, service) = (acceptor.clone(), TowerToHyperService::new(app.clone()));
+        tokio::spawn(async move {
+            if let Ok(tls) = acceptor.accept(tcp).await {
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            }
+        });
+    }
+}
