@@ -4,7 +4,8 @@
 //! - `review/*`: the whole `/mutate` body path: parse the AdmissionReview, decide, encode the answer;
 //! - `config/*`: loading a ConfigMap (parse, validate, pre-render).
 
-use criterion::{Criterion, black_box, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group, criterion_main};
+use std::hint::black_box;
 use kube::core::GroupVersionKind;
 use kube::core::admission::Operation;
 use serde_json::{Value, json};
