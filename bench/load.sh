@@ -27,7 +27,7 @@ curl -sf --cacert "$work/certs/ca.crt" -H 'Content-Type: application/json' --dat
   https://localhost:$proj_port/mutate | grep -q '"patchType":"JSONPatch"' || { echo "the server did not inject" >&2; exit 1; }
 
 run() { # name port -> RESULT line
-  BODY_FILE="$body" wrk -t2 -c"$conns" -d"${secs}s" --latency -s bench/post.lua "https://localhost:$2/mutate" | grep '^RESULT' | sed "s/^RESULT/$1/"
+  BODY_FILE="$body" wrk -t$(( conns < 2 ? 1 : 2 )) -c"$conns" -d"${secs}s" --latency -s bench/post.lua "https://localhost:$2/mutate" | grep '^RESULT' | sed "s/^RESULT/$1/"
 }
 echo "body: $body ($(wc -c <"$body") bytes), $conns connections, ${secs}s per run, $rounds rounds, $(nproc) cores"
 results=()

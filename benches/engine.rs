@@ -5,13 +5,14 @@
 //! - `config/*`: loading a ConfigMap (parse, validate, pre-render).
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use std::hint::black_box;
 use kube::core::GroupVersionKind;
 use kube::core::admission::Operation;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use sidecar_injector::admission::{self, Decoded};
 use sidecar_injector::config::{Config, RawConfig, Source};
 use sidecar_injector::engine::{self, Request};
+use std::hint::black_box;
 
 const REVIEW: &str = include_str!("fixtures/replicaset-review.json");
 
@@ -33,7 +34,7 @@ fn big_review() -> Value {
     review
 }
 
-fn decide(config: &Config, pod: &Value) -> engine::Decision {
+fn decide(config: &Config, raw: &RawValue) -> engine::Decision {
     let gvk = GroupVersionKind::gvk("", "v1", "Pod");
     engine::decide(
         &Request {
@@ -42,7 +43,7 @@ fn decide(config: &Config, pod: &Value) -> engine::Decision {
             sub_resource: None,
             namespace: "shop",
             namespace_labels: None,
-            object: Some(pod),
+            object: Some(raw),
             workload_kind: None,
         },
         config,
@@ -81,9 +82,9 @@ fn benches(c: &mut Criterion) {
     let config = Config::load(&Source::Embedded, "sidecar-injector").unwrap();
     let dynamic = Config::from_raw(&dynamic_config(), "sidecar-injector").unwrap();
     let small: Value = serde_json::from_str(REVIEW).unwrap();
-    let small_pod = small["request"]["object"].clone();
+    let small_pod = serde_json::value::to_raw_value(&small["request"]["object"]).unwrap();
     let big = big_review();
-    let big_pod = big["request"]["object"].clone();
+    let big_pod = serde_json::value::to_raw_value(&big["request"]["object"]).unwrap();
     let big_body = serde_json::to_vec(&big).unwrap();
 
     c.bench_function("decide/small", |b| {

@@ -8,20 +8,74 @@
 use crate::config::{Config, FailurePolicy};
 use crate::engine::{self, Decision, Outcome, Reason};
 use base64::Engine as _;
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
-use serde::Serialize;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse};
+use kube::core::{NamespaceResourceScope, Resource, TypeMeta};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 const REVIEW_KIND: &str = "AdmissionReview";
 const API_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
 
+/// An object kept as the JSON the apiserver sent, so kube's `AdmissionRequest<T>` can carry it
+/// unparsed. It has no typed metadata (`meta()` is empty): nothing reads the object through
+/// kube's types; the engine reads the raw JSON.
+#[derive(Debug, Clone)]
+pub struct RawObject {
+    raw: Box<RawValue>,
+    meta: ObjectMeta,
+}
+
+impl RawObject {
+    pub fn raw(&self) -> &RawValue {
+        &self.raw
+    }
+}
+
+impl<'de> Deserialize<'de> for RawObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(RawObject {
+            raw: Box::<RawValue>::deserialize(d)?,
+            meta: ObjectMeta::default(),
+        })
+    }
+}
+
+impl Serialize for RawObject {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.raw.serialize(s)
+    }
+}
+
+impl Resource for RawObject {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+    fn kind(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("Object")
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("")
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("v1")
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("objects")
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.meta
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.meta
+    }
+}
+
 /// A request the webhook can answer.
 pub struct Review {
-    pub request: AdmissionRequest<DynamicObject>,
-    /// `request.object`, untouched.
-    pub object: Option<Value>,
+    pub request: AdmissionRequest<RawObject>,
 }
 
 /// A body that cannot be answered as a review: HTTP 400 with this one-line reason.
@@ -41,72 +95,83 @@ pub enum Decoded {
     Unreadable(Unreadable),
 }
 
-/// Reads a body. `Err` when there is nothing to answer as a review (no uid to echo).
+/// The envelope, borrowed: kube's `AdmissionReview` flattens its `TypeMeta`, which would
+/// buffer the whole body, object included.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    request: Option<&'a RawValue>,
+}
+
+/// Reads a body in one pass: the request with kube's types, the object left as raw JSON.
+/// `Err` when there is nothing to answer as a review (no uid to echo).
 pub fn decode(body: &[u8]) -> Result<Decoded, BadRequest> {
-    let mut doc: Value = serde_json::from_slice(body)
-        .map_err(|e| BadRequest(format!("the body is not JSON: {e}")))?;
-    let api_version = doc
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
-    if kind != REVIEW_KIND || !API_VERSIONS.contains(&api_version.as_str()) {
+    let envelope: Envelope<'_> = serde_json::from_slice(body)
+        .map_err(|e| BadRequest(format!("the body is not a JSON object: {e}")))?;
+    let api_version = envelope.api_version.as_deref().unwrap_or_default();
+    let kind = envelope.kind.as_deref().unwrap_or_default();
+    if kind != REVIEW_KIND || !API_VERSIONS.contains(&api_version) {
         return Err(BadRequest(format!(
             "want an admission.k8s.io/v1 AdmissionReview, got apiVersion {api_version:?} kind {kind:?}"
         )));
     }
-    let Some(request) = doc.get_mut("request").and_then(Value::as_object_mut) else {
+    let Some(raw) = envelope.request.filter(|r| r.get() != "null") else {
         return Err(BadRequest("the AdmissionReview has no request".into()));
     };
-    let object = request.remove("object");
-    request.remove("oldObject");
-    let uid = request
-        .get("uid")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let review: Result<AdmissionReview<DynamicObject>, _> = serde_path_to_error::deserialize(doc);
-    match (review, uid) {
-        (Ok(review), _) => {
-            let request = review
-                .try_into()
-                .map_err(|_| BadRequest("the AdmissionReview has no request".into()))?;
-            Ok(Decoded::Review(Box::new(Review {
-                request,
-                object: object.filter(|o| !o.is_null()),
-            })))
+    match serde_json::from_str::<AdmissionRequest<RawObject>>(raw.get()) {
+        Ok(mut request) => {
+            request.types = TypeMeta {
+                api_version: api_version.to_owned(),
+                kind: kind.to_owned(),
+            };
+            Ok(Decoded::Review(Box::new(Review { request })))
         }
-        (Err(e), Some(uid)) if !uid.is_empty() => Ok(Decoded::Unreadable(Unreadable {
-            api_version,
+        Err(_) => unreadable(api_version, raw),
+    }
+}
+
+/// The slow path, for requests that do not read: find the field at fault, and whether there
+/// is a uid to answer to.
+fn unreadable(api_version: &str, raw: &RawValue) -> Result<Decoded, BadRequest> {
+    let doc: Value =
+        serde_json::from_str(raw.get()).map_err(|e| BadRequest(format!("request: {e}")))?;
+    let uid = doc.get("uid").and_then(Value::as_str).map(str::to_owned);
+    let problem = match serde_path_to_error::deserialize::<_, AdmissionRequest<RawObject>>(doc) {
+        Err(e) => format!("request.{}: {}", e.path(), e.inner()),
+        Ok(_) => "request: unreadable".to_owned(),
+    };
+    match uid {
+        Some(uid) if !uid.is_empty() => Ok(Decoded::Unreadable(Unreadable {
+            api_version: api_version.to_owned(),
             uid,
-            problem: format!("request.{}: {}", e.path(), e.inner()),
+            problem,
         })),
-        (Err(e), _) => Err(BadRequest(format!("request.{}: {}", e.path(), e.inner()))),
+        _ => Err(BadRequest(problem)),
     }
 }
 
 impl Review {
+    /// The object as received.
+    pub fn object(&self) -> Option<&RawValue> {
+        self.request.object.as_ref().map(RawObject::raw)
+    }
+
     /// Runs the engine on this request.
     pub fn decide(&self, config: &Config) -> Decision {
         let req = &self.request;
-        let namespace = req
-            .namespace
-            .as_deref()
-            .or_else(|| {
-                self.object
-                    .as_ref()?
-                    .pointer("/metadata/namespace")?
-                    .as_str()
-            })
-            .unwrap_or("default");
         engine::decide(
             &engine::Request {
                 operation: req.operation.clone(),
                 kind: &req.kind,
                 sub_resource: req.sub_resource.as_deref(),
-                namespace,
+                namespace: req.namespace.as_deref().unwrap_or("default"),
                 namespace_labels: None,
-                object: self.object.as_ref(),
+                object: self.object(),
                 workload_kind: None,
             },
             config,

@@ -7,6 +7,7 @@ use crate::template::{FieldPath, Problems, Template};
 use k8s_openapi::api::core::v1::{Container, EnvVar, LocalObjectReference, Volume, VolumeMount};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
@@ -337,7 +338,7 @@ impl Config {
 
     /// The fragment for one Pod: the pre-rendered one, or a fresh render when the template
     /// reads the Pod or its namespace.
-    pub fn fragment(&self, pod: &Value, namespace: &str) -> Result<Cow<'_, Fragment>, String> {
+    pub fn fragment(&self, pod: &RawValue, namespace: &str) -> Result<Cow<'_, Fragment>, String> {
         if let Some(f) = &self.prerendered {
             return Ok(Cow::Borrowed(f));
         }
@@ -443,13 +444,9 @@ fn template_hash(settings: &Settings, template: &Value) -> String {
 }
 
 /// A plain Pod to render dynamic templates against at load.
-fn sample_pod() -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "sample", "namespace": "default", "labels": {"app": "sample"}, "annotations": {}},
-        "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}
-    })
+fn sample_pod() -> Box<RawValue> {
+    let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"sample","namespace":"default","labels":{"app":"sample"},"annotations":{}},"spec":{"containers":[{"name":"app","image":"nginx:1.27"}]}}"#;
+    RawValue::from_string(pod.to_owned()).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
 
 fn deserialize_at<T: DeserializeOwned>(file: &str, at: &FieldPath, v: Value) -> Result<T, String> {
@@ -695,7 +692,7 @@ mod tests {
     #[test]
     fn the_embedded_default_loads_and_is_prerendered() {
         let c = Config::load(&Source::Embedded, DEFAULT_OWN_NAMESPACE).expect("default loads");
-        let f = c.fragment(&json!({}), "x").unwrap();
+        let f = c.fragment(&sample_pod(), "x").unwrap();
         assert!(
             matches!(f, Cow::Borrowed(_)),
             "a values-only template renders once, at load"
@@ -777,7 +774,7 @@ mod tests {
             "ns",
         )
         .unwrap();
-        let f = c.fragment(&json!({}), "ns").unwrap();
+        let f = c.fragment(&sample_pod(), "ns").unwrap();
         assert_eq!(
             f.init_containers[0].value["image"],
             "registry.corp/mirror/library/busybox:1.36"

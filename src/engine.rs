@@ -5,11 +5,13 @@
 //! are doors onto [`decide`]; no other code decides whether or what to inject.
 
 use crate::config::{Config, Fragment, Item, NativeSidecars, Policy};
-use crate::patch::{Patch, PatchBuilder, ShapeError, Shared, lookup};
+use crate::patch::{Patch, PatchBuilder, Shared};
+use crate::pod::{Entry, PodView, Spec, string_value};
 use kube::core::GroupVersionKind;
 use kube::core::admission::Operation;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Pod annotation or label: `"true"` opts in, `"false"` opts out.
@@ -32,8 +34,8 @@ pub struct Request<'a> {
     /// The namespace's labels, when known (preview). The webhook does not read namespaces:
     /// the apiserver's namespaceSelector has already matched them.
     pub namespace_labels: Option<&'a BTreeMap<String, String>>,
-    /// The object as received.
-    pub object: Option<&'a Value>,
+    /// The object as received, unparsed.
+    pub object: Option<&'a RawValue>,
     /// The kind of workload whose Pod template this is (preview), when not a bare Pod.
     pub workload_kind: Option<&'a str>,
 }
@@ -166,7 +168,7 @@ pub fn decide(req: &Request<'_>, config: &Config) -> Decision {
             skip
         }
         Ok(pod) => {
-            let mut d = inject(pod, req, config);
+            let mut d = inject(&pod, req, config);
             warnings.append(&mut d.warnings);
             d.warnings = warnings;
             d
@@ -179,7 +181,7 @@ fn gate<'a>(
     req: &Request<'a>,
     config: &Config,
     warnings: &mut Vec<String>,
-) -> Result<&'a Value, Decision> {
+) -> Result<PodView<'a>, Decision> {
     use Reason::*;
     if req.operation != Operation::Create {
         return Err(Decision::skip(
@@ -199,21 +201,13 @@ fn gate<'a>(
             format!("subresource {sub:?} is not injected"),
         ));
     }
-    let pod = match req.object {
-        Some(pod @ Value::Object(_)) => pod,
-        Some(other) => {
-            return Err(Decision::skip(
-                InvalidObject,
-                format!("the object is not a map but {}", short(other)),
-            ));
-        }
-        None => {
-            return Err(Decision::skip(
-                InvalidObject,
-                "the request carries no object",
-            ));
-        }
+    let Some(raw) = req.object else {
+        return Err(Decision::skip(
+            InvalidObject,
+            "the request carries no object",
+        ));
     };
+    let pod = PodView::parse(raw).map_err(|e| Decision::skip(InvalidObject, e))?;
     let ns = req.namespace;
     let settings = &config.settings;
     if ns == config.own_namespace {
@@ -237,15 +231,13 @@ fn gate<'a>(
             ));
         }
     }
-    let annotations = lookup(pod, &["metadata", "annotations"]);
-    let labels = lookup(pod, &["metadata", "labels"]);
-    if annotations.and_then(|a| a.get(MIRROR_KEY)).is_some() {
+    if pod.annotation(MIRROR_KEY).is_some() {
         return Err(Decision::skip(
             MirrorPod,
             "mirror Pods (static Pods) cannot be changed",
         ));
     }
-    match opt_in(annotations, labels, warnings) {
+    match opt_in(&pod, warnings) {
         Some(false) => {
             return Err(Decision::skip(
                 OptedOut,
@@ -261,33 +253,30 @@ fn gate<'a>(
         }
         None => {}
     }
-    if let Some(status) = annotations.and_then(|a| a.get(STATUS_KEY)) {
+    if let Some(status) = pod.annotation(STATUS_KEY) {
         return Err(Decision::skip(
             AlreadyInjected,
-            format!("the Pod already has {STATUS_KEY} ({})", short(status)),
+            format!("the Pod already has {STATUS_KEY} ({})", short(status.get())),
         ));
     }
     Ok(pod)
 }
 
 /// The Pod's own word: `Some(false)` when either the annotation or the label says "false".
-fn opt_in(
-    annotations: Option<&Value>,
-    labels: Option<&Value>,
-    warnings: &mut Vec<String>,
-) -> Option<bool> {
+fn opt_in(pod: &PodView<'_>, warnings: &mut Vec<String>) -> Option<bool> {
     let mut said = None;
-    for (where_, map) in [("annotation", annotations), ("label", labels)] {
-        let Some(v) = map.and_then(|m| m.get(INJECT_KEY)) else {
-            continue;
-        };
-        let text = v.as_str().map(str::trim).map(str::to_ascii_lowercase);
+    for (where_, raw) in [
+        ("annotation", pod.annotation(INJECT_KEY)),
+        ("label", pod.label(INJECT_KEY)),
+    ] {
+        let Some(raw) = raw else { continue };
+        let text = string_value(raw).map(|s| s.trim().to_ascii_lowercase());
         match text.as_deref() {
             Some("false") => return Some(false),
             Some("true") => said = Some(true),
             _ => warnings.push(format!(
                 "{where_} {INJECT_KEY}={} is neither \"true\" nor \"false\"; ignored",
-                short(v)
+                short(raw.get())
             )),
         }
     }
@@ -295,36 +284,40 @@ fn opt_in(
 }
 
 /// Native sidecars: an injected container becomes an init container with `restartPolicy: Always`.
-fn native_sidecars(pod: &Value, req: &Request<'_>, config: &Config) -> bool {
+fn native_sidecars(
+    pod: &PodView<'_>,
+    restart_policy: Option<&str>,
+    req: &Request<'_>,
+    config: &Config,
+) -> bool {
     match config.settings.native_sidecars {
         NativeSidecars::Always => true,
         NativeSidecars::Never => false,
-        NativeSidecars::Auto => runs_to_completion(pod, req.workload_kind),
+        NativeSidecars::Auto => runs_to_completion(pod, restart_policy, req.workload_kind),
     }
 }
 
 /// Job and CronJob Pods (owned by a Job, or from their templates), and any Pod whose
 /// restartPolicy lets it finish: a plain sidecar would keep those running forever.
-fn runs_to_completion(pod: &Value, workload_kind: Option<&str>) -> bool {
+fn runs_to_completion(
+    pod: &PodView<'_>,
+    restart_policy: Option<&str>,
+    workload_kind: Option<&str>,
+) -> bool {
     if matches!(workload_kind, Some("Job" | "CronJob")) {
         return true;
     }
-    let owned_by_job = lookup(pod, &["metadata", "ownerReferences"])
-        .and_then(Value::as_array)
-        .is_some_and(|refs| {
-            refs.iter().any(|r| {
-                r.get("kind").and_then(Value::as_str) == Some("Job")
-                    && r.get("apiVersion")
-                        .and_then(Value::as_str)
-                        .is_some_and(|v| v.starts_with("batch/"))
-            })
-        });
-    let restart = lookup(pod, &["spec", "restartPolicy"]).and_then(Value::as_str);
-    owned_by_job || matches!(restart, Some("Never" | "OnFailure"))
+    let owned_by_job = pod.meta.owner_references.iter().flatten().any(|r| {
+        r.kind.as_deref() == Some("Job")
+            && r.api_version
+                .as_deref()
+                .is_some_and(|v| v.starts_with("batch/"))
+    });
+    owned_by_job || matches!(restart_policy, Some("Never" | "OnFailure"))
 }
 
-fn inject(pod: &Value, req: &Request<'_>, config: &Config) -> Decision {
-    let fragment = match config.fragment(pod, req.namespace) {
+fn inject(pod: &PodView<'_>, req: &Request<'_>, config: &Config) -> Decision {
+    let fragment = match config.fragment(pod.raw, req.namespace) {
         Ok(f) => f,
         Err(e) => {
             return Decision::skip(
@@ -333,8 +326,12 @@ fn inject(pod: &Value, req: &Request<'_>, config: &Config) -> Decision {
             );
         }
     };
-    let native = native_sidecars(pod, req, config);
-    match plan(pod, &fragment, native, &config.template_hash) {
+    let spec = match pod.spec() {
+        Ok(s) => s,
+        Err(e) => return Decision::skip(Reason::InvalidObject, e),
+    };
+    let native = native_sidecars(pod, spec.restart_policy.as_deref(), req, config);
+    match plan(pod, &spec, &fragment, native, &config.template_hash) {
         Ok((patch, status, warnings)) => {
             let mut message = format!("injected containers {:?}", status.containers);
             if !status.init_containers.is_empty() {
@@ -359,15 +356,6 @@ struct Failure {
     message: String,
 }
 
-impl From<ShapeError> for Failure {
-    fn from(e: ShapeError) -> Self {
-        Failure {
-            reason: Reason::InvalidObject,
-            message: e.0,
-        }
-    }
-}
-
 fn conflict(message: String) -> Failure {
     Failure {
         reason: Reason::Conflict,
@@ -375,19 +363,22 @@ fn conflict(message: String) -> Failure {
     }
 }
 
-/// Named entries of a list of the Pod spec, by name.
-fn named<'a>(pod: &'a Value, field: &str) -> Result<HashMap<&'a str, &'a Value>, Failure> {
-    match lookup(pod, &["spec", field]) {
-        None | Some(Value::Null) => Ok(HashMap::new()),
-        Some(Value::Array(items)) => Ok(items
-            .iter()
-            .filter_map(|i| Some((i.get("name")?.as_str()?, i)))
-            .collect()),
-        Some(_) => Err(Failure {
-            reason: Reason::InvalidObject,
-            message: format!("spec.{field} is not a list"),
-        }),
+fn invalid(message: String) -> Failure {
+    Failure {
+        reason: Reason::InvalidObject,
+        message,
     }
+}
+
+/// The entries of some lists of the spec, by name.
+fn by_name<'s, 'a>(lists: &[&'s Option<Vec<Entry<'a>>>]) -> HashMap<&'s str, &'s Entry<'a>> {
+    lists
+        .iter()
+        .copied()
+        .flatten()
+        .flatten()
+        .map(|e| (e.name.as_ref(), e))
+        .collect()
 }
 
 fn name_of(v: &Value) -> &str {
@@ -412,7 +403,7 @@ fn covers(existing: &Value, wanted: &Value) -> bool {
 /// Keeps the entries of `wanted` the Pod does not have yet. One it has under the same name
 /// with another definition is a conflict: injecting would break it or the Pod.
 fn missing<'w>(
-    existing: &HashMap<&str, &Value>,
+    existing: &HashMap<&str, &Entry<'_>>,
     wanted: impl IntoIterator<Item = &'w Item>,
     what: &str,
 ) -> Result<Vec<&'w Item>, Failure> {
@@ -420,7 +411,7 @@ fn missing<'w>(
     for w in wanted {
         match existing.get(w.name()) {
             None => out.push(w),
-            Some(e) if covers(e, &w.value) => {}
+            Some(e) if covers(&e.value(), &w.value) => {}
             Some(_) => {
                 return Err(conflict(format!(
                     "the Pod already has a {what} named {:?} that differs from the template's",
@@ -442,19 +433,21 @@ fn names(items: &[&Item]) -> Vec<String> {
     items.iter().map(|i| i.name().to_owned()).collect()
 }
 
-fn plan(pod: &Value, f: &Fragment, native: bool, template_hash: &str) -> Result<Plan, Failure> {
-    if !matches!(pod.get("spec"), Some(Value::Object(_))) {
-        return Err(Failure {
-            reason: Reason::InvalidObject,
-            message: "the Pod has no spec".into(),
-        });
-    }
+fn plan(
+    pod: &PodView<'_>,
+    spec: &Spec<'_>,
+    f: &Fragment,
+    native: bool,
+    template_hash: &str,
+) -> Result<Plan, Failure> {
     let mut warnings = Vec::new();
-    let mut containers_by_name = named(pod, "containers")?;
-    containers_by_name.extend(named(pod, "initContainers")?);
-    containers_by_name.extend(named(pod, "ephemeralContainers")?);
-    let volumes_by_name = named(pod, "volumes")?;
-    let secrets = named(pod, "imagePullSecrets")?;
+    let containers_by_name = by_name(&[
+        &spec.containers,
+        &spec.init_containers,
+        &spec.ephemeral_containers,
+    ]);
+    let volumes_by_name = by_name(&[&spec.volumes]);
+    let secrets = by_name(&[&spec.image_pull_secrets]);
 
     // As native sidecars, the template's containers carry restartPolicy: Always.
     let sidecars: Vec<&Item> = f
@@ -508,16 +501,32 @@ fn plan(pod: &Value, f: &Fragment, native: bool, template_hash: &str) -> Result<
     }
 
     let mut b = PatchBuilder::default();
-    b.extend_list(pod, &["spec", "imagePullSecrets"], shared(&add_secrets))?;
-    b.extend_list(pod, &["spec", "volumes"], shared(&add_volumes))?;
+    b.extend_list(
+        &["spec", "imagePullSecrets"],
+        spec.image_pull_secrets.is_some(),
+        shared(&add_secrets),
+    );
+    b.extend_list(
+        &["spec", "volumes"],
+        spec.volumes.is_some(),
+        shared(&add_volumes),
+    );
     let mut init_items = shared(&add_init);
     if native {
         init_items.extend(shared(&add_sidecars));
     }
-    b.extend_list(pod, &["spec", "initContainers"], init_items)?;
-    merge_app_containers(&mut b, pod, f, &mut warnings)?;
+    b.extend_list(
+        &["spec", "initContainers"],
+        spec.init_containers.is_some(),
+        init_items,
+    );
+    merge_app_containers(&mut b, spec, f, &mut warnings)?;
     if !native {
-        b.extend_list(pod, &["spec", "containers"], shared(&add_sidecars))?;
+        b.extend_list(
+            &["spec", "containers"],
+            spec.containers.is_some(),
+            shared(&add_sidecars),
+        );
     }
 
     let status = Status {
@@ -531,23 +540,22 @@ fn plan(pod: &Value, f: &Fragment, native: bool, template_hash: &str) -> Result<
         reason: Reason::TemplateError,
         message: format!("cannot write the status annotation: {e}"),
     })?;
-    match lookup(pod, &["metadata"]) {
-        // A Pod template may come without metadata (a CronJob's often does).
-        None | Some(Value::Null) => {
-            let annotations = serde_json::json!({ STATUS_KEY: status_json });
-            b.set_in_map(
-                pod,
-                &[],
-                "metadata",
-                serde_json::json!({ "annotations": annotations }),
-            )?;
-        }
-        Some(_) => b.set_in_map(
-            pod,
+    if pod.has_metadata {
+        b.set_in_map(
             &["metadata", "annotations"],
+            pod.annotations_present(),
             STATUS_KEY,
             Value::String(status_json),
-        )?,
+        );
+    } else {
+        // A Pod template may come without metadata (a CronJob's often does).
+        let annotations = serde_json::json!({ STATUS_KEY: status_json });
+        b.set_in_map(
+            &[],
+            true,
+            "metadata",
+            serde_json::json!({ "annotations": annotations }),
+        );
     }
     Ok((b.into_patch(), status, warnings))
 }
@@ -556,39 +564,43 @@ fn plan(pod: &Value, f: &Fragment, native: bool, template_hash: &str) -> Result<
 /// container already sets wins: an env var it names, a volume it mounts, a path it uses.
 fn merge_app_containers(
     b: &mut PatchBuilder,
-    pod: &Value,
+    spec: &Spec<'_>,
     f: &Fragment,
     warnings: &mut Vec<String>,
 ) -> Result<(), Failure> {
     if f.app_env.is_empty() && f.app_volume_mounts.is_empty() {
         return Ok(());
     }
-    let Some(Value::Array(containers)) = lookup(pod, &["spec", "containers"]) else {
-        return Ok(());
-    };
     let injected: HashSet<&str> = f
         .containers
         .iter()
         .chain(&f.init_containers)
         .map(Item::name)
         .collect();
-    for (i, c) in containers.iter().enumerate() {
-        if injected.contains(name_of(c)) {
+    for (i, entry) in spec.containers.iter().flatten().enumerate() {
+        if injected.contains(entry.name.as_ref()) {
             continue; // a container the template adds is no app container
         }
         let idx = i.to_string();
-        let have_env: HashSet<&str> = list(c, "env").map(name_of).collect();
+        let c = entry
+            .app_container(&format!("spec.containers[{i}]"))
+            .map_err(invalid)?;
+        let have_env: HashSet<&str> = c.env.iter().flatten().map(AsRef::as_ref).collect();
         let env: Vec<Shared> = f
             .app_env
             .iter()
             .filter(|e| !have_env.contains(e.name()))
             .map(|e| e.json.clone())
             .collect();
-        b.extend_list(pod, &["spec", "containers", &idx, "env"], env)?;
+        b.extend_list(&["spec", "containers", &idx, "env"], c.env.is_some(), env);
 
-        let have_mounts: HashSet<&str> = list(c, "volumeMounts").map(name_of).collect();
-        let have_paths: HashMap<&str, &str> = list(c, "volumeMounts")
-            .filter_map(|m| Some((m.get("mountPath")?.as_str()?, name_of(m))))
+        let have_mounts: HashSet<&str> =
+            c.mounts.iter().flatten().map(|(n, _)| n.as_ref()).collect();
+        let have_paths: HashMap<&str, &str> = c
+            .mounts
+            .iter()
+            .flatten()
+            .map(|(n, p)| (p.as_ref(), n.as_ref()))
             .collect();
         let mut mounts = Vec::new();
         for m in f
@@ -604,19 +616,19 @@ fn merge_app_containers(
             match have_paths.get(path) {
                 Some(other) => warnings.push(format!(
                     "container {:?} already mounts {other:?} at {path}; {:?} not mounted there",
-                    name_of(c),
+                    c.name,
                     m.name()
                 )),
                 None => mounts.push(m.json.clone()),
             }
         }
-        b.extend_list(pod, &["spec", "containers", &idx, "volumeMounts"], mounts)?;
+        b.extend_list(
+            &["spec", "containers", &idx, "volumeMounts"],
+            c.mounts.is_some(),
+            mounts,
+        );
     }
     Ok(())
-}
-
-fn list<'a>(c: &'a Value, field: &str) -> impl Iterator<Item = &'a Value> {
-    c.get(field).and_then(Value::as_array).into_iter().flatten()
 }
 
 fn gvk_string(k: &GroupVersionKind) -> String {
@@ -628,14 +640,13 @@ fn gvk_string(k: &GroupVersionKind) -> String {
 }
 
 /// A value for a message: at most 80 characters of its JSON.
-fn short(v: &Value) -> String {
-    let s = v.to_string();
-    if s.len() <= 80 {
-        return s;
+fn short(json: &str) -> String {
+    if json.len() <= 80 {
+        return json.to_owned();
     }
     let mut end = 77;
-    while !s.is_char_boundary(end) {
+    while !json.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}...", &s[..end])
+    format!("{}...", &json[..end])
 }

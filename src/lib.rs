@@ -11,6 +11,7 @@ pub mod engine;
 pub mod image;
 pub mod metrics;
 pub mod patch;
+pub mod pod;
 pub mod preview;
 pub mod server;
 pub mod template;

@@ -142,6 +142,10 @@ fn walk(
         &pod_view
     };
     let gvk = GroupVersionKind::gvk("", "v1", "Pod");
+    let raw = match serde_json::value::to_raw_value(pod) {
+        Ok(r) => r,
+        Err(_) => return, // a Value always serializes
+    };
     let decision = engine::decide(
         &engine::Request {
             operation: Operation::Create,
@@ -149,7 +153,7 @@ fn walk(
             sub_resource: None,
             namespace,
             namespace_labels: opts.namespace_labels.as_ref(),
-            object: Some(pod),
+            object: Some(&raw),
             workload_kind: (kind != "Pod").then_some(kind),
         },
         config,

@@ -191,22 +191,25 @@ async fn mutate(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
     app.metrics.admission(outcome, reason, took);
     // One event per admission: debug when it went as configured, warn when injection failed.
     // Only names and reasons: never env values or object bodies.
-    let pod = review
-        .object
-        .as_ref()
-        .and_then(|o| {
-            o.pointer("/metadata/name")
-                .or_else(|| o.pointer("/metadata/generateName"))
-        })
-        .and_then(|v| v.as_str())
-        .unwrap_or_default();
+    let failed = decision.outcome() == crate::engine::Outcome::Failed;
+    if !failed && !tracing::enabled!(tracing::Level::DEBUG) {
+        return json_or_error(answer);
+    }
+    let view = review
+        .object()
+        .and_then(|o| crate::pod::PodView::parse(o).ok());
+    let pod = view.as_ref().map(|v| v.name()).unwrap_or_default();
     let namespace = req.namespace.as_deref().unwrap_or_default();
     let duration_us = took.as_micros() as u64;
-    if decision.outcome() == crate::engine::Outcome::Failed {
+    if failed {
         warn!(uid = %req.uid, namespace, pod, outcome, reason, duration_us, failure_policy = ?policy, dry_run = req.dry_run, message = %decision.message, "injection failed");
     } else {
         debug!(uid = %req.uid, namespace, pod, outcome, reason, duration_us, dry_run = req.dry_run, message = %decision.message, "admitted");
     }
+    json_or_error(answer)
+}
+
+fn json_or_error(answer: Result<Vec<u8>, String>) -> Response {
     match answer {
         Ok(body) => json_response(body),
         Err(e) => {

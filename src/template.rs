@@ -9,6 +9,7 @@
 //! or `namespace` are evaluated once, at load; only the rest is evaluated per request.
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value as JinjaValue};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::fmt;
 
@@ -143,9 +144,12 @@ impl Template {
     }
 
     /// Renders against one request. `pod` is the object as received.
-    pub fn render(&self, pod: &Value, namespace: &str) -> Result<Value, String> {
+    pub fn render(&self, pod: &RawValue, namespace: &str) -> Result<Value, String> {
+        use serde::Deserialize as _;
+        let pod = JinjaValue::deserialize(&mut serde_json::Deserializer::from_str(pod.get()))
+            .map_err(|e| format!("the object is not JSON: {e}"))?;
         let ctx = minijinja::context! {
-            pod => JinjaValue::from_serialize(pod),
+            pod => pod,
             namespace => namespace,
             values => self.values.clone(),
         };
@@ -365,6 +369,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn raw(v: Value) -> Box<RawValue> {
+        serde_json::value::to_raw_value(&v).unwrap()
+    }
+
     fn compile(doc: Value, values: Value) -> Template {
         Template::compile("mutate.yaml", doc, &values).expect("template compiles")
     }
@@ -400,7 +408,7 @@ mod tests {
         assert!(!t.is_static());
         let hostile = "10\"\n- name: evil\n  image: evil";
         let pod = json!({"metadata": {"annotations": {"interval": hostile}}});
-        let out = t.render(&pod, "ns").unwrap();
+        let out = t.render(&raw(pod), "ns").unwrap();
         assert_eq!(out["containers"].as_array().unwrap().len(), 1);
         assert_eq!(out["containers"][0]["env"][0]["value"], hostile);
     }
@@ -415,9 +423,13 @@ mod tests {
             ]}),
             json!({"on": true}),
         );
-        let out = t.render(&json!({"metadata": {"name": "x"}}), "ns").unwrap();
+        let out = t
+            .render(&raw(json!({"metadata": {"name": "x"}})), "ns")
+            .unwrap();
         assert_eq!(out, json!({"volumes": [{"name": "a"}, {"name": "c"}]}));
-        let out = t.render(&json!({"metadata": {"name": "y"}}), "ns").unwrap();
+        let out = t
+            .render(&raw(json!({"metadata": {"name": "y"}})), "ns")
+            .unwrap();
         assert_eq!(out, json!({"volumes": [{"name": "a"}]}));
     }
 
@@ -446,7 +458,7 @@ mod tests {
             json!({"a": "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}{{ pod.x }}"}),
             json!({}),
         );
-        let err = t.render(&json!({"x": 1}), "ns").unwrap_err();
+        let err = t.render(&raw(json!({"x": 1})), "ns").unwrap_err();
         assert!(err.contains("fuel"), "{err}");
     }
 }

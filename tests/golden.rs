@@ -32,6 +32,7 @@ fn run_case(dir: &Path) -> Outcome {
     let pod = read_yaml(&dir.join("pod.yaml"));
     let namespace = case["namespace"].as_str().unwrap_or("default");
     let gvk = GroupVersionKind::gvk("", "v1", "Pod");
+    let raw = serde_json::value::to_raw_value(&pod).unwrap();
     let decision = engine::decide(
         &Request {
             operation: Operation::Create,
@@ -39,7 +40,7 @@ fn run_case(dir: &Path) -> Outcome {
             sub_resource: None,
             namespace,
             namespace_labels: None,
-            object: Some(&pod),
+            object: Some(&raw),
             workload_kind: None,
         },
         &config,

@@ -51,6 +51,7 @@ fn config() -> &'static Config {
 
 fn decide(pod: &Value) -> Decision {
     let gvk = GroupVersionKind::gvk("", "v1", "Pod");
+    let raw = serde_json::value::to_raw_value(pod).unwrap();
     engine::decide(
         &Request {
             operation: Operation::Create,
@@ -58,7 +59,7 @@ fn decide(pod: &Value) -> Decision {
             sub_resource: None,
             namespace: "team-a",
             namespace_labels: None,
-            object: Some(pod),
+            object: Some(&raw),
             workload_kind: None,
         },
         config(),
