@@ -4,6 +4,9 @@
 #
 #   bench/load.sh [ROUNDS=3] [CONNECTIONS=16] [SECONDS=10] [BODY=benches/fixtures/replicaset-review.json]
 #
+# FLOOR=value (default): the floor parses the review into a serde_json::Value, as a typical
+# webhook does. FLOOR=raw: it only scans it (the object stays raw): the cheapest floor.
+#
 # Prints a table per round, then medians, the project/floor ratios, and the server's peak RSS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +21,7 @@ LOG_LEVEL=${LOG_LEVEL:-info} target/release/sidecar-injector serve --config mani
   --listen 127.0.0.1:$proj_port --metrics-listen 127.0.0.1:19090 2>"$work/proj.log" &
 proj_pid=$!
 for _ in $(seq 100); do [[ -f $work/certs/tls.key ]] && curl -sf --cacert "$work/certs/ca.crt" https://localhost:$proj_port/readyz >/dev/null && break; sleep 0.1; done
-target/release/examples/floor 127.0.0.1:$floor_port "$work/certs/tls.crt" "$work/certs/tls.key" 2>"$work/floor.log" &
+target/release/examples/floor 127.0.0.1:$floor_port "$work/certs/tls.crt" "$work/certs/tls.key" "${FLOOR:-value}" 2>"$work/floor.log" &
 floor_pid=$!
 sleep 0.5
 
@@ -29,7 +32,7 @@ curl -sf --cacert "$work/certs/ca.crt" -H 'Content-Type: application/json' --dat
 run() { # name port -> RESULT line
   BODY_FILE="$body" wrk -t$(( conns < 2 ? 1 : 2 )) -c"$conns" -d"${secs}s" --latency -s bench/post.lua "https://localhost:$2/mutate" | grep '^RESULT' | sed "s/^RESULT/$1/"
 }
-echo "body: $body ($(wc -c <"$body") bytes), $conns connections, ${secs}s per run, $rounds rounds, $(nproc) cores"
+echo "floor: ${FLOOR:-value}; body: $body ($(wc -c <"$body") bytes), $conns connections, ${secs}s per run, $rounds rounds, $(nproc) cores"
 results=()
 for r in $(seq "$rounds"); do
   if (( r % 2 )); then order="floor project"; else order="project floor"; fi

@@ -2,29 +2,55 @@
 //! axum), parsing the same AdmissionReview, answering a fixed "allowed". It shares nothing
 //! with the engine. `bench/load.sh` measures the webhook against it.
 //!
-//!     cargo run --release --example floor -- 127.0.0.1:18444 CERT.pem KEY.pem
+//!     cargo run --release --example floor -- 127.0.0.1:18444 CERT.pem KEY.pem [value|raw]
+//!
+//! `value` (default) parses the review into a `serde_json::Value`, as a typical webhook does;
+//! `raw` only scans it (the object stays raw JSON) and reads the uid: the cheapest parse there is.
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-async fn mutate(body: Bytes) -> impl IntoResponse {
-    let Ok(review) = serde_json::from_slice::<Value>(&body) else {
-        return (StatusCode::BAD_REQUEST, "not JSON").into_response();
+#[derive(serde::Deserialize)]
+struct RawReview<'a> {
+    #[serde(borrow)]
+    request: RawRequest<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawRequest<'a> {
+    #[serde(borrow)]
+    uid: &'a str,
+    /// Scanned (validated), never read.
+    #[serde(borrow, default)]
+    #[allow(dead_code)]
+    object: Option<&'a RawValue>,
+}
+
+fn uid_of(body: &[u8], raw: bool) -> Option<Value> {
+    if raw {
+        let review: RawReview<'_> = serde_json::from_slice(body).ok()?;
+        Some(Value::String(review.request.uid.to_owned()))
+    } else {
+        let review: Value = serde_json::from_slice(body).ok()?;
+        review.pointer("/request/uid").cloned()
+    }
+}
+
+fn mutate(raw: bool, body: &[u8]) -> Response {
+    let Some(uid) = uid_of(body, raw) else {
+        return (StatusCode::BAD_REQUEST, "not a review").into_response();
     };
-    let uid = review
-        .pointer("/request/uid")
-        .cloned()
-        .unwrap_or(Value::Null);
     let out = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {"uid": uid, "allowed": true}});
     (
         [(header::CONTENT_TYPE, "application/json")],
@@ -36,8 +62,15 @@ async fn mutate(body: Bytes) -> impl IntoResponse {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, listen, cert, key] = args.as_slice() else {
-        return Err("usage: floor ADDR:PORT CERT.pem KEY.pem".into());
+    let (listen, cert, key, mode) = match args.as_slice() {
+        [_, l, c, k] => (l, c, k, "value"),
+        [_, l, c, k, m] => (l, c, k, m.as_str()),
+        _ => return Err("usage: floor ADDR:PORT CERT.pem KEY.pem [value|raw]".into()),
+    };
+    let raw = match mode {
+        "value" => false,
+        "raw" => true,
+        other => return Err(format!("mode {other:?}: want value or raw").into()),
     };
     let certs = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
     let key = PrivateKeyDer::from_pem_file(key)?;
@@ -49,9 +82,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let app = Router::new().route("/mutate", post(mutate));
+    let app = Router::new().route(
+        "/mutate",
+        post(move |body: Bytes| async move { mutate(raw, &body) }),
+    );
     let listener = tokio::net::TcpListener::bind(listen.as_str()).await?;
-    eprintln!("floor listening on {listen}");
+    eprintln!("floor ({mode}) listening on {listen}");
     loop {
         let (tcp, _) = listener.accept().await?;
         let _ = tcp.set_nodelay(true);

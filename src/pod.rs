@@ -15,9 +15,16 @@ use std::collections::HashMap;
 #[derive(Deserialize)]
 struct Top<'a> {
     #[serde(borrow, default)]
-    metadata: Option<&'a RawValue>,
+    metadata: Option<Meta<'a>>,
     #[serde(borrow, default)]
     spec: Option<&'a RawValue>,
+}
+
+/// The slow path's view, to say what is wrong with the metadata.
+#[derive(Deserialize)]
+struct TopRaw<'a> {
+    #[serde(borrow, default)]
+    metadata: Option<&'a RawValue>,
 }
 
 /// The metadata injection reads.
@@ -156,20 +163,28 @@ impl<'a> PodView<'a> {
         if kind_of(raw) != "a map" {
             return Err(not_a_map());
         }
-        let top: Top<'a> = serde_json::from_str(raw.get()).map_err(|_| not_a_map())?;
-        let meta = match top.metadata {
-            None => Meta::default(),
-            Some(m) if kind_of(m) == "a map" => {
-                serde_json::from_str(m.get()).map_err(|e| format!("metadata: {e}"))?
+        match serde_json::from_str::<Top<'a>>(raw.get()) {
+            Ok(top) => Ok(PodView {
+                raw,
+                has_metadata: top.metadata.is_some(),
+                meta: top.metadata.unwrap_or_default(),
+                spec: top.spec,
+            }),
+            Err(e) => {
+                // Only the metadata can fail to read here: say how.
+                let top: TopRaw<'_> = serde_json::from_str(raw.get()).map_err(|_| not_a_map())?;
+                match top.metadata {
+                    Some(m) if kind_of(m) != "a map" => {
+                        Err(format!("metadata is {}, not a map", kind_of(m)))
+                    }
+                    Some(m) => Err(match serde_json::from_str::<Meta<'_>>(m.get()) {
+                        Err(inner) => format!("metadata: {inner}"),
+                        Ok(_) => format!("metadata: {e}"),
+                    }),
+                    None => Err(format!("the object: {e}")),
+                }
             }
-            Some(m) => return Err(format!("metadata is {}, not a map", kind_of(m))),
-        };
-        Ok(PodView {
-            raw,
-            has_metadata: top.metadata.is_some(),
-            meta,
-            spec: top.spec,
-        })
+        }
     }
 
     /// The name, or the generateName of a Pod the apiserver has not named yet.
