@@ -332,7 +332,10 @@ fn inject(pod: &PodView<'_>, req: &Request<'_>, config: &Config) -> Decision {
     };
     let native = native_sidecars(pod, spec.restart_policy.as_deref(), req, config);
     match plan(pod, &spec, &fragment, native, &config.template_hash) {
-        Ok((patch, status, warnings)) => {
+        Ok((patch, status, mut warnings)) => {
+            if let Some(w) = pod_security_warning(req, &fragment, &status) {
+                warnings.push(w);
+            }
             let mut message = format!("injected containers {:?}", status.containers);
             if !status.init_containers.is_empty() {
                 message.push_str(&format!(", init containers {:?}", status.init_containers));
@@ -349,6 +352,31 @@ fn inject(pod: &PodView<'_>, req: &Request<'_>, config: &Config) -> Decision {
         }
         Err(f) => Decision::skip(f.reason, f.message),
     }
+}
+
+/// When the namespace's Pod Security level is known (its labels were given) and forbids
+/// hostPath volumes (baseline and restricted do), the Pod will be rejected after injection:
+/// say so, naming the volumes.
+fn pod_security_warning(req: &Request<'_>, f: &Fragment, status: &Status) -> Option<String> {
+    let level = req.namespace_labels?.get(PSA_ENFORCE_KEY)?;
+    if !matches!(level.as_str(), "baseline" | "restricted") {
+        return None;
+    }
+    let host_paths: Vec<&str> = f
+        .volumes
+        .iter()
+        .filter(|v| {
+            v.value.get("hostPath").is_some() && status.volumes.iter().any(|n| n == v.name())
+        })
+        .map(Item::name)
+        .collect();
+    (!host_paths.is_empty()).then(|| {
+        format!(
+            "namespace {:?} enforces Pod Security {level:?}, which rejects the injected hostPath volumes {host_paths:?}: \
+             opt it out of the socket/cgroup mounts (a `when:` on them) or use the privileged level",
+            req.namespace
+        )
+    })
 }
 
 struct Failure {

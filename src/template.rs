@@ -414,6 +414,22 @@ mod tests {
     }
 
     #[test]
+    fn template_syntax_inside_pod_values_is_data_never_evaluated() {
+        let t = compile(
+            json!({"a": "{{ pod.metadata.annotations.x }}", "b": "x={{ pod.metadata.annotations.x }}"}),
+            json!({}),
+        );
+        let payload = "{{ values }}{% for i in range(999999999) %}{% endfor %}";
+        let out = t
+            .render(
+                &raw(json!({"metadata": {"annotations": {"x": payload}}})),
+                "ns",
+            )
+            .unwrap();
+        assert_eq!(out, json!({"a": payload, "b": format!("x={payload}")}));
+    }
+
+    #[test]
     fn when_drops_entries_and_never_reaches_the_output() {
         let t = compile(
             json!({"volumes": [

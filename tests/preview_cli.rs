@@ -222,3 +222,29 @@ fn unreadable_input_is_an_error_with_the_file_name() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("error:"));
 }
+
+#[test]
+fn a_pod_security_level_that_forbids_host_paths_is_warned_about() {
+    let pod = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "image": "a:1"}]}}"#;
+    let labels = [
+        "--namespace-label",
+        "sidecar-injection=enabled",
+        "--namespace-label",
+    ];
+    for (level, warned) in [
+        ("baseline", true),
+        ("restricted", true),
+        ("privileged", false),
+    ] {
+        let label = format!("pod-security.kubernetes.io/enforce={level}");
+        let mut args = labels.to_vec();
+        args.push(&label);
+        let out = preview(&args, Some(pod));
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(
+            stderr.contains("rejects the injected hostPath volumes [\"docker-sock\", \"cgroup\"]"),
+            warned,
+            "{level}: {stderr}"
+        );
+    }
+}
