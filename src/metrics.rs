@@ -9,6 +9,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use std::time::Duration;
 
+/// The reason recorded for a body that is not a readable AdmissionReview (HTTP 400).
+pub const BAD_REQUEST: &str = "bad_request";
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AdmissionLabels {
     outcome: &'static str,
@@ -86,6 +89,21 @@ impl Metrics {
             Unit::Seconds,
             certificate_expiry.clone(),
         );
+        // Every reason from the start, at 0, so rate() and alerts see them before they happen.
+        for reason in crate::engine::Reason::ALL {
+            let _ = admissions.get_or_create(&AdmissionLabels {
+                outcome: reason.outcome().as_str(),
+                reason: reason.as_str(),
+            });
+        }
+        let _ = admissions.get_or_create(&AdmissionLabels {
+            outcome: "failed",
+            reason: BAD_REQUEST,
+        });
+        for result in ["success", "failure"] {
+            let _ = config_reloads.get_or_create(&ResultLabels { result });
+            let _ = certificate_reloads.get_or_create(&ResultLabels { result });
+        }
         Metrics {
             registry,
             admissions,

@@ -192,15 +192,6 @@ pub fn pointer(path: &[&str]) -> PointerBuf {
     PointerBuf::from_tokens(path.iter().copied())
 }
 
-/// The value at `path`, where every step is an object key or a list index.
-pub fn lookup<'a>(doc: &'a Value, path: &[&str]) -> Option<&'a Value> {
-    path.iter().try_fold(doc, |cur, step| match cur {
-        Value::Object(m) => m.get(*step),
-        Value::Array(a) => step.parse::<usize>().ok().and_then(|i| a.get(i)),
-        _ => None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

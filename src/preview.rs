@@ -7,7 +7,7 @@
 
 use crate::config::Config;
 use crate::engine::{self, Decision, Outcome};
-use crate::patch::{Patch, lookup};
+use crate::patch::Patch;
 use kube::core::GroupVersionKind;
 use kube::core::admission::Operation;
 use serde::Serialize;
@@ -60,6 +60,15 @@ impl Previewed {
     pub fn changed(&self) -> bool {
         !self.patch.is_empty()
     }
+}
+
+/// The value at `path`, where every step is an object key or a list index.
+pub fn lookup<'a>(doc: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(doc, |cur, step| match cur {
+        Value::Object(m) => m.get(*step),
+        Value::Array(a) => step.parse::<usize>().ok().and_then(|i| a.get(i)),
+        _ => None,
+    })
 }
 
 /// Runs one document through the engine.

@@ -25,8 +25,8 @@ pub fn fingerprint(paths: &[PathBuf]) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
-/// Calls `on_change` (on a blocking thread) whenever the contents of `paths` change. Runs
-/// until the runtime stops.
+/// Calls `on_change` whenever the contents of `paths` change (the files are read on a
+/// blocking thread). Runs until the runtime stops.
 pub fn spawn<F>(name: &'static str, paths: Vec<PathBuf>, every: Duration, mut on_change: F)
 where
     F: FnMut() + Send + 'static,

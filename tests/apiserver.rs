@@ -292,3 +292,18 @@ fn certs_command_output_verifies_for_the_service_name() {
         "the certificate verifies for hook.infra.svc against the printed CA"
     );
 }
+
+#[test]
+fn every_decision_reason_is_exported_from_the_start() {
+    let server = Server::start(&[]);
+    let metrics = server.metrics();
+    for reason in sidecar_injector::engine::Reason::ALL {
+        let line = format!(
+            "sidecar_injector_admissions_total{{outcome=\"{}\",reason=\"{}\"}} 0",
+            reason.outcome().as_str(),
+            reason.as_str()
+        );
+        assert!(metrics.contains(&line), "{line} missing:\n{metrics}");
+    }
+    assert!(metrics.contains("sidecar_injector_config_reloads_total{result=\"failure\"} 0"));
+}
