@@ -237,6 +237,21 @@ fn list<'a>(raw: Option<&'a RawValue>, field: &str) -> Result<Option<Vec<&'a Raw
     }
 }
 
+/// A list of maps read as `T` each; `None` when the list is absent or null.
+fn items<'a, T: Deserialize<'a>>(
+    raw: Option<&'a RawValue>,
+    field: &str,
+) -> Result<Option<Vec<T>>, String> {
+    let Some(list) = list(raw, field)? else {
+        return Ok(None);
+    };
+    list.into_iter()
+        .enumerate()
+        .map(|(i, r)| serde_json::from_str::<T>(r.get()).map_err(|e| format!("{field}[{i}]: {e}")))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
 fn entries<'a>(raw: Option<&'a RawValue>, field: &str) -> Result<Option<Vec<Entry<'a>>>, String> {
     let Some(items) = list(raw, field)? else {
         return Ok(None);
@@ -264,32 +279,14 @@ impl<'a> Entry<'a> {
     pub fn app_container(&self, at: &str) -> Result<AppContainer<'a>, String> {
         let c: ContainerRaw<'a> =
             serde_json::from_str(self.raw.get()).map_err(|e| format!("{at}: {e}"))?;
-        let env = match list(c.env, &format!("{at}.env"))? {
-            None => None,
-            Some(items) => Some(
-                items
-                    .into_iter()
-                    .map(|r| {
-                        serde_json::from_str::<Named<'a>>(r.get())
-                            .map(|n| n.name.unwrap_or_default())
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| format!("{at}.env: {e}"))?,
-            ),
-        };
-        let mounts = match list(c.volume_mounts, &format!("{at}.volumeMounts"))? {
-            None => None,
-            Some(items) => Some(
-                items
-                    .into_iter()
-                    .map(|r| {
-                        serde_json::from_str::<MountRaw<'a>>(r.get())
-                            .map(|m| (m.name.unwrap_or_default(), m.mount_path.unwrap_or_default()))
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| format!("{at}.volumeMounts: {e}"))?,
-            ),
-        };
+        let env = items::<Named<'a>>(c.env, &format!("{at}.env"))?
+            .map(|v| v.into_iter().map(|n| n.name.unwrap_or_default()).collect());
+        let mounts =
+            items::<MountRaw<'a>>(c.volume_mounts, &format!("{at}.volumeMounts"))?.map(|v| {
+                v.into_iter()
+                    .map(|m| (m.name.unwrap_or_default(), m.mount_path.unwrap_or_default()))
+                    .collect()
+            });
         Ok(AppContainer {
             name: c.name.unwrap_or_default(),
             env,

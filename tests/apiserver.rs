@@ -252,20 +252,7 @@ fn certs_command_output_verifies_for_the_service_name() {
     ];
     let server_dir = tempfile::tempdir().unwrap();
     // Readiness is polled via "localhost", which this certificate does not name; probe by hand.
-    let port = common::free_port();
-    let metrics_port = common::free_port();
-    let mut child = std::process::Command::new(common::BIN)
-        .arg("serve")
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--metrics-listen",
-            &format!("127.0.0.1:{metrics_port}"),
-        ])
-        .args(&args)
-        .stderr(std::fs::File::create(server_dir.path().join("log")).unwrap())
-        .spawn()
-        .unwrap();
+    let (mut child, port, _) = common::spawn_serve(&args, &server_dir.path().join("log"));
     let ca = reqwest::Certificate::from_pem(&std::fs::read(out.join("ca.crt")).unwrap()).unwrap();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let client = reqwest::blocking::Client::builder()

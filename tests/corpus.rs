@@ -102,16 +102,5 @@ fn every_istio_corpus_manifest_previews_to_valid_injected_kubernetes() {
         injected >= 98,
         "only {injected} Pods and templates injected"
     );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/validate.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .args(&outputs)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "schema validation (pip install pyyaml kubernetes-validate):\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::schema_valid(&outputs);
 }

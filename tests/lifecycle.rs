@@ -445,25 +445,17 @@ fn client_certificates_are_required_with_client_ca_file() {
     let server_certs =
         sidecar_injector::certs::write(&tmp.path().join("server"), &["localhost".to_owned()])
             .unwrap();
-    let (port, metrics_port) = (common::free_port(), common::free_port());
     let log = tmp.path().join("log");
-    let mut child = std::process::Command::new(common::BIN)
-        .arg("serve")
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--metrics-listen",
-            &format!("127.0.0.1:{metrics_port}"),
-        ])
-        .arg("--tls-cert-file")
-        .arg(&server_certs.cert)
-        .arg("--tls-key-file")
-        .arg(&server_certs.key)
-        .arg("--client-ca-file")
-        .arg(&client.ca)
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let path = |p: &Path| p.display().to_string();
+    let args = [
+        "--tls-cert-file".to_owned(),
+        path(&server_certs.cert),
+        "--tls-key-file".to_owned(),
+        path(&server_certs.key),
+        "--client-ca-file".to_owned(),
+        path(&client.ca),
+    ];
+    let (mut child, port, _) = common::spawn_serve(&args, &log);
     let url = format!("https://localhost:{port}/healthz");
     let with_cert = reqwest::blocking::Client::builder()
         .use_preconfigured_tls(client_tls_config(

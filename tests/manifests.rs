@@ -219,20 +219,7 @@ fn the_base_renders_to_a_complete_hardened_install() {
 
     let rendered = dir.path().join("rendered.yaml");
     std::fs::write(&rendered, text).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/validate.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg("--version")
-        .arg("1.33.0")
-        .arg(&rendered)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "strict schema validation:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::schema_valid(&[rendered]);
 }
 
 #[test]

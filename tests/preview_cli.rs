@@ -47,22 +47,6 @@ fn names(spec: &Value, field: &str) -> Vec<String> {
         .collect()
 }
 
-/// Validates YAML files against the Kubernetes 1.33 schema with the official tooling.
-pub fn schema_valid(files: &[&Path]) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/validate.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .args(files)
-        .output()
-        .expect("python3");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "schema validation failed (needs `pip install pyyaml kubernetes-validate`):\n{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn mixed_manifest_injects_deployment_and_cronjob_only() {
     let input = std::fs::read_to_string(manifest("mixed.yaml")).unwrap();
@@ -122,7 +106,7 @@ fn mixed_manifest_injects_deployment_and_cronjob_only() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("out.yaml");
     std::fs::write(&file, &stdout).unwrap();
-    schema_valid(&[&file]);
+    common::schema_valid(&[file]);
 }
 
 #[test]

@@ -18,6 +18,45 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Starts `serve` on free loopback ports with `args`, logging (at debug) to `log`; returns
+/// the process and its TLS and metrics ports. Readiness is the caller's to wait for.
+pub fn spawn_serve(args: &[String], log: &Path) -> (Child, u16, u16) {
+    let (port, metrics_port) = (free_port(), free_port());
+    let log_file = std::fs::File::create(log).expect("log file");
+    let child = Command::new(BIN)
+        .arg("serve")
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--metrics-listen",
+            &format!("127.0.0.1:{metrics_port}"),
+        ])
+        .args(args)
+        .env("LOG_LEVEL", "debug")
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .expect("start the server");
+    (child, port, metrics_port)
+}
+
+/// Validates every document of YAML files against the Kubernetes 1.33 schema, strictly, with
+/// the official tooling (tests/tools/validate.py).
+pub fn schema_valid(files: &[PathBuf]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/validate.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args(files)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "schema validation failed (needs `pip install pyyaml kubernetes-validate`):\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub struct Server {
     pub child: Child,
     pub port: u16,
@@ -38,23 +77,8 @@ impl Server {
     }
 
     pub fn start_in(dir: tempfile::TempDir, args: &[String], ca: PathBuf) -> Server {
-        let (port, metrics_port) = (free_port(), free_port());
         let log = dir.path().join("server.log");
-        let log_file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(BIN)
-            .arg("serve")
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--metrics-listen",
-                &format!("127.0.0.1:{metrics_port}"),
-            ])
-            .args(args)
-            .env("LOG_LEVEL", "debug")
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("start the server");
+        let (child, port, metrics_port) = spawn_serve(args, &log);
         let mut s = Server {
             child,
             port,
