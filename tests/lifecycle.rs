@@ -72,6 +72,76 @@ fn pem_pair(dir: &Path) -> (Vec<u8>, Vec<u8>, String) {
     )
 }
 
+/// A separate client posting AdmissionReviews in a loop until stopped, counting answers.
+/// `on_ok` sees every 200 (to look at the certificate served, say).
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    /// Requests sent and not answered 200.
+    failed: Arc<AtomicUsize>,
+    /// Connections refused before a request was sent (a server that stopped listening).
+    refused: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(
+        client: reqwest::blocking::Client,
+        url: String,
+        on_ok: impl Fn(&reqwest::blocking::Response) + Send + 'static,
+    ) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, failed, refused) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let thread = {
+            let (stop, ok, failed, refused) =
+                (stop.clone(), ok.clone(), failed.clone(), refused.clone());
+            std::thread::spawn(move || {
+                let body = review("load", "team-a", &simple_pod("p")).to_string();
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    match client.post(&url).body(body.clone()).send() {
+                        Ok(r) if r.status() == 200 => {
+                            on_ok(&r);
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) if e.is_connect() => {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        _ => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        };
+        Load {
+            stop,
+            ok,
+            failed,
+            refused,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the client; returns (ok, failed, refused).
+    fn finish(mut self) -> (usize, usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            self.refused.load(Ordering::Relaxed),
+        )
+    }
+}
+
 #[test]
 fn certificate_rotation_under_load_fails_no_request() {
     let tmp = tempfile::tempdir().unwrap();
@@ -103,34 +173,12 @@ fn certificate_rotation_under_load_fails_no_request() {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let seen_b = Arc::new(AtomicBool::new(false));
     let load = {
-        let (client, url, stop, ok, failed, seen_b, serial_b) = (
-            client.clone(),
-            server.url("/mutate"),
-            stop.clone(),
-            ok.clone(),
-            failed.clone(),
-            seen_b.clone(),
-            serial_b.clone(),
-        );
-        std::thread::spawn(move || {
-            let body = review("rot", "team-a", &simple_pod("p")).to_string();
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                match client.post(&url).body(body.clone()).send() {
-                    Ok(r) if r.status() == 200 => {
-                        if serial_of(&r) == serial_b {
-                            seen_b.store(true, Ordering::Relaxed);
-                        }
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+        let (seen_b, serial_b) = (seen_b.clone(), serial_b.clone());
+        Load::start(client.clone(), server.url("/mutate"), move |r| {
+            if serial_of(r) == serial_b {
+                seen_b.store(true, Ordering::Relaxed);
             }
         })
     };
@@ -161,8 +209,7 @@ fn certificate_rotation_under_load_fails_no_request() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    load.join().unwrap();
+    let (ok, failed, refused) = load.finish();
     let r = client.get(server.url("/readyz")).send().unwrap();
     assert_eq!(
         serial_of(&r),
@@ -170,12 +217,11 @@ fn certificate_rotation_under_load_fails_no_request() {
         "after a refused pair the last good one serves"
     );
     assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "requests failed during rotation ({} ok)",
-        ok.load(Ordering::Relaxed)
+        (failed, refused),
+        (0, 0),
+        "requests failed during rotation ({ok} ok)"
     );
-    assert!(ok.load(Ordering::Relaxed) > 10);
+    assert!(ok > 10);
     assert!(
         server.log_text().contains("do not belong together"),
         "the refusal is logged with its reason"
@@ -231,6 +277,7 @@ fn config_swaps_are_served_and_a_broken_one_is_refused() {
     );
     let server = Server::start(&["--config", &cm.root.display().to_string()]);
     assert_eq!(injected_name(&server), "collector-a");
+    let load = Load::start(server.blocking_client(), server.url("/mutate"), |_| {});
 
     cm.update(&[
         ("config.yaml", settings.clone()),
@@ -267,6 +314,13 @@ fn config_swaps_are_served_and_a_broken_one_is_refused() {
             .status(),
         200
     );
+    let (ok, failed, refused) = load.finish();
+    assert_eq!(
+        (failed, refused),
+        (0, 0),
+        "requests failed during the swaps ({ok} ok)"
+    );
+    assert!(ok > 10);
     let log = server.log_text();
     assert!(
         log.contains("mutate.yaml: containers[0].imagePullPolicy"),
@@ -362,6 +416,16 @@ fn sigterm_drains_requests_in_flight_and_exits_zero() {
     assert!(read_response(&mut keep).starts_with("HTTP/1.1 200"));
     std::thread::sleep(Duration::from_millis(200));
 
+    // A separate client keeps posting, opening a new connection each time.
+    let fresh = reqwest::blocking::Client::builder()
+        .use_preconfigured_tls(client_tls_config(&server.ca, None))
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let load = Load::start(fresh, server.url("/mutate"), |_| {});
+    std::thread::sleep(Duration::from_millis(300));
+
     let pid = server.child.id().to_string();
     std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -397,6 +461,15 @@ fn sigterm_drains_requests_in_flight_and_exits_zero() {
     assert!(answer.contains("\"uid\":\"in-flight\""), "{answer}");
 
     let status = server.child.wait().unwrap();
+    let (ok, failed, refused) = load.finish();
+    assert_eq!(
+        failed, 0,
+        "a request the server had received was not answered ({ok} ok, {refused} refused after it stopped listening)"
+    );
+    assert!(
+        ok > 10,
+        "the load was served through the grace period ({ok} ok)"
+    );
     assert!(
         status.success(),
         "exit status {status}:\n{}",
