@@ -35,9 +35,13 @@ use tracing::{Instrument, debug, debug_span, error, info, warn};
 /// Largest body accepted: the apiserver's own limit for an object is 3 MiB; an
 /// AdmissionReview wraps one (two for UPDATE), so this leaves room and refuses far beyond.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
-/// A client that has not finished its TLS handshake or request headers by then is dropped.
+/// A client that has not finished its TLS handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// hyper applies this both to a request's headers and to an idle keep-alive connection
+/// waiting for its next request. It is longer than the apiserver's idle-connection timeout
+/// (90 s), so the client, not this server, closes idle connections: a server-side close can
+/// race a request the apiserver is sending, and Go does not retry a POST lost that way.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(120);
 /// A request (body included) not read and answered by then gets 408: a client trickling
 /// its body cannot hold a worker. The apiserver's own webhook timeout is at most 30 s.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
