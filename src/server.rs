@@ -47,6 +47,8 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(120);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Connections served at once; more wait in the kernel's accept queue.
 const MAX_CONNECTIONS: usize = 4096;
+/// After the listener closes: how long open connections may still send a first request.
+const LINGER: Duration = Duration::from_secs(1);
 /// How often certificate and config files are checked for changes.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -313,7 +315,12 @@ pub async fn run(opts: ServeOptions) -> Result<()> {
     tokio::time::sleep(grace).await;
     let _ = stop_tx.send(true);
     let graceful = serving.await.context("the accept loop")?;
-    match tokio::time::timeout(opts.drain_timeout, graceful.shutdown()).await {
+    // Connections accepted just before the listener closed may have their first request on
+    // the wire; a graceful shutdown would close them as idle before reading it. Give them a
+    // moment (their answers carry Connection: close), then close what is still idle.
+    let linger = LINGER.min(opts.drain_timeout / 2);
+    tokio::time::sleep(linger).await;
+    match tokio::time::timeout(opts.drain_timeout - linger, graceful.shutdown()).await {
         Ok(()) => info!("every request in flight answered; bye"),
         Err(_) => warn!(
             timeout_s = opts.drain_timeout.as_secs_f64(),
