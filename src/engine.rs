@@ -138,7 +138,8 @@ impl Decision {
         self.reason.outcome()
     }
 
-    fn skip(reason: Reason, message: impl Into<String>) -> Decision {
+    /// A decision with no patch: a skip, or a failure.
+    fn unpatched(reason: Reason, message: impl Into<String>) -> Decision {
         Decision {
             reason,
             message: message.into(),
@@ -184,40 +185,40 @@ fn gate<'a>(
 ) -> Result<PodView<'a>, Decision> {
     use Reason::*;
     if req.operation != Operation::Create {
-        return Err(Decision::skip(
+        return Err(Decision::unpatched(
             OperationNotCreate,
             format!("operation {:?}: only CREATE is injected", req.operation),
         ));
     }
     if !req.kind.group.is_empty() || req.kind.kind != "Pod" {
-        return Err(Decision::skip(
+        return Err(Decision::unpatched(
             NotAPod,
             format!("{} is not a Pod", gvk_string(req.kind)),
         ));
     }
     if let Some(sub) = req.sub_resource.filter(|s| !s.is_empty()) {
-        return Err(Decision::skip(
+        return Err(Decision::unpatched(
             Subresource,
             format!("subresource {sub:?} is not injected"),
         ));
     }
     let Some(raw) = req.object else {
-        return Err(Decision::skip(
+        return Err(Decision::unpatched(
             InvalidObject,
             "the request carries no object",
         ));
     };
-    let pod = PodView::parse(raw).map_err(|e| Decision::skip(InvalidObject, e))?;
+    let pod = PodView::parse(raw).map_err(|e| Decision::unpatched(InvalidObject, e))?;
     let ns = req.namespace;
     let settings = &config.settings;
     if ns == config.own_namespace {
-        return Err(Decision::skip(
+        return Err(Decision::unpatched(
             NeverInjectNamespace,
             format!("namespace {ns:?} is the injector's own"),
         ));
     }
     if settings.never_inject_namespaces.iter().any(|n| n == ns) {
-        return Err(Decision::skip(
+        return Err(Decision::unpatched(
             NeverInjectNamespace,
             format!("namespace {ns:?} is in neverInjectNamespaces"),
         ));
@@ -225,28 +226,28 @@ fn gate<'a>(
     if let Some(labels) = req.namespace_labels {
         let key = &settings.namespace_label;
         if labels.get(key).map(String::as_str) != Some("enabled") {
-            return Err(Decision::skip(
+            return Err(Decision::unpatched(
                 NamespaceNotEnabled,
                 format!("namespace {ns:?} is not labelled {key}=enabled"),
             ));
         }
     }
     if pod.annotation(MIRROR_KEY).is_some() {
-        return Err(Decision::skip(
+        return Err(Decision::unpatched(
             MirrorPod,
             "mirror Pods (static Pods) cannot be changed",
         ));
     }
     match opt_in(&pod, warnings) {
         Some(false) => {
-            return Err(Decision::skip(
+            return Err(Decision::unpatched(
                 OptedOut,
                 format!("the Pod opts out with {INJECT_KEY}=false"),
             ));
         }
         Some(true) => {}
         None if settings.policy == Policy::Disabled => {
-            return Err(Decision::skip(
+            return Err(Decision::unpatched(
                 NotOptedIn,
                 format!("policy is disabled and the Pod does not opt in with {INJECT_KEY}=true"),
             ));
@@ -254,7 +255,7 @@ fn gate<'a>(
         None => {}
     }
     if let Some(status) = pod.annotation(STATUS_KEY) {
-        return Err(Decision::skip(
+        return Err(Decision::unpatched(
             AlreadyInjected,
             format!("the Pod already has {STATUS_KEY} ({})", short(status.get())),
         ));
@@ -320,7 +321,7 @@ fn inject(pod: &PodView<'_>, req: &Request<'_>, config: &Config) -> Decision {
     let fragment = match config.fragment(pod.raw, req.namespace) {
         Ok(f) => f,
         Err(e) => {
-            return Decision::skip(
+            return Decision::unpatched(
                 Reason::TemplateError,
                 format!("the template does not render for this Pod: {e}"),
             );
@@ -328,7 +329,7 @@ fn inject(pod: &PodView<'_>, req: &Request<'_>, config: &Config) -> Decision {
     };
     let spec = match pod.spec() {
         Ok(s) => s,
-        Err(e) => return Decision::skip(Reason::InvalidObject, e),
+        Err(e) => return Decision::unpatched(Reason::InvalidObject, e),
     };
     let native = native_sidecars(pod, spec.restart_policy.as_deref(), req, config);
     match plan(pod, &spec, &fragment, native, &config.template_hash) {
@@ -350,7 +351,7 @@ fn inject(pod: &PodView<'_>, req: &Request<'_>, config: &Config) -> Decision {
                 warnings,
             }
         }
-        Err(f) => Decision::skip(f.reason, f.message),
+        Err(f) => Decision::unpatched(f.reason, f.message),
     }
 }
 
