@@ -142,9 +142,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// `LOG_LEVEL=debug` means this program's debug events; libraries (hyper, h2, rustls) stay at
+/// warn. A full filter (`LOG_LEVEL=info,h2=debug`) is taken as given.
+fn log_filter(level: Option<&str>) -> tracing_subscriber::EnvFilter {
+    let directive = match level.map(str::trim).filter(|l| !l.is_empty()) {
+        None => "warn,sidecar_injector=info".to_owned(),
+        Some(l) if l.contains('=') || l.contains(',') => l.to_owned(),
+        Some(l) => format!("warn,sidecar_injector={l}"),
+    };
+    tracing_subscriber::EnvFilter::try_new(&directive).unwrap_or_else(|e| {
+        eprintln!("LOG_LEVEL={directive:?} is not a level or filter ({e}); using info");
+        tracing_subscriber::EnvFilter::new("warn,sidecar_injector=info")
+    })
+}
+
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = log_filter(std::env::var("LOG_LEVEL").ok().as_deref());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -289,4 +302,24 @@ fn run_certs(service: &str, namespace: &str, out: &std::path::Path) -> Result<Ex
     eprintln!("caBundle for the MutatingWebhookConfiguration:");
     println!("{}", certs::ca_bundle(&written.ca)?);
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn a_bare_level_is_this_programs_and_a_filter_is_taken_as_given() {
+        let same = |level: Option<&str>, want: &str| {
+            assert_eq!(
+                log_filter(level).to_string(),
+                tracing_subscriber::EnvFilter::new(want).to_string(),
+                "{level:?}"
+            );
+        };
+        same(Some("debug"), "warn,sidecar_injector=debug");
+        same(None, "warn,sidecar_injector=info");
+        same(Some("info,h2=trace"), "info,h2=trace");
+        same(Some("not a level!"), "warn,sidecar_injector=info");
+    }
 }

@@ -208,9 +208,9 @@ async fn mutate(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
     let namespace = req.namespace.as_deref().unwrap_or_default();
     let duration_us = took.as_micros() as u64;
     if failed {
-        warn!(uid = %req.uid, namespace, pod, outcome, reason, duration_us, failure_policy = ?policy, dry_run = req.dry_run, message = %decision.message, "injection failed");
+        warn!(uid = %req.uid, namespace, pod, outcome, reason, duration_us, failure_policy = ?policy, dry_run = req.dry_run, detail = %decision.message, "injection failed");
     } else {
-        debug!(uid = %req.uid, namespace, pod, outcome, reason, duration_us, dry_run = req.dry_run, message = %decision.message, "admitted");
+        debug!(uid = %req.uid, namespace, pod, outcome, reason, duration_us, dry_run = req.dry_run, detail = %decision.message, "admitted");
     }
     json_or_error(answer)
 }
