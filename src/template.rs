@@ -84,6 +84,19 @@ pub struct Template {
     env: Environment<'static>,
     root: Node,
     values: JinjaValue,
+    /// What of the Pod the per-request expressions read.
+    pod_reads: PodReads,
+    pod_paths: Vec<Vec<String>>,
+}
+
+/// The parts of the Pod a template reads, so a request converts only those for minijinja.
+#[derive(Debug, Default, Clone, PartialEq)]
+enum PodReads {
+    /// Only attribute paths (`pod.metadata.labels.app` is `["metadata", "labels", "app"]`).
+    #[default]
+    Paths,
+    /// `pod` itself (`{{ pod }}`, `pod[expr]`): the whole object.
+    Whole,
 }
 
 impl fmt::Debug for Template {
@@ -120,12 +133,16 @@ impl Template {
             env,
             values: JinjaValue::from_serialize(values),
             problems: Vec::new(),
+            pod_reads: PodReads::Paths,
+            pod_paths: Vec::new(),
         };
         let root = compiler.compile(doc, &FieldPath::default());
         let template = Template {
             env: compiler.env,
             root,
             values: compiler.values,
+            pod_reads: compiler.pod_reads,
+            pod_paths: compiler.pod_paths,
         };
         (template, compiler.problems)
     }
@@ -145,9 +162,7 @@ impl Template {
 
     /// Renders against one request. `pod` is the object as received.
     pub fn render(&self, pod: &RawValue, namespace: &str) -> Result<Value, String> {
-        use serde::Deserialize as _;
-        let pod = JinjaValue::deserialize(&mut serde_json::Deserializer::from_str(pod.get()))
-            .map_err(|e| format!("the object is not JSON: {e}"))?;
+        let pod = self.pod_value(pod)?;
         let ctx = minijinja::context! {
             pod => pod,
             namespace => namespace,
@@ -157,11 +172,76 @@ impl Template {
     }
 }
 
+impl Template {
+    /// The Pod as the template sees it: the whole object when an expression uses `pod` itself,
+    /// otherwise only the subtrees its attribute paths reach, read from the raw JSON.
+    fn pod_value(&self, pod: &RawValue) -> Result<JinjaValue, String> {
+        use serde::Deserialize as _;
+        if self.pod_reads == PodReads::Whole {
+            return JinjaValue::deserialize(&mut serde_json::Deserializer::from_str(pod.get()))
+                .map_err(|e| format!("the object is not JSON: {e}"));
+        }
+        let mut tree = Value::Object(Map::new());
+        for path in &self.pod_paths {
+            if let Some((depth, v)) = extract(pod, path) {
+                insert(&mut tree, &path[..depth], v);
+            }
+        }
+        Ok(JinjaValue::from_serialize(&tree))
+    }
+}
+
+/// The value at the longest prefix of `path` that exists in raw JSON, with that prefix's
+/// length: a missing key or a value that is no map stops the walk and takes the whole value
+/// reached (`pod.metadata.name.upper` takes the name, `pod.metadata.nope` all of metadata),
+/// so nothing an expression can reach is left out. Only the maps on the way are parsed.
+fn extract(raw: &RawValue, path: &[String]) -> Option<(usize, Value)> {
+    let mut cur = raw;
+    let mut depth = 0;
+    for key in path {
+        if !cur.get().trim_start().starts_with('{') {
+            break;
+        }
+        let map: std::collections::HashMap<String, &RawValue> =
+            serde_json::from_str(cur.get()).ok()?;
+        match map.get(key.as_str()) {
+            Some(next) => {
+                cur = next;
+                depth += 1;
+            }
+            None => break,
+        }
+    }
+    if depth == 0 {
+        return None;
+    }
+    serde_json::from_str(cur.get()).ok().map(|v| (depth, v))
+}
+
+/// Puts `v` at `path` in `tree`, making the maps on the way.
+fn insert(tree: &mut Value, path: &[String], v: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut cur = tree;
+    for key in parents {
+        let Value::Object(m) = cur else { return };
+        cur = m
+            .entry(key.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+    }
+    if let Value::Object(m) = cur {
+        m.insert(last.clone(), v);
+    }
+}
+
 struct Compiler<'a> {
     file: &'a str,
     env: Environment<'static>,
     values: JinjaValue,
     problems: Problems,
+    pod_reads: PodReads,
+    pod_paths: Vec<Vec<String>>,
 }
 
 impl Compiler<'_> {
@@ -231,6 +311,14 @@ impl Compiler<'_> {
         }
         let dynamic = match self.env.get_template(&name) {
             Ok(t) => {
+                for var in t.undeclared_variables(true) {
+                    if var == "pod" {
+                        self.pod_reads = PodReads::Whole;
+                    } else if let Some(path) = var.strip_prefix("pod.") {
+                        self.pod_paths
+                            .push(path.split('.').map(str::to_owned).collect());
+                    }
+                }
                 let vars = t.undeclared_variables(false);
                 POD_DEPENDENT_VARS.iter().any(|v| vars.contains(*v))
             }
@@ -427,6 +515,33 @@ mod tests {
             )
             .unwrap();
         assert_eq!(out, json!({"a": payload, "b": format!("x={payload}")}));
+    }
+
+    #[test]
+    fn only_what_the_template_reads_is_taken_from_the_pod() {
+        let pod = raw(json!({
+            "metadata": {"name": "p", "labels": {"app": "a"}, "annotations": {"k/x": "v", "big": "x"}},
+            "spec": {"containers": [{"name": "c1"}, {"name": "c2"}]}
+        }));
+        let t = compile(
+            json!({"a": "{{ pod.metadata.labels.app }}", "b": "{{ pod.metadata.annotations['k/x'] }}",
+                   "c": "{{ pod.spec.containers | map(attribute='name') | join(',') }}", "d": "{{ pod.metadata.nope | default('-') }}"}),
+            json!({}),
+        );
+        assert_eq!(t.pod_reads, PodReads::Paths);
+        assert_eq!(
+            t.render(&pod, "ns").unwrap(),
+            json!({"a": "a", "b": "v", "c": "c1,c2", "d": "-"})
+        );
+        // A path that runs past the data takes what it reached.
+        let t = compile(
+            json!({"u": "{{ pod.metadata.name.upper is defined }}", "m": "{{ pod.metadata.nope.deeper | default(pod.metadata.name) }}"}),
+            json!({}),
+        );
+        assert_eq!(t.render(&pod, "ns").unwrap(), json!({"u": false, "m": "p"}));
+        let whole = compile(json!({"n": "{{ pod['metadata']['name'] }}"}), json!({}));
+        assert_eq!(whole.pod_reads, PodReads::Whole);
+        assert_eq!(whole.render(&pod, "ns").unwrap(), json!({"n": "p"}));
     }
 
     #[test]
