@@ -210,6 +210,7 @@ fn certificate_rotation_under_load_fails_no_request() {
     }
     std::thread::sleep(Duration::from_millis(300));
     let (ok, failed, refused) = load.finish();
+    eprintln!("certificate rotation under load: {ok} answered, {failed} failed, {refused} refused");
     let r = client.get(server.url("/readyz")).send().unwrap();
     assert_eq!(
         serial_of(&r),
@@ -315,6 +316,7 @@ fn config_swaps_are_served_and_a_broken_one_is_refused() {
         200
     );
     let (ok, failed, refused) = load.finish();
+    eprintln!("config swaps under load: {ok} answered, {failed} failed, {refused} refused");
     assert_eq!(
         (failed, refused),
         (0, 0),
@@ -462,6 +464,9 @@ fn sigterm_drains_requests_in_flight_and_exits_zero() {
 
     let status = server.child.wait().unwrap();
     let (ok, failed, refused) = load.finish();
+    eprintln!(
+        "SIGTERM under load: {ok} answered, {failed} failed, {refused} refused after the listener closed"
+    );
     assert_eq!(
         failed, 0,
         "a request the server had received was not answered ({ok} ok, {refused} refused after it stopped listening)"
