@@ -75,6 +75,13 @@ pub struct Settings {
     pub values: Value,
 }
 
+impl Settings {
+    /// The repository every injected image moves under, when one is set.
+    pub fn image_repository(&self) -> Option<&str> {
+        Some(self.image_repository.as_str()).filter(|r| !r.is_empty())
+    }
+}
+
 fn default_namespace_label() -> String {
     "sidecar-injection".to_owned()
 }
@@ -347,10 +354,6 @@ impl Config {
             .map(Cow::Owned)
             .map_err(|p| p.join("; "))
     }
-
-    pub fn image_repository(&self) -> Option<&str> {
-        Some(self.settings.image_repository.as_str()).filter(|r| !r.is_empty())
-    }
 }
 
 /// `mutate.yaml: containers[0].image` of `mutate.yaml: containers[0].image: message`.
@@ -383,8 +386,8 @@ fn parse_settings(text: &str, problems: &mut Problems) -> Option<Settings> {
             settings.values
         ));
     }
-    if !settings.image_repository.is_empty()
-        && let Err(e) = image::validate_repository(&settings.image_repository)
+    if let Some(repo) = settings.image_repository()
+        && let Err(e) = image::validate_repository(repo)
     {
         problems.push(format!("{SETTINGS_KEY}: imageRepository: {e}"));
     }
@@ -487,7 +490,7 @@ impl Fragment {
             }
         };
         let app = rendered.get("appContainers");
-        let mut secrets = section(
+        let secrets = section(
             "imagePullSecrets",
             rendered.get("imagePullSecrets"),
             &mut problems,
@@ -498,13 +501,13 @@ impl Fragment {
             &mut problems,
         );
         let mut containers = section("containers", rendered.get("containers"), &mut problems);
-        let mut volumes = section("volumes", rendered.get("volumes"), &mut problems);
-        let mut env = section(
+        let volumes = section("volumes", rendered.get("volumes"), &mut problems);
+        let env = section(
             "appContainers.env",
             app.and_then(|a| a.get("env")),
             &mut problems,
         );
-        let mut mounts = section(
+        let mounts = section(
             "appContainers.volumeMounts",
             app.and_then(|a| a.get("volumeMounts")),
             &mut problems,
@@ -542,7 +545,7 @@ impl Fragment {
         if !problems.is_empty() {
             return Err(problems);
         }
-        if let Some(repo) = Some(settings.image_repository.as_str()).filter(|r| !r.is_empty()) {
+        if let Some(repo) = settings.image_repository() {
             for c in inits.iter_mut().chain(containers.iter_mut()) {
                 if let Some(Value::String(img)) = c.get_mut("image") {
                     *img = image::rewrite(img, repo);
@@ -552,17 +555,14 @@ impl Fragment {
         if let Some(out) = warnings {
             out.append(&mut w);
         }
-        let items = |v: &mut Vec<Value>| std::mem::take(v).into_iter().map(Item::new).collect();
+        let items = |v: Vec<Value>| v.into_iter().map(Item::new).collect();
         Ok(Fragment {
-            image_pull_secrets: items(&mut secrets),
-            init_containers: items(&mut inits),
-            containers: std::mem::take(&mut containers)
-                .into_iter()
-                .map(Item::container)
-                .collect(),
-            volumes: items(&mut volumes),
-            app_env: items(&mut env),
-            app_volume_mounts: items(&mut mounts),
+            image_pull_secrets: items(secrets),
+            init_containers: items(inits),
+            containers: containers.into_iter().map(Item::container).collect(),
+            volumes: items(volumes),
+            app_env: items(env),
+            app_volume_mounts: items(mounts),
         })
     }
 }

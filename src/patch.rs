@@ -144,10 +144,6 @@ pub struct PatchBuilder {
 }
 
 impl PatchBuilder {
-    pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-    }
-
     pub fn into_patch(self) -> Patch {
         Patch(self.ops)
     }

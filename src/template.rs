@@ -311,16 +311,21 @@ impl Compiler<'_> {
         }
         let dynamic = match self.env.get_template(&name) {
             Ok(t) => {
+                let mut dynamic = false;
                 for var in t.undeclared_variables(true) {
-                    if var == "pod" {
-                        self.pod_reads = PodReads::Whole;
-                    } else if let Some(path) = var.strip_prefix("pod.") {
-                        self.pod_paths
-                            .push(path.split('.').map(str::to_owned).collect());
+                    let (root, rest) = var
+                        .split_once('.')
+                        .map_or((var.as_str(), None), |(r, p)| (r, Some(p)));
+                    dynamic |= POD_DEPENDENT_VARS.contains(&root);
+                    match (root, rest) {
+                        ("pod", None) => self.pod_reads = PodReads::Whole,
+                        ("pod", Some(path)) => self
+                            .pod_paths
+                            .push(path.split('.').map(str::to_owned).collect()),
+                        _ => {}
                     }
                 }
-                let vars = t.undeclared_variables(false);
-                POD_DEPENDENT_VARS.iter().any(|v| vars.contains(*v))
+                dynamic
             }
             Err(e) => {
                 self.problem(path, jinja_error(&e));
