@@ -1,81 +1,91 @@
 //! AdmissionReview in, AdmissionReview out: the `/mutate` door onto the engine.
 //!
-//! Requests are read with kube's `kube::core::admission` types, except the object, which is
-//! kept as raw JSON so the patch is built against exactly what the apiserver sent. Responses
-//! are written canonically: `patch` as the base64 string the API requires (kube-core's own
-//! `AdmissionResponse` would write a byte array, kube-rs/kube#1781).
+//! A request is read in one pass over the body into borrowed fields, as the apiserver's Go
+//! code reads it: every field but `uid`, `kind` and `operation` may be absent and reads as its
+//! zero value (a review without `userInfo` is injected like any other). The object is kept as
+//! raw JSON so the patch is built against exactly what the apiserver sent. Responses are
+//! written canonically: `patch` as the base64 string the API requires (kube-core's own
+//! `AdmissionResponse` would write a byte array, kube-rs/kube#1781). kube's
+//! `kube::core::admission` types stay the reference: the tests read the same reviews with them.
 
 use crate::config::{Config, FailurePolicy};
 use crate::engine::{self, Decision, Outcome, Reason};
 use base64::Engine as _;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse};
-use kube::core::{NamespaceResourceScope, Resource, TypeMeta};
+use kube::core::GroupVersionKind;
+use kube::core::admission::Operation;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 const REVIEW_KIND: &str = "AdmissionReview";
 const API_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
 
-/// An object kept as the JSON the apiserver sent, so kube's `AdmissionRequest<T>` can carry it
-/// unparsed. It has no typed metadata (`meta()` is empty): nothing reads the object through
-/// kube's types; the engine reads the raw JSON.
-#[derive(Debug, Clone)]
-pub struct RawObject {
-    raw: Box<RawValue>,
-    meta: ObjectMeta,
+/// `request.kind`: the group is empty for core kinds, and Go writes it so; absent reads as "".
+#[derive(Deserialize)]
+struct KindIn<'a> {
+    #[serde(borrow, default)]
+    group: Cow<'a, str>,
+    #[serde(borrow, default)]
+    version: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
 }
 
-impl RawObject {
-    pub fn raw(&self) -> &RawValue {
-        &self.raw
-    }
+/// The fields of `request` the webhook reads; the others (`userInfo`, `resource`,
+/// `requestKind`, `options`, `oldObject`, ...) are skipped unread.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestIn<'a> {
+    #[serde(borrow)]
+    uid: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: KindIn<'a>,
+    #[serde(borrow, default)]
+    sub_resource: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    namespace: Option<Cow<'a, str>>,
+    operation: Operation,
+    #[serde(borrow, default)]
+    object: Option<&'a RawValue>,
+    #[serde(default)]
+    dry_run: Option<bool>,
 }
 
-impl<'de> Deserialize<'de> for RawObject {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(RawObject {
-            raw: Box::<RawValue>::deserialize(d)?,
-            meta: ObjectMeta::default(),
-        })
-    }
+/// The envelope with its request read.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewIn<'a> {
+    #[serde(borrow, default)]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    request: Option<RequestIn<'a>>,
 }
 
-impl Serialize for RawObject {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.raw.serialize(s)
-    }
+/// The envelope alone, for bodies whose request does not read.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    request: Option<&'a RawValue>,
 }
 
-impl Resource for RawObject {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-    fn kind(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("Object")
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("")
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("v1")
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("objects")
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.meta
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.meta
-    }
-}
-
-/// A request the webhook can answer.
-pub struct Review {
-    pub request: AdmissionRequest<RawObject>,
+/// A request the webhook can answer, borrowing from the body.
+pub struct Review<'a> {
+    api_version: Cow<'a, str>,
+    uid: Cow<'a, str>,
+    kind: GroupVersionKind,
+    operation: Operation,
+    sub_resource: Option<Cow<'a, str>>,
+    namespace: Option<Cow<'a, str>>,
+    object: Option<&'a RawValue>,
+    dry_run: bool,
 }
 
 /// A body that cannot be answered as a review: HTTP 400 with this one-line reason.
@@ -90,58 +100,65 @@ pub struct Unreadable {
     pub problem: String,
 }
 
-pub enum Decoded {
-    Review(Box<Review>),
+pub enum Decoded<'a> {
+    Review(Box<Review<'a>>),
     Unreadable(Unreadable),
 }
 
-/// The envelope, borrowed: kube's `AdmissionReview` flattens its `TypeMeta`, which would
-/// buffer the whole body, object included.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Envelope<'a> {
-    #[serde(borrow, default)]
-    api_version: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    request: Option<&'a RawValue>,
-}
-
-/// Reads a body in one pass: the request with kube's types, the object left as raw JSON.
-/// `Err` when there is nothing to answer as a review (no uid to echo).
-pub fn decode(body: &[u8]) -> Result<Decoded, BadRequest> {
-    let envelope: Envelope<'_> = serde_json::from_slice(body)
-        .map_err(|e| BadRequest(format!("the body is not a JSON object: {e}")))?;
-    let api_version = envelope.api_version.as_deref().unwrap_or_default();
-    let kind = envelope.kind.as_deref().unwrap_or_default();
+fn check_envelope(api_version: &str, kind: &str) -> Result<(), BadRequest> {
     if kind != REVIEW_KIND || !API_VERSIONS.contains(&api_version) {
         return Err(BadRequest(format!(
             "want an admission.k8s.io/v1 AdmissionReview, got apiVersion {api_version:?} kind {kind:?}"
         )));
     }
+    Ok(())
+}
+
+/// Reads a body in one pass. `Err` when there is nothing to answer as a review (no uid to
+/// echo).
+pub fn decode(body: &[u8]) -> Result<Decoded<'_>, BadRequest> {
+    let Ok(review) = serde_json::from_slice::<ReviewIn<'_>>(body) else {
+        return unreadable(body);
+    };
+    let api_version = review.api_version.unwrap_or_default();
+    check_envelope(&api_version, review.kind.as_deref().unwrap_or_default())?;
+    let Some(req) = review.request else {
+        return Err(BadRequest("the AdmissionReview has no request".into()));
+    };
+    if req.uid.is_empty() {
+        return Err(BadRequest("request.uid: empty".into()));
+    }
+    Ok(Decoded::Review(Box::new(Review {
+        api_version,
+        uid: req.uid,
+        kind: GroupVersionKind {
+            group: req.kind.group.into_owned(),
+            version: req.kind.version.into_owned(),
+            kind: req.kind.kind.into_owned(),
+        },
+        operation: req.operation,
+        sub_resource: req.sub_resource,
+        namespace: req.namespace,
+        object: req.object.filter(|o| o.get() != "null"),
+        dry_run: req.dry_run.unwrap_or(false),
+    })))
+}
+
+/// The slow path, for bodies that do not read: find the field at fault, and whether there is
+/// a uid to answer to.
+fn unreadable(body: &[u8]) -> Result<Decoded<'_>, BadRequest> {
+    let envelope: Envelope<'_> = serde_json::from_slice(body)
+        .map_err(|e| BadRequest(format!("the body is not a JSON object: {e}")))?;
+    let api_version = envelope.api_version.as_deref().unwrap_or_default();
+    check_envelope(api_version, envelope.kind.as_deref().unwrap_or_default())?;
     let Some(raw) = envelope.request.filter(|r| r.get() != "null") else {
         return Err(BadRequest("the AdmissionReview has no request".into()));
     };
-    match serde_json::from_str::<AdmissionRequest<RawObject>>(raw.get()) {
-        Ok(mut request) => {
-            request.types = TypeMeta {
-                api_version: api_version.to_owned(),
-                kind: kind.to_owned(),
-            };
-            Ok(Decoded::Review(Box::new(Review { request })))
-        }
-        Err(_) => unreadable(api_version, raw),
-    }
-}
-
-/// The slow path, for requests that do not read: find the field at fault, and whether there
-/// is a uid to answer to.
-fn unreadable(api_version: &str, raw: &RawValue) -> Result<Decoded, BadRequest> {
-    let doc: Value =
-        serde_json::from_str(raw.get()).map_err(|e| BadRequest(format!("request: {e}")))?;
-    let uid = doc.get("uid").and_then(Value::as_str).map(str::to_owned);
-    let problem = match serde_path_to_error::deserialize::<_, AdmissionRequest<RawObject>>(doc) {
+    let uid = serde_json::from_str::<Value>(raw.get())
+        .ok()
+        .and_then(|doc| doc.get("uid").and_then(Value::as_str).map(str::to_owned));
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    let problem = match serde_path_to_error::deserialize::<_, RequestIn<'_>>(&mut de) {
         Err(e) => format!("request.{}: {}", e.path(), e.inner()),
         Ok(_) => "request: unreadable".to_owned(),
     };
@@ -155,23 +172,35 @@ fn unreadable(api_version: &str, raw: &RawValue) -> Result<Decoded, BadRequest> 
     }
 }
 
-impl Review {
+impl Review<'_> {
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    /// The request's namespace; absent reads as "".
+    pub fn namespace(&self) -> &str {
+        self.namespace.as_deref().unwrap_or_default()
+    }
+
+    pub fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
     /// The object as received.
     pub fn object(&self) -> Option<&RawValue> {
-        self.request.object.as_ref().map(RawObject::raw)
+        self.object
     }
 
     /// Runs the engine on this request.
     pub fn decide(&self, config: &Config) -> Decision {
-        let req = &self.request;
         engine::decide(
             &engine::Request {
-                operation: req.operation.clone(),
-                kind: &req.kind,
-                sub_resource: req.sub_resource.as_deref(),
-                namespace: req.namespace.as_deref().unwrap_or("default"),
+                operation: self.operation.clone(),
+                kind: &self.kind,
+                sub_resource: self.sub_resource.as_deref(),
+                namespace: self.namespace.as_deref().unwrap_or("default"),
                 namespace_labels: None,
-                object: self.object(),
+                object: self.object,
                 workload_kind: None,
             },
             config,
@@ -184,37 +213,45 @@ impl Review {
         decision: &Decision,
         failure_policy: FailurePolicy,
     ) -> Result<Vec<u8>, String> {
-        let mut resp = AdmissionResponse::from(&self.request);
-        let mut warnings = decision.warnings.clone();
+        let mut out = ResponseOut::allowed(&self.uid);
+        let mut denial = None;
+        let mut extra = None;
         match decision.outcome() {
             Outcome::Injected => {
                 let patch = serde_json::to_vec(&decision.patch)
                     .map_err(|e| format!("cannot serialize the patch: {e}"))?;
-                resp.patch = Some(patch);
+                out.patch_type = Some("JSONPatch");
+                out.patch = Some(base64::engine::general_purpose::STANDARD.encode(patch));
             }
             Outcome::Skipped => {}
             Outcome::Failed => match failure_policy {
-                FailurePolicy::Ignore => warnings.push(format!(
-                    "sidecar-injector: not injected ({}): {}",
-                    decision.reason.as_str(),
-                    decision.message
-                )),
+                FailurePolicy::Ignore => {
+                    extra = Some(format!(
+                        "sidecar-injector: not injected ({}): {}",
+                        decision.reason.as_str(),
+                        decision.message
+                    ))
+                }
                 FailurePolicy::Fail => {
-                    resp = resp.deny(format!("sidecar-injector: {}", decision.message));
+                    denial = Some(format!("sidecar-injector: {}", decision.message));
                 }
             },
         }
-        if !warnings.is_empty() {
-            resp.warnings = Some(warnings);
+        let warnings: Vec<&str> = decision
+            .warnings
+            .iter()
+            .map(String::as_str)
+            .chain(extra.as_deref())
+            .collect();
+        if let Some(message) = &denial {
+            out.deny(message);
         }
-        resp.audit_annotations = HashMap::from([
-            (
-                "decision".to_owned(),
-                decision.outcome().as_str().to_owned(),
-            ),
-            ("reason".to_owned(), decision.reason.as_str().to_owned()),
-        ]);
-        encode(&self.request.types.api_version, &resp)
+        out.warnings = warnings;
+        out.audit_annotations = Some(AuditOut {
+            decision: decision.outcome().as_str(),
+            reason: decision.reason.as_str(),
+        });
+        encode(&self.api_version, out)
     }
 }
 
@@ -225,16 +262,12 @@ impl Unreadable {
             "sidecar-injector: the AdmissionReview could not be read: {}",
             self.problem
         );
-        let mut resp = AdmissionResponse::invalid(&message);
-        resp.uid = self.uid.clone();
+        let mut out = ResponseOut::allowed(&self.uid);
         match failure_policy {
-            FailurePolicy::Ignore => {
-                resp.allowed = true;
-                resp.warnings = Some(vec![message]);
-            }
-            FailurePolicy::Fail => resp = resp.deny(message),
+            FailurePolicy::Ignore => out.warnings = vec![&message],
+            FailurePolicy::Fail => out.deny(&message),
         }
-        encode(&self.api_version, &resp)
+        encode(&self.api_version, out)
     }
 }
 
@@ -260,10 +293,16 @@ struct ResponseOut<'a> {
     patch_type: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     patch: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    warnings: Option<&'a Vec<String>>,
-    #[serde(skip_serializing_if = "HashMap::is_empty")]
-    audit_annotations: &'a HashMap<String, String>,
+    audit_annotations: Option<AuditOut>,
+}
+
+#[derive(Serialize)]
+struct AuditOut {
+    decision: &'static str,
+    reason: &'static str,
 }
 
 #[derive(Serialize)]
@@ -274,13 +313,35 @@ struct StatusOut<'a> {
     message: &'a str,
 }
 
+impl<'a> ResponseOut<'a> {
+    fn allowed(uid: &'a str) -> Self {
+        ResponseOut {
+            uid,
+            allowed: true,
+            status: None,
+            patch_type: None,
+            patch: None,
+            warnings: Vec::new(),
+            audit_annotations: None,
+        }
+    }
+
+    /// Refuses the object: no patch, a 403 status with `message`.
+    fn deny(&mut self, message: &'a str) {
+        self.allowed = false;
+        self.patch = None;
+        self.patch_type = None;
+        self.status = Some(StatusOut {
+            status: "Failure",
+            code: 403,
+            reason: "Forbidden",
+            message,
+        });
+    }
+}
+
 /// Writes a response the way the API documents it.
-fn encode(api_version: &str, resp: &AdmissionResponse) -> Result<Vec<u8>, String> {
-    let patch = resp
-        .patch
-        .as_deref()
-        .filter(|p| !p.is_empty())
-        .map(|p| base64::engine::general_purpose::STANDARD.encode(p));
+fn encode(api_version: &str, response: ResponseOut<'_>) -> Result<Vec<u8>, String> {
     let out = ReviewOut {
         api_version: if api_version.is_empty() {
             API_VERSIONS[0]
@@ -288,20 +349,7 @@ fn encode(api_version: &str, resp: &AdmissionResponse) -> Result<Vec<u8>, String
             api_version
         },
         kind: REVIEW_KIND,
-        response: ResponseOut {
-            uid: &resp.uid,
-            allowed: resp.allowed,
-            status: (!resp.allowed).then_some(StatusOut {
-                status: "Failure",
-                code: 403,
-                reason: "Forbidden",
-                message: &resp.result.message,
-            }),
-            patch_type: patch.as_ref().map(|_| "JSONPatch"),
-            patch,
-            warnings: resp.warnings.as_ref(),
-            audit_annotations: &resp.audit_annotations,
-        },
+        response,
     };
     serde_json::to_vec(&out).map_err(|e| format!("cannot serialize the review: {e}"))
 }

@@ -284,7 +284,7 @@ pub enum Format {
 }
 
 /// Prints the previewed documents: as many, and in the same order, as came in. An unchanged
-/// YAML document is printed exactly as it was read.
+/// YAML document is printed exactly as it was read, to its last byte.
 pub fn format(docs: &[(Previewed, Option<String>)], format: Format) -> Result<String, String> {
     let mut out = String::new();
     for (i, (p, raw)) in docs.iter().enumerate() {
@@ -297,7 +297,10 @@ pub fn format(docs: &[(Previewed, Option<String>)], format: Format) -> Result<St
                     Some(text) if !p.changed() => out.push_str(text),
                     _ => out.push_str(&crate::yaml::to_string(&p.result)?),
                 }
-                if !out.ends_with('\n') {
+                // Only a separator needs a line of its own: an untouched last document keeps
+                // its last byte (a `|` block scalar ending the file has no final newline, and
+                // adding one would change its value).
+                if !out.ends_with('\n') && i + 1 < docs.len() {
                     out.push('\n');
                 }
             }
@@ -344,6 +347,29 @@ mod tests {
         assert_eq!(docs[0].0, json!({"a": 1}));
         assert_eq!(docs[0].1.as_deref(), Some("a: 1\n"));
         assert_eq!(docs[1].0, json!({"b": ["x"]}));
+    }
+
+    #[test]
+    fn an_untouched_last_document_keeps_its_last_byte() {
+        let input = "a: 1\n---\nkind: ConfigMap\ndata:\n  run.sh: |\n    echo hi";
+        let docs = read_documents(input).unwrap();
+        assert_eq!(
+            docs[1].1.as_deref(),
+            Some("kind: ConfigMap\ndata:\n  run.sh: |\n    echo hi")
+        );
+        let config = Config::from_raw(
+            &crate::config::RawConfig {
+                settings: None,
+                template: "containers: [{name: c, image: 'c:1'}]\n".into(),
+            },
+            "injector",
+        )
+        .unwrap();
+        let previewed: Vec<_> = docs
+            .into_iter()
+            .map(|(d, raw)| (document(d, &Options::default(), &config).unwrap(), raw))
+            .collect();
+        assert_eq!(format(&previewed, Format::Yaml).unwrap(), input);
     }
 
     #[test]

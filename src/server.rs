@@ -189,7 +189,6 @@ async fn mutate(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
             };
         }
     };
-    let req = &review.request;
     let decision = review.decide(&config);
     let answer = review.respond(&decision, policy);
     let took = start.elapsed();
@@ -205,12 +204,12 @@ async fn mutate(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
         .object()
         .and_then(|o| crate::pod::PodView::parse(o).ok());
     let pod = view.as_ref().map(|v| v.name()).unwrap_or_default();
-    let namespace = req.namespace.as_deref().unwrap_or_default();
+    let (uid, namespace, dry_run) = (review.uid(), review.namespace(), review.dry_run());
     let duration_us = took.as_micros() as u64;
     if failed {
-        warn!(uid = %req.uid, namespace, pod, outcome, reason, duration_us, failure_policy = ?policy, dry_run = req.dry_run, detail = %decision.message, "injection failed");
+        warn!(uid, namespace, pod, outcome, reason, duration_us, failure_policy = ?policy, dry_run, detail = %decision.message, "injection failed");
     } else {
-        debug!(uid = %req.uid, namespace, pod, outcome, reason, duration_us, dry_run = req.dry_run, detail = %decision.message, "admitted");
+        debug!(uid, namespace, pod, outcome, reason, duration_us, dry_run, detail = %decision.message, "admitted");
     }
     json_or_error(answer)
 }

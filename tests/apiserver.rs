@@ -294,3 +294,44 @@ fn every_decision_reason_is_exported_from_the_start() {
     }
     assert!(metrics.contains("sidecar_injector_config_reloads_total{result=\"failure\"} 0"));
 }
+
+#[test]
+fn a_minimal_review_is_answered_as_the_full_one_and_only_a_uid_is_required() {
+    let server = Server::start(&[]);
+    let pod = simple_pod("web");
+    let full = post(&server, &review("uid-full", "team-a", &pod));
+    // What a Go client leaves out reads as zero values: no userInfo, requestKind, dryRun...
+    let minimal = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "uid-min", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "operation": "CREATE", "namespace": "team-a", "object": pod}});
+    let answer = post(&server, &minimal);
+    assert_eq!(answer["response"]["uid"], "uid-min");
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(answer["response"].get("warnings").is_none(), "{answer}");
+    assert_eq!(
+        patch_of(&answer).expect("injected"),
+        patch_of(&full).unwrap()
+    );
+    assert_eq!(
+        answer["response"]["auditAnnotations"],
+        full["response"]["auditAnnotations"]
+    );
+
+    // kube's own types read the full review too: the contract this reader follows.
+    let typed: kube::core::admission::AdmissionReview<k8s_openapi::api::core::v1::Pod> =
+        serde_json::from_value(review("uid-full", "team-a", &pod)).expect("kube reads it");
+    assert_eq!(typed.request.unwrap().uid, "uid-full");
+
+    // Without a uid there is nothing to answer to: 400.
+    let mut no_uid = minimal.clone();
+    no_uid["request"].as_object_mut().unwrap().remove("uid");
+    let resp = server
+        .blocking_client()
+        .post(server.url("/mutate"))
+        .json(&no_uid)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().unwrap().contains("uid"));
+}

@@ -1,5 +1,8 @@
 //! Real manifests nobody here wrote: Istio's injection-test inputs (Apache-2.0), read from
 //! ../shared/corpus/istio-inject (never copied into this repository).
+//!
+//! It needs ../shared beside the repository, so plain `cargo test` lists it as ignored;
+//! `.ci/run` runs it as its own step: `cargo test --test corpus -- --ignored`.
 
 mod common;
 
@@ -30,6 +33,7 @@ fn pod_spec(doc: &Value) -> Option<&Value> {
 }
 
 #[test]
+#[ignore = "needs ../shared/corpus beside the repository; .ci/run runs it"]
 fn every_istio_corpus_manifest_previews_to_valid_injected_kubernetes() {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/istio-inject");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&corpus)
@@ -102,5 +106,10 @@ fn every_istio_corpus_manifest_previews_to_valid_injected_kubernetes() {
         injected >= 98,
         "only {injected} Pods and templates injected"
     );
-    common::schema_valid(&outputs);
+    // OpenShift's DeploymentConfig has no Kubernetes schema; it passes through unchanged.
+    let checked = common::schema_valid_skipping(&outputs, &["DeploymentConfig"]);
+    println!(
+        "{} files, {injected} Pods and templates injected, {checked} documents schema-valid",
+        files.len()
+    );
 }

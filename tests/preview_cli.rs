@@ -232,3 +232,36 @@ fn a_pod_security_level_that_forbids_host_paths_is_warned_about() {
         );
     }
 }
+
+#[test]
+fn an_untouched_last_document_is_printed_to_its_last_byte() {
+    // A Deployment, then a ConfigMap ending in a `|` block scalar with no final newline: its
+    // value is "echo ready" (no "\n"), and must stay so.
+    let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - name: app\n        image: nginx:1.27\n";
+    let configmap = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: scripts # kept as written\ndata:\n  check.sh: |\n    #!/bin/sh\n    echo ready";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("in.yaml");
+    std::fs::write(&file, format!("{deployment}---\n{configmap}")).unwrap();
+    let out = preview(&["-f", file.to_str().unwrap()], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.ends_with(&format!("---\n{configmap}")),
+        "the ConfigMap's bytes, and no newline added:\n{stdout:?}"
+    );
+    let docs: Vec<Value> = yaml::documents(&stdout).unwrap();
+    assert_eq!(docs[1]["metadata"]["name"], "scripts");
+    let containers = docs[0]["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
+    assert!(
+        containers
+            .iter()
+            .any(|c| c["name"] == "bitbucket-pipelines-metrics-collector"),
+        "the Deployment is injected"
+    );
+}

@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
     let decision = review.decide(config);
     let out = review.respond(&decision, config.settings.failure_policy).expect("a review is answered");
     let out: Value = serde_json::from_slice(&out).expect("the answer is JSON");
-    assert_eq!(out["response"]["uid"].as_str(), Some(review.request.uid.as_str()));
+    assert_eq!(out["response"]["uid"].as_str(), Some(review.uid()));
     if let Some(patch) = out["response"].get("patch") {
         let bytes = base64::engine::general_purpose::STANDARD.decode(patch.as_str().expect("a string")).expect("base64");
         let patch: json_patch::Patch = serde_json::from_slice(&bytes).expect("a JSON Patch");
