@@ -43,6 +43,10 @@ enum Command {
         namespace: String,
         #[arg(long, default_value = "certs")]
         out: PathBuf,
+        /// Another DNS name or IP address for the serving certificate (repeatable): e.g.
+        /// 127.0.0.1 for a webhook registered by URL (the apiserver needs an IP SAN there).
+        #[arg(long = "san")]
+        sans: Vec<String>,
     },
 }
 
@@ -131,7 +135,8 @@ fn main() -> ExitCode {
             service,
             namespace,
             out,
-        } => run_certs(&service, &namespace, &out),
+            sans,
+        } => run_certs(&service, &namespace, &out, &sans),
     };
     match result {
         Ok(code) => code,
@@ -288,11 +293,21 @@ fn validate(config: Option<PathBuf>) -> Result<ExitCode> {
     }
 }
 
-fn run_certs(service: &str, namespace: &str, out: &std::path::Path) -> Result<ExitCode> {
+fn run_certs(
+    service: &str,
+    namespace: &str,
+    out: &std::path::Path,
+    sans: &[String],
+) -> Result<ExitCode> {
     if service.is_empty() || namespace.is_empty() {
         bail!("--service and --namespace must not be empty");
     }
-    let written = certs::write(out, &certs::service_names(service, namespace))?;
+    if let Some(bad) = sans.iter().find(|s| s.trim().is_empty()) {
+        bail!("--san {bad:?}: want a DNS name or an IP address");
+    }
+    let mut names = certs::service_names(service, namespace);
+    names.extend(sans.iter().cloned());
+    let written = certs::write(out, &names)?;
     eprintln!(
         "wrote {}, {} and {} for {service}.{namespace}.svc",
         written.ca.display(),

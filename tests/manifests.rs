@@ -454,3 +454,45 @@ fn certs_verify_with_openssl_for_the_service_name() {
         "a name the certificate does not hold fails"
     );
 }
+
+#[test]
+fn certs_san_adds_an_ip_address_for_a_webhook_registered_by_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(common::BIN)
+        .args([
+            "certs",
+            "--san",
+            "127.0.0.1",
+            "--san",
+            "webhook.local",
+            "--out",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verify = |flag: &str, name: &str| {
+        Command::new("openssl")
+            .args(["verify", "-purpose", "sslserver", flag, name, "-CAfile"])
+            .arg(dir.path().join("ca.crt"))
+            .arg(dir.path().join("tls.crt"))
+            .output()
+            .expect("openssl")
+            .status
+            .success()
+    };
+    assert!(
+        verify("-verify_ip", "127.0.0.1"),
+        "an IP SAN, not a DNS name"
+    );
+    assert!(verify("-verify_hostname", "webhook.local"));
+    assert!(verify(
+        "-verify_hostname",
+        "sidecar-injector.sidecar-injector.svc"
+    ));
+    assert!(!verify("-verify_ip", "127.0.0.2"));
+}

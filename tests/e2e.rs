@@ -1,0 +1,792 @@
+//! End to end, against a real control plane built from upstream code (tests/e2e/): etcd,
+//! kube-apiserver, kube-controller-manager, kube-scheduler and kwok nodes. The apiserver runs
+//! its own defaulting and ServiceAccount plugin before us, compiles our matchConditions,
+//! matches our selectors, calls us (also for server-side dry runs and reinvocations), applies
+//! our patch and validates the result.
+//!
+//! Every test is ignored by plain `cargo test`: `tests/e2e/run` brings a cluster and the
+//! webhook up and runs them with `--ignored --test-threads=1` (they share the cluster's
+//! webhook configurations), giving them:
+//! `E2E_KUBECONFIG`, `E2E_KUBECTL` (kubectl with that kubeconfig), `E2E_WORK` (the run's
+//! directory: `certs/` of the webhook), `E2E_WEBHOOK_PORT`, `E2E_METRICS_PORT`.
+
+mod common;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const COLLECTOR: &str = "bitbucket-pipelines-metrics-collector";
+const STATUS: &str = "sidecar-injector.io/status";
+
+struct Env {
+    kubeconfig: PathBuf,
+    kubectl: PathBuf,
+    work: PathBuf,
+}
+
+fn env() -> Env {
+    let var = |k: &str| {
+        std::env::var(k).unwrap_or_else(|_| {
+            panic!("{k} is not set: run the e2e tests with tests/e2e/run, which sets up a cluster")
+        })
+    };
+    Env {
+        kubeconfig: var("E2E_KUBECONFIG").into(),
+        kubectl: var("E2E_KUBECTL").into(),
+        work: var("E2E_WORK").into(),
+    }
+}
+
+async fn client(env: &Env) -> Client {
+    let kc = Kubeconfig::read_from(&env.kubeconfig).expect("the kubeconfig");
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("a client config");
+    Client::try_from(config).expect("a client")
+}
+
+/// Runs kubectl with `args`, `stdin` piped in.
+fn kubectl(env: &Env, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(&env.kubectl)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    if let Some(text) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("kubectl output")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "kubectl failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `f` every 250 ms until it returns `Some`, at most `secs`.
+async fn eventually<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A fresh namespace with these labels, once its `default` ServiceAccount exists (the
+/// ServiceAccount plugin refuses Pods before that).
+async fn namespace(client: &Client, name: &str, labels: Value) -> String {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
+    api.create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("namespace {name}: {e}"));
+    let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), name);
+    eventually("the default ServiceAccount", 30, || async {
+        sa.get_opt("default").await.ok().flatten()
+    })
+    .await;
+    name.to_owned()
+}
+
+async fn opted_in(client: &Client, name: &str) -> String {
+    namespace(client, name, json!({"sidecar-injection": "enabled"})).await
+}
+
+fn names(list: Option<&Vec<k8s_openapi::api::core::v1::Container>>) -> Vec<String> {
+    list.into_iter().flatten().map(|c| c.name.clone()).collect()
+}
+
+fn containers(pod: &Pod) -> Vec<String> {
+    names(pod.spec.as_ref().map(|s| &s.containers))
+}
+
+fn init_containers(pod: &Pod) -> Vec<String> {
+    names(pod.spec.as_ref().and_then(|s| s.init_containers.as_ref()))
+}
+
+fn injected(pod: &Pod) -> bool {
+    let has_status = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(STATUS));
+    (containers(pod).iter().any(|c| c == COLLECTOR)
+        || init_containers(pod).iter().any(|c| c == COLLECTOR))
+        && has_status
+}
+
+fn pod_json(name: &str, extra_meta: Value) -> Value {
+    let mut meta = json!({"name": name});
+    if let (Some(m), Some(extra)) = (meta.as_object_mut(), extra_meta.as_object()) {
+        m.extend(extra.clone());
+    }
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+        "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}})
+}
+
+async fn create_pod(client: &Client, ns: &str, pod: Value) -> Result<Pod, kube::Error> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(pod).unwrap(),
+    )
+    .await
+}
+
+/// Waits until a new webhook configuration is in effect: a server-side dry run of a Pod in
+/// an opted-in namespace comes back injected.
+async fn webhook_in_effect(client: &Client, ns: &str) {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pp = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    eventually("the webhook to be called", 60, || async {
+        let pod: Pod = serde_json::from_value(pod_json("marker", json!({}))).unwrap();
+        api.create(&pp, &pod).await.ok().filter(injected)
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: tests/e2e/run"]
+async fn pods_in_opted_in_namespaces_are_injected_and_the_rest_are_stored_untouched() {
+    let env = env();
+    let c = client(&env).await;
+    let ns = opted_in(&c, "e2e-basic").await;
+    webhook_in_effect(&c, &ns).await;
+
+    ok(&kubectl(
+        &env,
+        &["run", "web", "-n", &ns, "--image=nginx:1.27"],
+        None,
+    ));
+    let pods: Api<Pod> = Api::namespaced(c.clone(), &ns);
+    let pod = pods.get("web").await.unwrap();
+    assert!(injected(&pod), "kubectl run: {:?}", containers(&pod));
+    let spec = pod.spec.clone().unwrap();
+    let volumes: Vec<_> = spec.volumes.clone().unwrap_or_default();
+    let host_paths: Vec<String> = volumes
+        .iter()
+        .filter_map(|v| v.host_path.as_ref().map(|h| h.path.clone()))
+        .collect();
+    assert!(
+        host_paths.contains(&"/sys/fs/cgroup".to_owned())
+            && host_paths.contains(&"/var/run/docker.sock".to_owned()),
+        "{host_paths:?}"
+    );
+    // The ServiceAccount plugin ran before us: its token volume is still there, ours beside it.
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v.name.starts_with("kube-api-access-")),
+        "the token volume: {:?}",
+        volumes.iter().map(|v| &v.name).collect::<Vec<_>>()
+    );
+    let app = &spec.containers[0];
+    assert!(
+        app.volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.mount_path == "/var/run/secrets/kubernetes.io/serviceaccount")
+    );
+
+    // Not opted in: an unlabelled namespace, a Pod opting out by label and by annotation,
+    // kube-system.
+    let plain = namespace(&c, "e2e-plain", json!({})).await;
+    let p = create_pod(&c, &plain, pod_json("plain", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(containers(&p), ["app"], "unlabelled namespace");
+    let by_label = create_pod(
+        &c,
+        &ns,
+        pod_json(
+            "out-label",
+            json!({"labels": {"sidecar-injector.io/inject": "false"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(containers(&by_label), ["app"], "opted out by label");
+    let by_annotation = create_pod(
+        &c,
+        &ns,
+        pod_json(
+            "out-annotation",
+            json!({"annotations": {"sidecar-injector.io/inject": "false"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        containers(&by_annotation),
+        ["app"],
+        "opted out by annotation"
+    );
+    let sys = create_pod(&c, "kube-system", pod_json("e2e-sys", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(containers(&sys), ["app"], "kube-system");
+    let _ = Api::<Pod>::namespaced(c.clone(), "kube-system")
+        .delete("e2e-sys", &DeleteParams::default())
+        .await;
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: tests/e2e/run"]
+async fn deployment_pods_are_injected_run_ready_and_roll_out() {
+    let env = env();
+    let c = client(&env).await;
+    let ns = opted_in(&c, "e2e-deploy").await;
+    webhook_in_effect(&c, &ns).await;
+    ok(&kubectl(
+        &env,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "-n",
+            &ns,
+            "--image=nginx:1.27",
+            "--replicas=2",
+        ],
+        None,
+    ));
+    ok(&kubectl(
+        &env,
+        &[
+            "rollout",
+            "status",
+            "deployment/web",
+            "-n",
+            &ns,
+            "--timeout=90s",
+        ],
+        None,
+    ));
+    let pods: Api<Pod> = Api::namespaced(c.clone(), &ns);
+    let ready = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    let list = pods.list(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), 2);
+    for p in &list.items {
+        assert!(injected(p), "{:?}", containers(p));
+        assert!(ready(p), "Ready on a kwok node");
+        let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
+        assert!(node.is_some_and(|n| n.starts_with("kwok-node-")));
+    }
+    let before: Vec<String> = list
+        .items
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+
+    ok(&kubectl(
+        &env,
+        &["rollout", "restart", "deployment/web", "-n", &ns],
+        None,
+    ));
+    ok(&kubectl(
+        &env,
+        &[
+            "rollout",
+            "status",
+            "deployment/web",
+            "-n",
+            &ns,
+            "--timeout=90s",
+        ],
+        None,
+    ));
+    let after = eventually("the old Pods to go", 60, || async {
+        let l = pods.list(&ListParams::default()).await.ok()?;
+        let live: Vec<Pod> = l
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        (live.len() == 2
+            && live
+                .iter()
+                .all(|p| !before.contains(p.metadata.name.as_ref().unwrap())))
+        .then_some(live)
+    })
+    .await;
+    assert!(after.iter().all(|p| injected(p) && ready(p)));
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: tests/e2e/run"]
+async fn job_and_cronjob_pods_get_the_collector_as_a_native_sidecar() {
+    let env = env();
+    let c = client(&env).await;
+    let ns = opted_in(&c, "e2e-jobs").await;
+    webhook_in_effect(&c, &ns).await;
+    ok(&kubectl(
+        &env,
+        &[
+            "create",
+            "job",
+            "once",
+            "-n",
+            &ns,
+            "--image=busybox:1.36",
+            "--",
+            "true",
+        ],
+        None,
+    ));
+    ok(&kubectl(
+        &env,
+        &[
+            "create",
+            "cronjob",
+            "nightly",
+            "-n",
+            &ns,
+            "--image=busybox:1.36",
+            "--schedule=0 3 * * *",
+            "--",
+            "true",
+        ],
+        None,
+    ));
+    ok(&kubectl(
+        &env,
+        &[
+            "create",
+            "job",
+            "nightly-now",
+            "--from=cronjob/nightly",
+            "-n",
+            &ns,
+        ],
+        None,
+    ));
+    let pods: Api<Pod> = Api::namespaced(c.clone(), &ns);
+    for job in ["once", "nightly-now"] {
+        let lp = ListParams::default().labels(&format!("job-name={job}"));
+        let pod = eventually(&format!("a Pod of Job {job}"), 60, || async {
+            pods.list(&lp).await.ok()?.items.into_iter().next()
+        })
+        .await;
+        let spec = pod.spec.clone().unwrap();
+        let sidecar = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .find(|c| c.name == COLLECTOR)
+            .unwrap_or_else(|| panic!("{job}: no native sidecar: {:?}", containers(&pod)));
+        assert_eq!(sidecar.restart_policy.as_deref(), Some("Always"), "{job}");
+        assert!(!containers(&pod).contains(&COLLECTOR.to_owned()));
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: tests/e2e/run"]
+async fn server_side_dry_run_shows_the_injection_and_stores_nothing() {
+    let env = env();
+    let c = client(&env).await;
+    let ns = opted_in(&c, "e2e-dry").await;
+    webhook_in_effect(&c, &ns).await;
+    let pod = serde_json::to_string(&pod_json("dry", json!({}))).unwrap();
+    let out = ok(&kubectl(
+        &env,
+        &[
+            "apply",
+            "--dry-run=server",
+            "-o",
+            "json",
+            "-n",
+            &ns,
+            "-f",
+            "-",
+        ],
+        Some(&pod),
+    ));
+    let shown: Pod = serde_json::from_str(&out).unwrap();
+    assert!(injected(&shown), "{:?}", containers(&shown));
+    let stored = Api::<Pod>::namespaced(c.clone(), &ns)
+        .get_opt("dry")
+        .await
+        .unwrap();
+    assert!(stored.is_none(), "nothing is stored");
+}
+
+/// A second webhook configuration for namespaces labelled `label=on`, calling `url`.
+fn register(env: &Env, name: &str, label: &str, url: &str, ca: &str, failure: &str) {
+    let hook = json!({"apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration", "metadata": {"name": name},
+        "webhooks": [{"name": format!("{name}.e2e.test"), "admissionReviewVersions": ["v1"],
+            "sideEffects": "None", "failurePolicy": failure, "timeoutSeconds": 5,
+            "reinvocationPolicy": "IfNeeded",
+            "clientConfig": {"url": url, "caBundle": ca},
+            "namespaceSelector": {"matchLabels": {label: "on"}},
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                "resources": ["pods"]}]}]});
+    ok(&kubectl(
+        env,
+        &["apply", "-f", "-"],
+        Some(&hook.to_string()),
+    ));
+}
+
+fn ca_bundle(env: &Env) -> String {
+    use base64::Engine as _;
+    let pem = std::fs::read(env.work.join("certs/ca.crt")).expect("the webhook's CA");
+    base64::engine::general_purpose::STANDARD.encode(pem)
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: tests/e2e/run"]
+async fn with_the_webhook_down_ignore_admits_unchanged_and_fail_refuses() {
+    let env = env();
+    let c = client(&env).await;
+    let ns = namespace(&c, "e2e-down", json!({"e2e-down": "on"})).await;
+    // Nothing listens there: the webhook is down.
+    let dead = format!("https://127.0.0.1:{}/mutate", common::free_port());
+    let ca = ca_bundle(&env);
+    register(&env, "e2e-down", "e2e-down", &dead, &ca, "Ignore");
+    let pod = eventually("Ignore to admit the Pod", 30, || async {
+        create_pod(&c, &ns, pod_json("ignored", json!({})))
+            .await
+            .ok()
+    })
+    .await;
+    assert_eq!(containers(&pod), ["app"], "admitted without the sidecar");
+
+    register(&env, "e2e-down", "e2e-down", &dead, &ca, "Fail");
+    let err = eventually("Fail to refuse the Pod", 30, || async {
+        let name = format!("refused-{}", common::free_port());
+        match create_pod(&c, &ns, pod_json(&name, json!({}))).await {
+            Err(e) => Some(e.to_string()),
+            Ok(_) => None,
+        }
+    })
+    .await;
+    assert!(err.contains("failed calling webhook"), "{err}");
+    ok(&kubectl(
+        &env,
+        &["delete", "mutatingwebhookconfiguration", "e2e-down"],
+        None,
+    ));
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: tests/e2e/run"]
+async fn a_conflict_is_refused_under_fail_with_our_message_and_warned_under_ignore() {
+    let env = env();
+    let c = client(&env).await;
+    // Under the shipped config (failurePolicy: Ignore): admitted, and kubectl shows why.
+    let ns = opted_in(&c, "e2e-conflict").await;
+    webhook_in_effect(&c, &ns).await;
+    let own = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "own"},
+        "spec": {"containers": [{"name": "app", "image": "app:1"},
+            {"name": COLLECTOR, "image": "someone-else/collector:0.1"}]}});
+    let out = kubectl(
+        &env,
+        &["apply", "-n", &ns, "-f", "-"],
+        Some(&own.to_string()),
+    );
+    ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Warning: sidecar-injector: not injected (conflict)"),
+        "{stderr}"
+    );
+
+    // A second webhook whose config says failurePolicy: Fail refuses it with our message.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base/config");
+    let settings = std::fs::read_to_string(shipped.join("config.yaml"))
+        .unwrap()
+        .replace("failurePolicy: Ignore", "failurePolicy: Fail")
+        .replace(
+            "namespaceLabel: sidecar-injection",
+            "namespaceLabel: e2e-strict",
+        );
+    std::fs::write(config.join("config.yaml"), settings).unwrap();
+    std::fs::copy(shipped.join("mutate.yaml"), config.join("mutate.yaml")).unwrap();
+    let certs = env.work.join("certs");
+    let log = dir.path().join("strict.log");
+    let (mut strict, port, _) = common::spawn_serve(
+        &[
+            "--config".into(),
+            config.display().to_string(),
+            "--tls-cert-file".into(),
+            certs.join("tls.crt").display().to_string(),
+            "--tls-key-file".into(),
+            certs.join("tls.key").display().to_string(),
+        ],
+        &log,
+    );
+    let url = format!("https://127.0.0.1:{port}/mutate");
+    register(
+        &env,
+        "e2e-strict",
+        "e2e-strict",
+        &url,
+        &ca_bundle(&env),
+        "Fail",
+    );
+    let strict_ns = namespace(&c, "e2e-strict", json!({"e2e-strict": "on"})).await;
+    let err = eventually("the strict webhook to refuse the conflict", 60, || async {
+        let name = format!("own-{}", common::free_port());
+        let mut pod = own.clone();
+        pod["metadata"]["name"] = name.into();
+        match create_pod(&c, &strict_ns, pod).await {
+            Err(e) if e.to_string().contains("sidecar-injector") => Some(e.to_string()),
+            _ => None,
+        }
+    })
+    .await;
+    assert!(
+        err.contains(COLLECTOR),
+        "our message names the container: {err}"
+    );
+    ok(&kubectl(
+        &env,
+        &["delete", "mutatingwebhookconfiguration", "e2e-strict"],
+        None,
+    ));
+    let _ = strict.kill();
+    let _ = strict.wait();
+}
+
+/// A minimal mutating webhook that is not us: it adds a container named `second` to every
+/// Pod it is asked about, over TLS with the webhook's certificate. Returns its port.
+async fn second_webhook(env: &Env) -> u16 {
+    use axum::routing::post;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::service::TowerToHyperService;
+    let certs = env.work.join("certs");
+    let pem = |f: &str| std::fs::read(certs.join(f)).expect("the webhook's certificate");
+    let chain = rustls_pki_certs(&pem("tls.crt"));
+    let key = {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::PrivateKeyDer::from_pem_slice(&pem("tls.key")).expect("a key")
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("a TLS config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls));
+    let app = axum::Router::new().route(
+        "/mutate",
+        post(|body: axum::Json<Value>| async move {
+            use base64::Engine as _;
+            let patch = json!([{"op": "add", "path": "/spec/containers/-",
+                "value": {"name": "second", "image": "busybox:1.36"}}]);
+            let has = body.0["request"]["object"]["spec"]["containers"]
+                .as_array()
+                .is_some_and(|cs| cs.iter().any(|c| c["name"] == "second"));
+            let mut response = json!({"uid": body.0["request"]["uid"], "allowed": true});
+            if !has {
+                response["patchType"] = "JSONPatch".into();
+                response["patch"] = base64::engine::general_purpose::STANDARD
+                    .encode(patch.to_string())
+                    .into();
+            }
+            axum::Json(json!({"apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview", "response": response}))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), TowerToHyperService::new(app))
+                        .await;
+                }
+            });
+        }
+    });
+    port
+}
+
+fn rustls_pki_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .expect("PEM certificates")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a cluster: tests/e2e/run"]
+async fn a_later_webhook_changing_the_pod_reinvokes_us_and_nothing_is_added_twice() {
+    let env = env();
+    let c = client(&env).await;
+    // Configurations are called in name order: this one after ours.
+    let port = second_webhook(&env).await;
+    let url = format!("https://127.0.0.1:{port}/mutate");
+    register(
+        &env,
+        "zz-e2e-second",
+        "e2e-second",
+        &url,
+        &ca_bundle(&env),
+        "Fail",
+    );
+    let ns = namespace(
+        &c,
+        "e2e-reinvoke",
+        json!({"sidecar-injection": "enabled", "e2e-second": "on"}),
+    )
+    .await;
+    let pod = eventually("both webhooks to mutate", 60, || async {
+        let name = format!("twice-{}", common::free_port());
+        let p = create_pod(&c, &ns, pod_json(&name, json!({}))).await.ok()?;
+        containers(&p).contains(&"second".to_owned()).then_some(p)
+    })
+    .await;
+    let all = containers(&pod);
+    assert!(injected(&pod), "{all:?}");
+    assert_eq!(
+        all.iter().filter(|n| *n == COLLECTOR).count(),
+        1,
+        "the collector once: {all:?}"
+    );
+    let spec = pod.spec.clone().unwrap();
+    let vols: Vec<String> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.clone())
+        .collect();
+    let mut unique = vols.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), vols.len(), "no volume twice: {vols:?}");
+    // We were called again after the second webhook changed the Pod, and added nothing.
+    let name = pod.metadata.name.clone().unwrap();
+    let log = std::fs::read_to_string(env.work.join("webhook.log")).unwrap_or_default();
+    let ours: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&format!("\"pod\":\"{name}\"")))
+        .collect();
+    assert_eq!(
+        ours.len(),
+        2,
+        "called twice for {name}:\n{}",
+        ours.join("\n")
+    );
+    assert!(
+        ours[0].contains("\"reason\":\"injected\"")
+            && ours[1].contains("\"reason\":\"already_injected\""),
+        "{ours:?}"
+    );
+    ok(&kubectl(
+        &env,
+        &["delete", "mutatingwebhookconfiguration", "zz-e2e-second"],
+        None,
+    ));
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: tests/e2e/run"]
+async fn certificate_rotation_while_200_pods_are_created_loses_none() {
+    let env = env();
+    let c = client(&env).await;
+    let ns = opted_in(&c, "e2e-rotate").await;
+    webhook_in_effect(&c, &ns).await;
+    let certs = env.work.join("certs");
+    let serial = || {
+        Command::new("openssl")
+            .args(["x509", "-noout", "-serial", "-in"])
+            .arg(certs.join("tls.crt"))
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let first = serial();
+    // Rotate three times during the loop: a new pair from the same CA, written beside the
+    // old one and renamed over it (what a Secret volume's ..data swap amounts to).
+    let rotate_dir = certs.clone();
+    let rotator = std::thread::spawn(move || {
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_secs(2));
+            let tmp = rotate_dir.join("next");
+            let _ = std::fs::remove_dir_all(&tmp);
+            std::fs::create_dir_all(&tmp).unwrap();
+            for f in ["ca.crt", "ca.key"] {
+                std::fs::copy(rotate_dir.join(f), tmp.join(f)).unwrap();
+            }
+            let out = Command::new(common::BIN)
+                .args(["certs", "--san", "127.0.0.1", "--out"])
+                .arg(&tmp)
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            std::fs::rename(tmp.join("tls.key"), rotate_dir.join("tls.key.next")).unwrap();
+            std::fs::rename(tmp.join("tls.crt"), rotate_dir.join("tls.crt")).unwrap();
+            std::fs::rename(rotate_dir.join("tls.key.next"), rotate_dir.join("tls.key")).unwrap();
+        }
+    });
+    let (mut created, mut failed, mut uninjected) = (0, Vec::new(), 0);
+    for i in 0..200 {
+        // Admission is what is tested: the Pods stay Pending (no node has this label), so
+        // kwok is not kept busy for the tests after this one.
+        let mut pod = pod_json(&format!("p{i}"), json!({}));
+        pod["spec"]["nodeSelector"] = json!({"e2e-pending": "true"});
+        match create_pod(&c, &ns, pod).await {
+            Ok(p) => {
+                created += 1;
+                if !injected(&p) {
+                    uninjected += 1;
+                }
+            }
+            Err(e) => failed.push(e.to_string()),
+        }
+    }
+    rotator.join().expect("the rotations");
+    println!(
+        "rotation: {created} created, {} failed, {uninjected} not injected",
+        failed.len()
+    );
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(uninjected, 0, "every Pod injected through the rotations");
+    assert_ne!(serial(), first, "the certificate did change");
+}
