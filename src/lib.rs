@@ -7,6 +7,7 @@
 pub mod admission;
 pub mod certs;
 pub mod config;
+pub mod connections;
 pub mod engine;
 pub mod image;
 pub mod metrics;

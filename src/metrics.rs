@@ -24,6 +24,11 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShedLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HashLabels {
     template_hash: String,
 }
@@ -37,6 +42,7 @@ pub struct Metrics {
     config_info: Family<HashLabels, Gauge>,
     certificate_reloads: Family<ResultLabels, Counter>,
     certificate_expiry: Gauge,
+    connections_shed: Family<ShedLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -89,6 +95,17 @@ impl Metrics {
             Unit::Seconds,
             certificate_expiry.clone(),
         );
+        let connections_shed = Family::<ShedLabels, Counter>::default();
+        registry.register(
+            "connections_shed",
+            "Connections closed by the server to keep its slots, by reason",
+            connections_shed.clone(),
+        );
+        for reason in crate::connections::Shed::ALL {
+            let _ = connections_shed.get_or_create(&ShedLabels {
+                reason: reason.as_str(),
+            });
+        }
         // Every reason from the start, at 0, so rate() and alerts see them before they happen.
         for reason in crate::engine::Reason::ALL {
             let _ = admissions.get_or_create(&AdmissionLabels {
@@ -112,6 +129,7 @@ impl Metrics {
             config_info,
             certificate_reloads,
             certificate_expiry,
+            connections_shed,
         }
     }
 
@@ -147,6 +165,12 @@ impl Metrics {
 
     pub fn certificate_expiry(&self, unix_seconds: i64) {
         self.certificate_expiry.set(unix_seconds);
+    }
+
+    pub fn connection_shed(&self, reason: &'static str) {
+        self.connections_shed
+            .get_or_create(&ShedLabels { reason })
+            .inc();
     }
 
     /// The exposition text (OpenMetrics, which Prometheus reads).

@@ -3,6 +3,7 @@
 
 use crate::admission::{self, Decoded};
 use crate::config::{Config, Source};
+use crate::connections::{self, Registry, Shed, Slot};
 use crate::metrics::Metrics;
 use crate::preview;
 use crate::tls::{self, CertResolver};
@@ -18,16 +19,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch as signal_watch};
+use tokio::sync::watch as signal_watch;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tracing::{Instrument, debug, debug_span, error, info, warn};
@@ -35,8 +35,12 @@ use tracing::{Instrument, debug, debug_span, error, info, warn};
 /// Largest body accepted: the apiserver's own limit for an object is 3 MiB; an
 /// AdmissionReview wraps one (two for UPDATE), so this leaves room and refuses far beyond.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
-/// A client that has not finished its TLS handshake by then is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client that has not finished its TLS handshake by then is dropped (the apiserver's takes
+/// milliseconds).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// A connection that sends no request this long after its handshake is closed: the apiserver
+/// sends its request at once on a new connection.
+const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// hyper applies this both to a request's headers and to an idle keep-alive connection
 /// waiting for its next request. It is longer than the apiserver's idle-connection timeout
 /// (90 s), so the client, not this server, closes idle connections: a server-side close can
@@ -45,8 +49,12 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(120);
 /// A request (body included) not read and answered by then gets 408: a client trickling
 /// its body cannot hold a worker. The apiserver's own webhook timeout is at most 30 s.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
-/// Connections served at once; more wait in the kernel's accept queue.
-const MAX_CONNECTIONS: usize = 4096;
+/// Connection slots (SECURITY.md: Connection slots): at the cap an idle connection of the
+/// peer holding the most is closed for a new one, never the new one refused while any is idle.
+const LIMITS: connections::Limits = connections::Limits {
+    max_connections: 1024,
+    max_handshakes: 256,
+};
 /// After the listener closes: how long open connections may still send a first request.
 const LINGER: Duration = Duration::from_secs(1);
 /// How often certificate and config files are checked for changes.
@@ -303,7 +311,7 @@ pub async fn run(opts: ServeOptions) -> Result<()> {
     });
 
     let app = router(state.clone());
-    let serving = tokio::spawn(accept_loop(listener, acceptor, app, stop_rx));
+    let serving = tokio::spawn(accept_loop(listener, acceptor, app, state.clone(), stop_rx));
 
     let grace = wait_for_signal(opts.drain_grace).await;
     info!(
@@ -313,13 +321,14 @@ pub async fn run(opts: ServeOptions) -> Result<()> {
     state.draining.store(true, Ordering::Relaxed);
     tokio::time::sleep(grace).await;
     let _ = stop_tx.send(true);
-    let graceful = serving.await.context("the accept loop")?;
+    let open = serving.await.context("the accept loop")?;
     // Connections accepted just before the listener closed may have their first request on
     // the wire; a graceful shutdown would close them as idle before reading it. Give them a
     // moment (their answers carry Connection: close), then close what is still idle.
     let linger = LINGER.min(opts.drain_timeout / 2);
     tokio::time::sleep(linger).await;
-    match tokio::time::timeout(opts.drain_timeout - linger, graceful.shutdown()).await {
+    open.drain();
+    match tokio::time::timeout(opts.drain_timeout - linger, open.wait_empty()).await {
         Ok(()) => info!("every request in flight answered; bye"),
         Err(_) => warn!(
             timeout_s = opts.drain_timeout.as_secs_f64(),
@@ -355,16 +364,17 @@ async fn wait_for_signal(grace: Duration) -> Duration {
     }
 }
 
-/// Accepts TLS connections until `stop`, then hands back the watcher of those still open.
+/// Accepts TLS connections until `stop`, then hands back the registry of those still open.
+/// Every connection is accepted; the registry makes room for it (module `connections`).
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     app: Router,
+    state: Arc<AppState>,
     stop: signal_watch::Receiver<bool>,
-) -> GracefulShutdown {
+) -> Arc<Registry> {
     let mut stopped = std::pin::pin!(stopped(stop));
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let registry = Registry::new(LIMITS);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -377,10 +387,6 @@ async fn accept_loop(
         .max_concurrent_streams(256);
     let builder = Arc::new(builder);
     loop {
-        let permit = tokio::select! {
-            _ = &mut stopped => break,
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
         let (tcp, peer) = tokio::select! {
             _ = &mut stopped => break,
             accepted = listener.accept() => match accepted {
@@ -392,35 +398,102 @@ async fn accept_loop(
                 }
             },
         };
+        let (slot, shed) = registry.admit(peer.ip());
+        for reason in shed {
+            state.metrics.connection_shed(reason.as_str());
+        }
+        let Some(slot) = slot else {
+            debug!(%peer, "every connection is busy: refused");
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(app.clone());
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(
-            async move {
-                let _permit = permit;
-                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-                {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        debug!(error = %e, "TLS handshake failed");
-                        return;
+        let conn = Connection {
+            acceptor: acceptor.clone(),
+            app: app.clone(),
+            builder: builder.clone(),
+            state: state.clone(),
+        };
+        tokio::spawn(conn.serve(tcp, slot).instrument(debug_span!("conn", %peer)));
+    }
+    registry
+}
+
+/// What one connection's task needs.
+struct Connection {
+    acceptor: TlsAcceptor,
+    app: Router,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    state: Arc<AppState>,
+}
+
+impl Connection {
+    /// Handshake, then HTTP until the client closes, the registry asks for the slot back, no
+    /// first request comes, or the server drains.
+    async fn serve(self, tcp: tokio::net::TcpStream, slot: Slot) {
+        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp));
+        let tls = tokio::select! {
+            r = handshake => match r {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    debug!(error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    debug!("TLS handshake timed out");
+                    self.state.metrics.connection_shed(Shed::HandshakeTimeout.as_str());
+                    return;
+                }
+            },
+            _ = slot.close.notified() => return,
+        };
+        slot.handshake_done();
+        let activity = slot.activity.clone();
+        let app = self.app;
+        let service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let guard = activity.start();
+                let app = app.clone();
+                async move {
+                    let resp = app.oneshot(req).await;
+                    drop(guard);
+                    resp
+                }
+            });
+        let conn = self.builder.serve_connection(TokioIo::new(tls), service);
+        let mut conn = std::pin::pin!(conn);
+        let first_request = tokio::time::sleep(FIRST_REQUEST_TIMEOUT);
+        let mut first_request = std::pin::pin!(first_request);
+        let mut drain = slot.drain.clone();
+        let (mut closing, mut first_checked) = (false, false);
+        loop {
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        debug!(error = %e, "connection ended with an error");
                     }
-                    Err(_) => {
-                        debug!("TLS handshake timed out");
-                        return;
+                    break;
+                }
+                _ = slot.close.notified(), if !closing => {
+                    debug!("closed for a new connection (at the connection cap)");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                _ = drain.wait_for(|d| *d), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                _ = &mut first_request, if !first_checked && !closing => {
+                    first_checked = true;
+                    if slot.activity.requests() == 0 {
+                        debug!("no request after the handshake: closed");
+                        self.state.metrics.connection_shed(Shed::NoFirstRequest.as_str());
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
                     }
-                };
-                let conn = builder.serve_connection(TokioIo::new(tls), service);
-                if let Err(e) = watcher.watch(conn.into_owned()).await {
-                    debug!(error = %e, "connection ended with an error");
                 }
             }
-            .instrument(debug_span!("conn", %peer)),
-        );
+        }
     }
-    graceful
 }
 
 /// Resolves once the stop flag is raised (or its sender is gone).
