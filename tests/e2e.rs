@@ -790,3 +790,63 @@ async fn certificate_rotation_while_200_pods_are_created_loses_none() {
     assert_eq!(uninjected, 0, "every Pod injected through the rotations");
     assert_ne!(serial(), first, "the certificate did change");
 }
+
+/// The apiserver's view of our cost: 500 Pods created where the webhook is called and 500
+/// where it is not (a namespace its selector does not match), in one run. Prints the client's
+/// latency per creation and the apiserver's own histogram for our webhook (BENCHMARKS.md).
+#[tokio::test]
+#[ignore = "needs a cluster: tests/e2e/run"]
+async fn the_apiserver_s_view_of_our_cost_over_500_pod_creations() {
+    let env = env();
+    let c = client(&env).await;
+    let with = opted_in(&c, "e2e-cost-with").await;
+    let without = namespace(&c, "e2e-cost-without", json!({})).await;
+    webhook_in_effect(&c, &with).await;
+    let pending = |name: String| {
+        let mut pod = pod_json(&name, json!({}));
+        pod["spec"]["nodeSelector"] = json!({"e2e-pending": "true"});
+        pod
+    };
+    let mut times: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    // Interleaved, so the machine's noise falls on both.
+    for i in 0..500 {
+        for (k, ns) in [&with, &without].into_iter().enumerate() {
+            let t = Instant::now();
+            let pod = create_pod(&c, ns, pending(format!("c{i}")))
+                .await
+                .expect("created");
+            times[k].push(t.elapsed());
+            assert_eq!(injected(&pod), k == 0, "{ns}");
+        }
+    }
+    let stat = |v: &mut Vec<Duration>| {
+        v.sort();
+        let at = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+        (at(0.5), at(0.99))
+    };
+    let (w50, w99) = stat(&mut times[0]);
+    let (o50, o99) = stat(&mut times[1]);
+    println!(
+        "cost: Pod creation with the webhook p50 {w50:?} p99 {w99:?}; without p50 {o50:?} \
+         p99 {o99:?}; added p50 {:?} p99 {:?}",
+        w50.saturating_sub(o50),
+        w99.saturating_sub(o99)
+    );
+    let metrics = ok(&kubectl(&env, &["get", "--raw", "/metrics"], None));
+    let ours: Vec<&str> = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("apiserver_admission_webhook_admission_duration_seconds")
+                && l.contains("name=\"inject.sidecar-injector.io\"")
+                && (l.contains("_sum")
+                    || l.contains("_count")
+                    || l.contains("le=\"0.005\"")
+                    || l.contains("le=\"0.025\""))
+        })
+        .collect();
+    println!(
+        "apiserver's histogram for our webhook:\n{}",
+        ours.join("\n")
+    );
+    assert!(!ours.is_empty(), "the apiserver measured our webhook");
+}
