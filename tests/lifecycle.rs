@@ -428,11 +428,7 @@ fn sigterm_drains_requests_in_flight_and_exits_zero() {
     let load = Load::start(fresh, server.url("/mutate"), |_| {});
     std::thread::sleep(Duration::from_millis(300));
 
-    let pid = server.child.id().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    server.sigterm();
     std::thread::sleep(Duration::from_millis(300));
 
     // During the grace period: still answering, asking clients to reconnect elsewhere.

@@ -147,13 +147,22 @@ impl Server {
             .expect("metrics")
     }
 
+    /// Sends SIGTERM (as kubelet does) without waiting.
+    pub fn sigterm(&self) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
+        // SAFETY: kill(2) on our own child's pid, which we have not waited on yet.
+        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(
+            rc,
+            0,
+            "kill -TERM {pid}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
+        self.sigterm();
         self.child.wait().expect("wait")
     }
 }
