@@ -1,14 +1,13 @@
-//! Real manifests nobody here wrote: Istio's injection-test inputs (Apache-2.0), read from
-//! ../shared/corpus/istio-inject (never copied into this repository).
-//!
-//! It needs ../shared beside the repository, so plain `cargo test` lists it as ignored;
-//! `.ci/run` runs it as its own step: `cargo test --test corpus -- --ignored`.
+//! Real manifests nobody here wrote: Istio's injection-test inputs (Apache-2.0), read from the
+//! directory `$CORPUS_DIR` names (the shared corpus beside the repository; never copied into
+//! it). Plain `cargo test` lists it as ignored; `.ci/run` runs it as its own step:
+//! `CORPUS_DIR=... cargo test --test corpus -- --ignored`.
 
 mod common;
 
 use serde_json::Value;
 use sidecar_injector::yaml;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 const COLLECTOR: &str = "bitbucket-pipelines-metrics-collector";
@@ -33,9 +32,12 @@ fn pod_spec(doc: &Value) -> Option<&Value> {
 }
 
 #[test]
-#[ignore = "needs ../shared/corpus beside the repository; .ci/run runs it"]
+#[ignore = "needs the shared corpus in $CORPUS_DIR; .ci/run runs it"]
 fn every_istio_corpus_manifest_previews_to_valid_injected_kubernetes() {
-    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/istio-inject");
+    let corpus = PathBuf::from(
+        std::env::var("CORPUS_DIR")
+            .expect("CORPUS_DIR: the shared corpus's istio-inject directory"),
+    );
     let mut files: Vec<PathBuf> = std::fs::read_dir(&corpus)
         .unwrap_or_else(|e| {
             panic!(
