@@ -18,7 +18,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::{Value, json};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 const COLLECTOR: &str = "bitbucket-pipelines-metrics-collector";
@@ -53,24 +53,7 @@ async fn client(env: &Env) -> Client {
 
 /// Runs kubectl with `args`, `stdin` piped in.
 fn kubectl(env: &Env, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(&env.kubectl)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl");
-    if let Some(text) = stdin {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().expect("kubectl output")
+    common::run(&env.kubectl, args, stdin)
 }
 
 fn ok(out: &Output) -> String {
@@ -225,40 +208,26 @@ async fn pods_in_opted_in_namespaces_are_injected_and_the_rest_are_stored_untouc
     // Not opted in: an unlabelled namespace, a Pod opting out by label and by annotation,
     // kube-system.
     let plain = namespace(&c, "e2e-plain", json!({})).await;
-    let p = create_pod(&c, &plain, pod_json("plain", json!({})))
-        .await
-        .unwrap();
-    assert_eq!(containers(&p), ["app"], "unlabelled namespace");
-    let by_label = create_pod(
-        &c,
-        &ns,
-        pod_json(
+    let opt_out = json!({"sidecar-injector.io/inject": "false"});
+    for (ns, name, meta, what) in [
+        (plain.as_str(), "plain", json!({}), "unlabelled namespace"),
+        (
+            &ns,
             "out-label",
-            json!({"labels": {"sidecar-injector.io/inject": "false"}}),
+            json!({"labels": opt_out}),
+            "opted out by label",
         ),
-    )
-    .await
-    .unwrap();
-    assert_eq!(containers(&by_label), ["app"], "opted out by label");
-    let by_annotation = create_pod(
-        &c,
-        &ns,
-        pod_json(
+        (
+            &ns,
             "out-annotation",
-            json!({"annotations": {"sidecar-injector.io/inject": "false"}}),
+            json!({"annotations": opt_out}),
+            "opted out by annotation",
         ),
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        containers(&by_annotation),
-        ["app"],
-        "opted out by annotation"
-    );
-    let sys = create_pod(&c, "kube-system", pod_json("e2e-sys", json!({})))
-        .await
-        .unwrap();
-    assert_eq!(containers(&sys), ["app"], "kube-system");
+        ("kube-system", "e2e-sys", json!({}), "kube-system"),
+    ] {
+        let p = create_pod(&c, ns, pod_json(name, meta)).await.unwrap();
+        assert_eq!(containers(&p), ["app"], "{what}");
+    }
     let _ = Api::<Pod>::namespaced(c.clone(), "kube-system")
         .delete("e2e-sys", &DeleteParams::default())
         .await;

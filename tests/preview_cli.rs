@@ -4,30 +4,13 @@ mod common;
 
 use serde_json::Value;
 use sidecar_injector::yaml;
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 fn preview(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(common::BIN)
-        .arg("preview")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run preview");
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    } else {
-        drop(child.stdin.take());
-    }
-    child.wait_with_output().unwrap()
+    let mut all = vec!["preview"];
+    all.extend_from_slice(args);
+    common::run(common::BIN, &all, stdin)
 }
 
 fn manifest(name: &str) -> String {

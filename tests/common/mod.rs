@@ -8,7 +8,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sidecar-injector");
@@ -216,6 +216,24 @@ pub fn apply(pod: &Value, patch: &Value) -> Value {
     let mut out = pod.clone();
     json_patch::patch(&mut out, &patch).expect("the patch applies");
     out
+}
+
+/// Runs a program with `args`, `stdin` written to it (then closed), and collects its output.
+pub fn run(program: impl AsRef<std::ffi::OsStr>, args: &[&str], stdin: Option<&str>) -> Output {
+    let program = program.as_ref();
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", program.to_string_lossy()));
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        use std::io::Write;
+        pipe.write_all(text.as_bytes()).expect("write stdin");
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("the program's output")
 }
 
 pub fn write(path: &Path, text: &str) {
