@@ -56,6 +56,15 @@ fn kubectl(env: &Env, args: &[&str], stdin: Option<&str>) -> Output {
     common::run(&env.kubectl, args, stdin)
 }
 
+/// Waits until `kubectl rollout status` says the workload rolled out (90 s at most).
+fn rolled_out(env: &Env, ns: &str, workload: &str) {
+    ok(&kubectl(
+        env,
+        &["rollout", "status", workload, "-n", ns, "--timeout=90s"],
+        None,
+    ));
+}
+
 fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),
@@ -253,18 +262,7 @@ async fn deployment_pods_are_injected_run_ready_and_roll_out() {
         ],
         None,
     ));
-    ok(&kubectl(
-        &env,
-        &[
-            "rollout",
-            "status",
-            "deployment/web",
-            "-n",
-            &ns,
-            "--timeout=90s",
-        ],
-        None,
-    ));
+    rolled_out(&env, &ns, "deployment/web");
     let pods: Api<Pod> = Api::namespaced(c.clone(), &ns);
     let ready = |p: &Pod| {
         p.status
@@ -291,18 +289,7 @@ async fn deployment_pods_are_injected_run_ready_and_roll_out() {
         &["rollout", "restart", "deployment/web", "-n", &ns],
         None,
     ));
-    ok(&kubectl(
-        &env,
-        &[
-            "rollout",
-            "status",
-            "deployment/web",
-            "-n",
-            &ns,
-            "--timeout=90s",
-        ],
-        None,
-    ));
+    rolled_out(&env, &ns, "deployment/web");
     let after = eventually("the old Pods to go", 60, || async {
         let l = pods.list(&ListParams::default()).await.ok()?;
         let live: Vec<Pod> = l

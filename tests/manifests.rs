@@ -423,19 +423,7 @@ fn certs_verify_with_openssl_for_the_service_name() {
         "sidecar-injector.sidecar-injector.svc",
         "sidecar-injector.sidecar-injector.svc.cluster.local",
     ] {
-        let v = Command::new("openssl")
-            .args([
-                "verify",
-                "-purpose",
-                "sslserver",
-                "-verify_hostname",
-                name,
-                "-CAfile",
-            ])
-            .arg(dir.path().join("ca.crt"))
-            .arg(dir.path().join("tls.crt"))
-            .output()
-            .expect("openssl");
+        let v = openssl_verify(dir.path(), "-verify_hostname", name);
         assert!(
             v.status.success(),
             "{name}: {}{}",
@@ -443,16 +431,22 @@ fn certs_verify_with_openssl_for_the_service_name() {
             String::from_utf8_lossy(&v.stderr)
         );
     }
-    let wrong = Command::new("openssl")
-        .args(["verify", "-verify_hostname", "other.default.svc", "-CAfile"])
-        .arg(dir.path().join("ca.crt"))
-        .arg(dir.path().join("tls.crt"))
-        .output()
-        .unwrap();
+    let wrong = openssl_verify(dir.path(), "-verify_hostname", "other.default.svc");
     assert!(
         !wrong.status.success(),
         "a name the certificate does not hold fails"
     );
+}
+
+/// `openssl verify` of `dir`'s tls.crt against its ca.crt, as a server certificate for `name`
+/// (`flag` is `-verify_hostname` or `-verify_ip`).
+fn openssl_verify(dir: &Path, flag: &str, name: &str) -> std::process::Output {
+    Command::new("openssl")
+        .args(["verify", "-purpose", "sslserver", flag, name, "-CAfile"])
+        .arg(dir.join("ca.crt"))
+        .arg(dir.join("tls.crt"))
+        .output()
+        .expect("openssl")
 }
 
 #[test]
@@ -475,16 +469,7 @@ fn certs_san_adds_an_ip_address_for_a_webhook_registered_by_url() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let verify = |flag: &str, name: &str| {
-        Command::new("openssl")
-            .args(["verify", "-purpose", "sslserver", flag, name, "-CAfile"])
-            .arg(dir.path().join("ca.crt"))
-            .arg(dir.path().join("tls.crt"))
-            .output()
-            .expect("openssl")
-            .status
-            .success()
-    };
+    let verify = |flag: &str, name: &str| openssl_verify(dir.path(), flag, name).status.success();
     assert!(
         verify("-verify_ip", "127.0.0.1"),
         "an IP SAN, not a DNS name"
