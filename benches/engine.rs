@@ -43,6 +43,8 @@ fn decide(config: &Config, raw: &RawValue) -> engine::Decision {
             sub_resource: None,
             namespace: "shop",
             namespace_labels: None,
+            namespace_annotations: None,
+            namespace_selected: false,
             object: Some(raw),
             workload_kind: None,
         },
@@ -53,7 +55,7 @@ fn decide(config: &Config, raw: &RawValue) -> engine::Decision {
 fn answer(config: &Config, body: &[u8]) -> Vec<u8> {
     match admission::decode(body) {
         Ok(Decoded::Review(r)) => {
-            let d = r.decide(config);
+            let d = r.decide(config, None);
             r.respond(&d, config.settings.failure_policy).unwrap()
         }
         _ => panic!("the fixture is a readable review"),
@@ -61,9 +63,9 @@ fn answer(config: &Config, body: &[u8]) -> Vec<u8> {
 }
 
 fn dynamic_config() -> RawConfig {
-    RawConfig {
-        settings: Some("values: {interval: '30'}\n".into()),
-        template: r#"
+    RawConfig::new(
+        Some("values: {interval: '30'}\n".into()),
+        r#"
 containers:
 - name: collector
   image: atlassian/bitbucket-pipelines-metrics-collector:2.1.0
@@ -73,9 +75,8 @@ containers:
   - {name: NS, value: "{{ namespace }}"}
 volumes:
 - {name: cgroup, hostPath: {path: /sys/fs/cgroup, type: Directory}}
-"#
-        .into(),
-    }
+"#,
+    )
 }
 
 fn benches(c: &mut Criterion) {

@@ -191,15 +191,18 @@ impl Review<'_> {
         self.object
     }
 
-    /// Runs the engine on this request.
-    pub fn decide(&self, config: &Config) -> Decision {
+    /// Runs the engine on this request; `namespace` is what the namespace cache knows of the
+    /// request's namespace, when it knows.
+    pub fn decide(&self, config: &Config, namespace: Option<&engine::NamespaceMeta>) -> Decision {
         engine::decide(
             &engine::Request {
                 operation: self.operation.clone(),
                 kind: &self.kind,
                 sub_resource: self.sub_resource.as_deref(),
                 namespace: self.namespace.as_deref().unwrap_or("default"),
-                namespace_labels: None,
+                namespace_labels: namespace.map(|n| &n.labels),
+                namespace_annotations: namespace.map(|n| &n.annotations),
+                namespace_selected: true,
                 object: self.object,
                 workload_kind: None,
             },

@@ -1,5 +1,9 @@
 //! The injector's configuration: a ConfigMap (file or mounted directory) turned, once, into a
 //! validated and immutable [`Config`]. Requests only read it; reloads replace it whole.
+//!
+//! A ConfigMap holds `config.yaml` (settings and values) and one or more templates:
+//! `mutate.yaml` is the template named `default`, and each `NAME.mutate.yaml` the template
+//! named `NAME`.
 
 use crate::image;
 use crate::patch::Shared;
@@ -11,12 +15,18 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// The two keys of the ConfigMap.
+/// The settings key of the ConfigMap.
 pub const SETTINGS_KEY: &str = "config.yaml";
+/// The key of the template named `default`.
 pub const TEMPLATE_KEY: &str = "mutate.yaml";
+/// Every other template is the key `NAME` + this.
+pub const TEMPLATE_SUFFIX: &str = ".mutate.yaml";
+/// The name of the template in `mutate.yaml`.
+pub const DEFAULT_TEMPLATE_NAME: &str = "default";
 
 /// The embedded default: the Bitbucket Pipelines metrics collector. `manifests/` ships the
 /// very same files as its ConfigMap.
@@ -25,6 +35,45 @@ pub const DEFAULT_TEMPLATE: &str = include_str!("../manifests/base/config/mutate
 
 /// The namespace the injector runs in when `POD_NAMESPACE` does not say.
 pub const DEFAULT_OWN_NAMESPACE: &str = "sidecar-injector";
+
+/// The ConfigMap key of a template.
+pub fn template_key(name: &str) -> String {
+    if name == DEFAULT_TEMPLATE_NAME {
+        TEMPLATE_KEY.to_owned()
+    } else {
+        format!("{name}{TEMPLATE_SUFFIX}")
+    }
+}
+
+/// The template a ConfigMap key holds: `Some(Ok(name))`, `Some(Err(why))` for a key that looks
+/// like a template but cannot be one, `None` for any other key.
+pub fn template_name(key: &str) -> Option<Result<String, String>> {
+    if key == TEMPLATE_KEY {
+        return Some(Ok(DEFAULT_TEMPLATE_NAME.to_owned()));
+    }
+    let name = key.strip_suffix(TEMPLATE_SUFFIX)?;
+    Some(if name == DEFAULT_TEMPLATE_NAME {
+        Err(format!(
+            "{key}: the default template is the key {TEMPLATE_KEY}"
+        ))
+    } else if is_dns_label(name) {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "{key}: {name:?} is not a template name (lower-case letters, digits, '-', at most 63)"
+        ))
+    })
+}
+
+fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -55,6 +104,20 @@ pub enum NativeSidecars {
     Never,
 }
 
+/// What to do when the namespace enforces a Pod Security level the injection would break
+/// (hostPath volumes under `baseline` or `restricted`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PodSecurity {
+    /// Inject, and warn that the Pod will be rejected.
+    #[default]
+    Warn,
+    /// Do not inject (reason `pod_security`), and warn why.
+    Skip,
+    /// Inject, and say nothing.
+    Ignore,
+}
+
 /// `config.yaml`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -71,6 +134,14 @@ pub struct Settings {
     pub native_sidecars: NativeSidecars,
     #[serde(default = "default_never_inject")]
     pub never_inject_namespaces: Vec<String>,
+    #[serde(default)]
+    pub pod_security: PodSecurity,
+    /// The templates injected when neither the Pod nor its namespace names others.
+    #[serde(default = "default_templates")]
+    pub templates: Vec<String>,
+    /// The dotted `values` paths a namespace or Pod may override.
+    #[serde(default)]
+    pub overridable: Vec<String>,
     #[serde(default = "empty_map")]
     pub values: Value,
 }
@@ -89,6 +160,9 @@ fn default_never_inject() -> Vec<String> {
     ["kube-system", "kube-public", "kube-node-lease"]
         .map(String::from)
         .to_vec()
+}
+fn default_templates() -> Vec<String> {
+    vec![DEFAULT_TEMPLATE_NAME.to_owned()]
 }
 fn empty_map() -> Value {
     json!({})
@@ -148,13 +222,31 @@ pub struct Config {
     pub settings: Settings,
     /// The injector's own namespace: never injected.
     pub own_namespace: String,
-    template: Template,
-    /// The fragment, when nothing in the template depends on the Pod.
+    /// Every template of the ConfigMap, by name.
+    pub templates: BTreeMap<String, NamedTemplate>,
+    /// The fragment of `settings.templates`, when nothing in them depends on the Pod.
     prerendered: Option<Fragment>,
-    /// Identifies this configuration in the status annotation and `config_info`.
+    /// Identifies what `settings.templates` inject: the status annotation and `config_info`.
     pub template_hash: String,
     /// Things worth a look that do not stop the config from loading.
     pub warnings: Vec<String>,
+}
+
+/// One template of the ConfigMap, compiled.
+#[derive(Debug)]
+pub struct NamedTemplate {
+    pub name: String,
+    /// Its ConfigMap key, which prefixes its problems: `mutate.yaml`, `apm.mutate.yaml`.
+    pub key: String,
+    /// The parsed document, kept to compile again for a Pod whose values are overridden.
+    doc: Value,
+    template: Template,
+    /// The fragment, when nothing in the template depends on the Pod.
+    prerendered: Option<Fragment>,
+    /// Identifies this template (with the settings it renders with) in the status annotation.
+    pub hash: String,
+    /// `os: [linux, windows]`: the template can run beside a Windows Pod.
+    pub windows: bool,
 }
 
 /// Every problem found while loading, each with its file and path.
@@ -196,11 +288,46 @@ impl fmt::Display for Source {
     }
 }
 
-/// The raw text of the two keys.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The raw text of the ConfigMap's keys.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RawConfig {
     pub settings: Option<String>,
-    pub template: String,
+    /// Template name -> its text.
+    pub templates: BTreeMap<String, String>,
+    /// Problems with the keys themselves (a key that cannot name a template).
+    pub key_problems: Vec<String>,
+}
+
+impl RawConfig {
+    /// Settings and the one template named `default`.
+    pub fn new(settings: Option<String>, template: impl Into<String>) -> RawConfig {
+        RawConfig {
+            settings,
+            templates: BTreeMap::from([(DEFAULT_TEMPLATE_NAME.to_owned(), template.into())]),
+            key_problems: Vec::new(),
+        }
+    }
+
+    /// Adds the template `name`.
+    pub fn with_template(mut self, name: &str, text: impl Into<String>) -> RawConfig {
+        self.templates.insert(name.to_owned(), text.into());
+        self
+    }
+
+    /// Sorts one ConfigMap key into settings, templates or neither.
+    fn add_key(&mut self, key: &str, text: String) {
+        if key == SETTINGS_KEY {
+            self.settings = Some(text);
+            return;
+        }
+        match template_name(key) {
+            Some(Ok(name)) => {
+                self.templates.insert(name, text);
+            }
+            Some(Err(problem)) => self.key_problems.push(problem),
+            None => {}
+        }
+    }
 }
 
 impl Source {
@@ -208,32 +335,56 @@ impl Source {
         arg.map_or(Source::Embedded, |p| Source::Path(p.to_owned()))
     }
 
-    /// Reads the two keys. A directory is read through its symlinks, as kubelet lays them out.
+    /// The files a directory source is read from, sorted: `config.yaml` and every template.
+    /// A ConfigMap mounted by kubelet has each key as a symlink into `..data`; the `..`
+    /// entries themselves are skipped.
+    pub fn files(&self) -> Vec<PathBuf> {
+        match self {
+            Source::Embedded => Vec::new(),
+            Source::Path(p) if p.is_dir() => {
+                let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter_map(|e| {
+                        let name = e.file_name().to_str()?.to_owned();
+                        let wanted = name == SETTINGS_KEY
+                            || (template_name(&name).is_some() && !name.starts_with('.'));
+                        wanted.then(|| p.join(name))
+                    })
+                    .collect();
+                files.sort();
+                files
+            }
+            Source::Path(p) => vec![p.clone()],
+        }
+    }
+
+    /// Reads the keys. A directory is read through its symlinks, as kubelet lays them out.
     pub fn read(&self) -> Result<RawConfig, ConfigError> {
         match self {
-            Source::Embedded => Ok(RawConfig {
-                settings: Some(DEFAULT_SETTINGS.to_owned()),
-                template: DEFAULT_TEMPLATE.to_owned(),
-            }),
+            Source::Embedded => Ok(RawConfig::new(
+                Some(DEFAULT_SETTINGS.to_owned()),
+                DEFAULT_TEMPLATE,
+            )),
             Source::Path(p) if p.is_dir() => {
-                let read = |key: &str| -> Result<Option<String>, ConfigError> {
-                    let file = p.join(key);
-                    match std::fs::read_to_string(&file) {
-                        Ok(s) => Ok(Some(s)),
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                        Err(e) => Err(ConfigError::one(format!("{}: {e}", file.display()))),
-                    }
-                };
-                let template = read(TEMPLATE_KEY)?.ok_or_else(|| {
-                    ConfigError::one(format!(
-                        "{}: no {TEMPLATE_KEY} in this directory",
+                let mut raw = RawConfig::default();
+                for file in self.files() {
+                    let text = std::fs::read_to_string(&file)
+                        .map_err(|e| ConfigError::one(format!("{}: {e}", file.display())))?;
+                    let key = file
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or_default();
+                    raw.add_key(key, text);
+                }
+                if raw.templates.is_empty() {
+                    return Err(ConfigError::one(format!(
+                        "{}: no {TEMPLATE_KEY} or NAME{TEMPLATE_SUFFIX} in this directory",
                         p.display()
-                    ))
-                })?;
-                Ok(RawConfig {
-                    settings: read(SETTINGS_KEY)?,
-                    template,
-                })
+                    )));
+                }
+                Ok(raw)
             }
             Source::Path(p) => {
                 let text = std::fs::read_to_string(p)
@@ -245,27 +396,49 @@ impl Source {
     }
 }
 
-/// Reads the two keys out of a ConfigMap manifest.
-fn parse_configmap(text: &str) -> Result<RawConfig, String> {
+/// Reads the keys out of a ConfigMap manifest.
+pub fn parse_configmap(text: &str) -> Result<RawConfig, String> {
     let doc: Value = crate::yaml::from_str(text)?;
     let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
     if kind != "ConfigMap" {
         return Err(format!("kind is {kind:?}, want a ConfigMap"));
     }
-    let data = doc.get("data").and_then(Value::as_object);
-    let key = |k: &str| -> Result<Option<String>, String> {
-        match data.and_then(|d| d.get(k)) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(format!("data.{k} is not a string but {other}")),
+    let mut raw = RawConfig::default();
+    for (key, value) in doc
+        .get("data")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        match value {
+            Value::Null => {}
+            Value::String(s) => raw.add_key(key, s.clone()),
+            other => return Err(format!("data.{key} is not a string but {other}")),
         }
-    };
-    let template =
-        key(TEMPLATE_KEY)?.ok_or_else(|| format!("the ConfigMap has no data.{TEMPLATE_KEY}"))?;
-    Ok(RawConfig {
-        settings: key(SETTINGS_KEY)?,
-        template,
-    })
+    }
+    if raw.templates.is_empty() {
+        return Err(format!(
+            "the ConfigMap has no data.{TEMPLATE_KEY} or data.NAME{TEMPLATE_SUFFIX}"
+        ));
+    }
+    Ok(raw)
+}
+
+/// Why a Pod gets no fragment.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FragmentError {
+    /// A template does not render, or renders into something the apiserver would refuse.
+    Template(String),
+    /// Two templates add the same name with different definitions.
+    Conflict(String),
+}
+
+impl fmt::Display for FragmentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FragmentError::Template(e) | FragmentError::Conflict(e) => f.write_str(e),
+        }
+    }
 }
 
 impl Config {
@@ -274,86 +447,364 @@ impl Config {
         Config::from_raw(&source.read()?, own_namespace)
     }
 
-    /// Parses, validates and pre-renders. Collects every problem rather than stopping at one.
+    /// Parses, validates and pre-renders every template. Collects every problem rather than
+    /// stopping at one.
     pub fn from_raw(raw: &RawConfig, own_namespace: &str) -> Result<Config, ConfigError> {
-        let mut problems = Vec::new();
+        let mut problems = raw.key_problems.clone();
         let settings = parse_settings(raw.settings.as_deref().unwrap_or("{}"), &mut problems);
-        let template_doc = match crate::yaml::from_str::<Value>(&raw.template) {
+        let Some(settings) = settings else {
+            return Err(ConfigError { problems });
+        };
+        let mut warnings = Vec::new();
+        let mut templates = BTreeMap::new();
+        for (name, text) in &raw.templates {
+            if let Some(t) =
+                NamedTemplate::load(name, text, &settings, &mut problems, &mut warnings)
+            {
+                templates.insert(name.clone(), t);
+            }
+        }
+        if settings.templates.is_empty() {
+            problems.push(format!(
+                "{SETTINGS_KEY}: templates: want at least one template name"
+            ));
+        }
+        for (i, name) in settings.templates.iter().enumerate() {
+            if !raw.templates.contains_key(name) {
+                problems.push(format!(
+                    "{SETTINGS_KEY}: templates[{i}]: no template {name:?} (want a key {})",
+                    template_key(name)
+                ));
+            }
+        }
+        for (i, path) in settings.overridable.iter().enumerate() {
+            if path.is_empty() || path.split('.').any(str::is_empty) {
+                problems.push(format!(
+                    "{SETTINGS_KEY}: overridable[{i}]: {path:?} is not a dotted path of values"
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError { problems });
+        }
+        let mut config = Config {
+            settings,
+            own_namespace: own_namespace.to_owned(),
+            templates,
+            prerendered: None,
+            template_hash: String::new(),
+            warnings,
+        };
+        let defaults = config.default_templates();
+        let template_hash = combined_hash(&defaults);
+        // The default list must inject as one: no name added twice with two definitions.
+        let sample = sample_pod();
+        let parts = defaults
+            .iter()
+            .map(|t| match &t.prerendered {
+                Some(f) => Ok((t.name.as_str(), Cow::Borrowed(f))),
+                None => t
+                    .render(&sample, "default", &config.settings, None)
+                    .map(|f| (t.name.as_str(), Cow::Owned(f))),
+            })
+            .collect::<Result<Vec<_>, String>>();
+        let merged = match parts {
+            Ok(parts) => merge_fragments(parts),
+            Err(e) => Err(FragmentError::Template(e)),
+        };
+        let prerendered = match merged {
+            Ok(f) if defaults.iter().all(|t| t.prerendered.is_some()) => Some(f.into_owned()),
+            Ok(_) => None,
+            Err(FragmentError::Conflict(e)) => {
+                return Err(ConfigError::one(format!("{SETTINGS_KEY}: templates: {e}")));
+            }
+            Err(FragmentError::Template(e)) => return Err(ConfigError::one(e)),
+        };
+        config.template_hash = template_hash;
+        config.prerendered = prerendered;
+        Ok(config)
+    }
+
+    /// The templates of `config.yaml`'s `templates`, in order.
+    pub fn default_templates(&self) -> Vec<&NamedTemplate> {
+        self.settings
+            .templates
+            .iter()
+            .filter_map(|n| self.templates.get(n))
+            .collect()
+    }
+
+    /// The templates of `names`, in order; the error names the first unknown one.
+    pub fn resolve<'c>(&'c self, names: &[String]) -> Result<Vec<&'c NamedTemplate>, String> {
+        names
+            .iter()
+            .map(|n| {
+                self.templates.get(n).ok_or_else(|| {
+                    format!(
+                        "no template {n:?} (the configuration has {})",
+                        self.templates
+                            .keys()
+                            .map(|k| format!("{k:?}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// The fragment `templates` add to one Pod, merged in order: the pre-rendered one when
+    /// that is possible, else each rendered for this Pod (and with `values` in place of the
+    /// configured values, when a namespace or the Pod overrides some).
+    pub fn fragment<'c>(
+        &'c self,
+        templates: &[&'c NamedTemplate],
+        pod: &RawValue,
+        namespace: &str,
+        values: Option<&Value>,
+    ) -> Result<Cow<'c, Fragment>, FragmentError> {
+        let is_default = templates.len() == self.settings.templates.len()
+            && templates
+                .iter()
+                .zip(&self.settings.templates)
+                .all(|(t, n)| &t.name == n);
+        if let (true, None, Some(f)) = (is_default, values, &self.prerendered) {
+            return Ok(Cow::Borrowed(f));
+        }
+        let mut parts = Vec::with_capacity(templates.len());
+        for t in templates {
+            let f = match (&t.prerendered, values) {
+                (Some(f), None) => Cow::Borrowed(f),
+                _ => Cow::Owned(
+                    t.render(pod, namespace, &self.settings, values)
+                        .map_err(FragmentError::Template)?,
+                ),
+            };
+            parts.push((t.name.as_str(), f));
+        }
+        merge_fragments(parts)
+    }
+}
+
+/// The one hash of several templates: the template's own when there is one.
+pub fn combined_hash(templates: &[&NamedTemplate]) -> String {
+    match templates {
+        [one] => one.hash.clone(),
+        many => {
+            let mut h = Sha256::new();
+            for t in many {
+                h.update(t.name.as_bytes());
+                h.update([b'=']);
+                h.update(t.hash.as_bytes());
+                h.update([0]);
+            }
+            short_digest(h)
+        }
+    }
+}
+
+fn short_digest(h: Sha256) -> String {
+    h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl NamedTemplate {
+    /// Parses, compiles and checks one template; `None` (with its problems recorded) when it
+    /// cannot be used.
+    fn load(
+        name: &str,
+        text: &str,
+        settings: &Settings,
+        problems: &mut Problems,
+        warnings: &mut Vec<String>,
+    ) -> Option<NamedTemplate> {
+        let key = template_key(name);
+        let mut doc = match crate::yaml::from_str::<Value>(text) {
             Ok(Value::Null) => Value::Object(Default::default()),
             Ok(v @ Value::Object(_)) => v,
             Ok(other) => {
                 problems.push(format!(
-                    "{TEMPLATE_KEY}: want a mapping of Pod spec fields, got {other}"
+                    "{key}: want a mapping of Pod spec fields, got {other}"
                 ));
-                Value::Null
+                return None;
             }
             Err(e) => {
-                problems.push(format!("{TEMPLATE_KEY}: {e}"));
-                Value::Null
+                problems.push(format!("{key}: {e}"));
+                return None;
             }
         };
-        let (Some(settings), Value::Object(_)) = (settings, &template_doc) else {
-            return Err(ConfigError { problems });
+        check_template_keys(&key, &doc, problems);
+        let windows = match doc.as_object_mut().and_then(|m| m.remove("os")) {
+            None | Some(Value::Null) => false,
+            Some(os) => parse_os(&key, &os, problems),
         };
-        check_template_keys(&template_doc, &mut problems);
-        let hash = template_hash(&settings, &template_doc);
+        let hash = template_hash(settings, &doc);
+        let before = problems.len();
         let (template, mut template_problems) =
-            Template::compile_partial(TEMPLATE_KEY, template_doc, &settings.values);
+            Template::compile_partial(&key, doc.clone(), &settings.values);
         problems.append(&mut template_problems);
-        let mut config = Config {
-            settings,
-            own_namespace: own_namespace.to_owned(),
+        let mut t = NamedTemplate {
+            name: name.to_owned(),
+            key,
+            doc,
             template,
             prerendered: None,
-            template_hash: hash,
-            warnings: Vec::new(),
+            hash,
+            windows,
         };
         // Render now: the whole fragment when it is static, or against a sample Pod to find
         // the problems of the dynamic parts before a real Pod does.
-        let rendered = match config.template.static_value() {
+        let rendered = match t.template.static_value() {
             Some(v) => Ok(v.clone()),
-            None => config.template.render(&sample_pod(), "default"),
+            None => t.template.render(&sample_pod(), "default"),
         };
         let fragment = rendered
             .map_err(|e| vec![e])
-            .and_then(|v| Fragment::check(v, &config.settings, Some(&mut config.warnings)));
+            .and_then(|v| Fragment::check(&t.key, v, settings, Some(warnings)));
         match fragment {
-            Ok(f) if problems.is_empty() => {
-                if config.template.is_static() {
-                    config.prerendered = Some(f);
+            Ok(f) if problems.len() == before => {
+                if t.template.is_static() {
+                    t.prerendered = Some(f);
                 }
+                Some(t)
             }
-            Ok(_) => return Err(ConfigError { problems }),
+            Ok(_) => None,
             Err(more) => {
                 // A field already reported (say, a bad expression) is not reported again.
-                let reported: Vec<String> = problems
+                let reported: Vec<String> = problems[before..]
                     .iter()
                     .map(|p| problem_field(p).to_owned())
                     .collect();
-                let fresh = more.into_iter().filter(|p| {
-                    let field = problem_field(p);
-                    !reported
-                        .iter()
-                        .any(|r| field.starts_with(r.as_str()) || r.starts_with(field))
-                });
+                let fresh: Vec<String> = more
+                    .into_iter()
+                    .filter(|p| {
+                        let field = problem_field(p);
+                        !reported
+                            .iter()
+                            .any(|r| field.starts_with(r.as_str()) || r.starts_with(field))
+                    })
+                    .collect();
                 problems.extend(fresh);
-                return Err(ConfigError { problems });
+                None
             }
         }
-        Ok(config)
     }
 
-    /// The fragment for one Pod: the pre-rendered one, or a fresh render when the template
-    /// reads the Pod or its namespace.
-    pub fn fragment(&self, pod: &RawValue, namespace: &str) -> Result<Cow<'_, Fragment>, String> {
-        if let Some(f) = &self.prerendered {
-            return Ok(Cow::Borrowed(f));
-        }
-        let rendered = self.template.render(pod, namespace)?;
-        Fragment::check(rendered, &self.settings, None)
-            .map(Cow::Owned)
-            .map_err(|p| p.join("; "))
+    /// Renders for one Pod; with `values`, compiled again against them first.
+    fn render(
+        &self,
+        pod: &RawValue,
+        namespace: &str,
+        settings: &Settings,
+        values: Option<&Value>,
+    ) -> Result<Fragment, String> {
+        let rendered = match values {
+            None => self.template.render(pod, namespace)?,
+            Some(values) => Template::compile(&self.key, self.doc.clone(), values)
+                .map_err(|p| p.join("; "))?
+                .render(pod, namespace)?,
+        };
+        Fragment::check(&self.key, rendered, settings, None).map_err(|p| p.join("; "))
     }
+}
+
+/// `os: [linux, windows]`: true when windows is listed.
+fn parse_os(key: &str, os: &Value, problems: &mut Problems) -> bool {
+    let Some(list) = os.as_array() else {
+        problems.push(format!(
+            "{key}: os: want a list of linux, windows; got {os}"
+        ));
+        return false;
+    };
+    let mut windows = false;
+    for (i, v) in list.iter().enumerate() {
+        match v.as_str() {
+            Some("linux") => {}
+            Some("windows") => windows = true,
+            _ => problems.push(format!("{key}: os[{i}]: {v} is not linux or windows")),
+        }
+    }
+    windows
+}
+
+/// Joins the fragments of several templates, in order. A name two templates add with the
+/// same definition is added once; with two definitions it is a conflict.
+fn merge_fragments<'f>(
+    parts: Vec<(&str, Cow<'f, Fragment>)>,
+) -> Result<Cow<'f, Fragment>, FragmentError> {
+    if parts.len() <= 1 {
+        return Ok(parts
+            .into_iter()
+            .next()
+            .map(|(_, f)| f)
+            .unwrap_or_else(|| Cow::Owned(Fragment::default())));
+    }
+    let mut out = Fragment::default();
+    // name -> (template, definition), per kind of name
+    let mut containers: BTreeMap<String, (&str, Value)> = BTreeMap::new();
+    let mut others: BTreeMap<(&str, String), (&str, Value)> = BTreeMap::new();
+    for (template, f) in &parts {
+        for (what, list, into) in [
+            (
+                "init container",
+                &f.init_containers,
+                &mut out.init_containers,
+            ),
+            ("container", &f.containers, &mut out.containers),
+        ] {
+            for item in list {
+                match containers.get(item.name()) {
+                    None => {
+                        containers.insert(item.name().to_owned(), (template, item.value.clone()));
+                        into.push(item.clone());
+                    }
+                    Some((_, v)) if *v == item.value => {}
+                    Some((first, _)) => {
+                        return Err(FragmentError::Conflict(format!(
+                            "templates {first:?} and {template:?} both add a container named {:?}, with different definitions (as {what} in {template:?})",
+                            item.name()
+                        )));
+                    }
+                }
+            }
+        }
+        for (what, list, into) in [
+            ("volume", &f.volumes, &mut out.volumes),
+            (
+                "image pull secret",
+                &f.image_pull_secrets,
+                &mut out.image_pull_secrets,
+            ),
+            ("app env var", &f.app_env, &mut out.app_env),
+            (
+                "app volume mount",
+                &f.app_volume_mounts,
+                &mut out.app_volume_mounts,
+            ),
+        ] {
+            for item in list {
+                match others.get(&(what, item.name().to_owned())) {
+                    None => {
+                        others.insert(
+                            (what, item.name().to_owned()),
+                            (template, item.value.clone()),
+                        );
+                        into.push(item.clone());
+                    }
+                    Some((_, v)) if *v == item.value => {}
+                    Some((first, _)) => {
+                        return Err(FragmentError::Conflict(format!(
+                            "templates {first:?} and {template:?} both add a {what} named {:?}, with different definitions",
+                            item.name()
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    Ok(Cow::Owned(out))
 }
 
 /// `mutate.yaml: containers[0].image` of `mutate.yaml: containers[0].image: message`.
@@ -391,13 +842,21 @@ fn parse_settings(text: &str, problems: &mut Problems) -> Option<Settings> {
     {
         problems.push(format!("{SETTINGS_KEY}: imageRepository: {e}"));
     }
+    for (i, name) in settings.templates.iter().enumerate() {
+        if !is_dns_label(name) {
+            problems.push(format!(
+                "{SETTINGS_KEY}: templates[{i}]: {name:?} is not a template name"
+            ));
+        }
+    }
     if settings.namespace_label.is_empty() {
         problems.push(format!("{SETTINGS_KEY}: namespaceLabel: must not be empty"));
     }
     Some(settings)
 }
 
-const TEMPLATE_SECTIONS: [&str; 5] = [
+const TEMPLATE_SECTIONS: [&str; 6] = [
+    "os",
     "imagePullSecrets",
     "initContainers",
     "containers",
@@ -405,12 +864,12 @@ const TEMPLATE_SECTIONS: [&str; 5] = [
     "appContainers",
 ];
 
-fn check_template_keys(doc: &Value, problems: &mut Problems) {
+fn check_template_keys(file: &str, doc: &Value, problems: &mut Problems) {
     let Some(map) = doc.as_object() else { return };
     for (k, v) in map {
         if !TEMPLATE_SECTIONS.contains(&k.as_str()) {
             problems.push(format!(
-                "{TEMPLATE_KEY}: {k}: unknown key (want one of {})",
+                "{file}: {k}: unknown key (want one of {})",
                 TEMPLATE_SECTIONS.join(", ")
             ));
         } else if k == "appContainers" {
@@ -421,12 +880,12 @@ fn check_template_keys(doc: &Value, problems: &mut Problems) {
                         .filter(|k| !matches!(k.as_str(), "env" | "volumeMounts"))
                     {
                         problems.push(format!(
-                            "{TEMPLATE_KEY}: appContainers.{key}: unknown key (want env, volumeMounts)"
+                            "{file}: appContainers.{key}: unknown key (want env, volumeMounts)"
                         ));
                     }
                 }
                 None if v.is_null() => {}
-                None => problems.push(format!("{TEMPLATE_KEY}: appContainers: want a mapping")),
+                None => problems.push(format!("{file}: appContainers: want a mapping")),
             }
         }
     }
@@ -442,8 +901,7 @@ fn template_hash(settings: &Settings, template: &Value) -> String {
     h.update(settings.image_repository.as_bytes());
     h.update([0]);
     h.update(format!("{:?}", settings.native_sidecars).as_bytes());
-    let digest = h.finalize();
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    short_digest(h)
 }
 
 /// A plain Pod to render dynamic templates against at load.
@@ -474,6 +932,7 @@ impl Fragment {
     /// moves every image under the repository. `warnings` collects what is only worth a look
     /// (load time); per request it is `None`.
     fn check(
+        file: &str,
         rendered: Value,
         settings: &Settings,
         warnings: Option<&mut Vec<String>>,
@@ -484,7 +943,7 @@ impl Fragment {
                 None | Some(Value::Null) => Vec::new(),
                 Some(Value::Array(a)) => a.clone(),
                 Some(other) => {
-                    problems.push(format!("{TEMPLATE_KEY}: {key}: want a list, got {other}"));
+                    problems.push(format!("{file}: {key}: want a list, got {other}"));
                     Vec::new()
                 }
             }
@@ -515,32 +974,52 @@ impl Fragment {
         let mut w = Vec::new();
         let root = FieldPath::default();
         check_list::<LocalObjectReference>(
+            file,
             &secrets,
             &root.key("imagePullSecrets"),
             &mut problems,
             &mut w,
         );
-        check_list::<Container>(&inits, &root.key("initContainers"), &mut problems, &mut w);
-        check_list::<Container>(&containers, &root.key("containers"), &mut problems, &mut w);
-        check_list::<Volume>(&volumes, &root.key("volumes"), &mut problems, &mut w);
+        check_list::<Container>(
+            file,
+            &inits,
+            &root.key("initContainers"),
+            &mut problems,
+            &mut w,
+        );
+        check_list::<Container>(
+            file,
+            &containers,
+            &root.key("containers"),
+            &mut problems,
+            &mut w,
+        );
+        check_list::<Volume>(file, &volumes, &root.key("volumes"), &mut problems, &mut w);
         let app = root.key("appContainers");
-        check_list::<EnvVar>(&env, &app.key("env"), &mut problems, &mut w);
-        check_list::<VolumeMount>(&mounts, &app.key("volumeMounts"), &mut problems, &mut w);
+        check_list::<EnvVar>(file, &env, &app.key("env"), &mut problems, &mut w);
+        check_list::<VolumeMount>(
+            file,
+            &mounts,
+            &app.key("volumeMounts"),
+            &mut problems,
+            &mut w,
+        );
         for (key, list) in [("initContainers", &inits), ("containers", &containers)] {
             for (i, c) in list.iter().enumerate() {
-                check_container(c, &root.key(key).index(i), &mut problems);
+                check_container(file, c, &root.key(key).index(i), &mut problems);
             }
         }
         unique_names(
+            file,
             inits.iter().chain(&containers),
             "initContainers + containers",
             &mut problems,
         );
-        unique_names(volumes.iter(), "volumes", &mut problems);
-        unique_names(secrets.iter(), "imagePullSecrets", &mut problems);
-        unique_names(env.iter(), "appContainers.env", &mut problems);
+        unique_names(file, volumes.iter(), "volumes", &mut problems);
+        unique_names(file, secrets.iter(), "imagePullSecrets", &mut problems);
+        unique_names(file, env.iter(), "appContainers.env", &mut problems);
         for (i, v) in volumes.iter().enumerate() {
-            check_dns_label(v, &root.key("volumes").index(i), &mut problems);
+            check_dns_label(file, v, &root.key("volumes").index(i), &mut problems);
         }
         if !problems.is_empty() {
             return Err(problems);
@@ -568,6 +1047,7 @@ impl Fragment {
 }
 
 fn check_list<T: DeserializeOwned + serde::Serialize>(
+    file: &str,
     items: &[Value],
     at: &FieldPath,
     problems: &mut Problems,
@@ -576,22 +1056,18 @@ fn check_list<T: DeserializeOwned + serde::Serialize>(
     for (i, item) in items.iter().enumerate() {
         let path = at.index(i);
         if !item.is_object() {
-            problems.push(format!(
-                "{TEMPLATE_KEY}: {path}: want a mapping, got {item}"
-            ));
+            problems.push(format!("{file}: {path}: want a mapping, got {item}"));
             continue;
         }
         match item.get("name") {
             Some(Value::String(n)) if !n.is_empty() => {}
-            _ => problems.push(format!(
-                "{TEMPLATE_KEY}: {path}.name: required, a non-empty string"
-            )),
+            _ => problems.push(format!("{file}: {path}.name: required, a non-empty string")),
         }
-        match deserialize_at::<T>(TEMPLATE_KEY, &path, item.clone()) {
+        match deserialize_at::<T>(file, &path, item.clone()) {
             Ok(typed) => {
                 // Fields the Kubernetes types do not know would be dropped by the apiserver.
                 if let Ok(back) = serde_json::to_value(&typed) {
-                    unknown_fields(item, &back, &path, warnings);
+                    unknown_fields(file, item, &back, &path, warnings);
                 }
             }
             Err(e) => problems.push(e),
@@ -599,43 +1075,47 @@ fn check_list<T: DeserializeOwned + serde::Serialize>(
     }
 }
 
-fn unknown_fields(original: &Value, known: &Value, at: &FieldPath, warnings: &mut Vec<String>) {
+fn unknown_fields(
+    file: &str,
+    original: &Value,
+    known: &Value,
+    at: &FieldPath,
+    warnings: &mut Vec<String>,
+) {
     match (original, known) {
         (Value::Object(o), Value::Object(k)) => {
             for (key, v) in o {
                 match k.get(key) {
                     None if !v.is_null() => warnings.push(format!(
-                        "{TEMPLATE_KEY}: {}: unknown field for Kubernetes 1.33; the apiserver may drop it",
+                        "{file}: {}: unknown field for Kubernetes 1.33; the apiserver may drop it",
                         at.key(key)
                     )),
-                    Some(kv) => unknown_fields(v, kv, &at.key(key), warnings),
+                    Some(kv) => unknown_fields(file, v, kv, &at.key(key), warnings),
                     None => {}
                 }
             }
         }
         (Value::Array(o), Value::Array(k)) => {
             for (i, (ov, kv)) in o.iter().zip(k).enumerate() {
-                unknown_fields(ov, kv, &at.index(i), warnings);
+                unknown_fields(file, ov, kv, &at.index(i), warnings);
             }
         }
         _ => {}
     }
 }
 
-fn check_container(c: &Value, at: &FieldPath, problems: &mut Problems) {
+fn check_container(file: &str, c: &Value, at: &FieldPath, problems: &mut Problems) {
     match c.get("image") {
         Some(Value::String(s)) if !s.trim().is_empty() => {}
-        _ => problems.push(format!(
-            "{TEMPLATE_KEY}: {at}.image: required, a non-empty string"
-        )),
+        _ => problems.push(format!("{file}: {at}.image: required, a non-empty string")),
     }
-    check_dns_label(c, at, problems);
+    check_dns_label(file, c, at, problems);
     let enum_field = |field: &str, allowed: &[&str], problems: &mut Problems| {
         if let Some(v) = c.get(field).and_then(Value::as_str)
             && !allowed.contains(&v)
         {
             problems.push(format!(
-                "{TEMPLATE_KEY}: {at}.{field}: {v:?} is not one of {}",
+                "{file}: {at}.{field}: {v:?} is not one of {}",
                 allowed.join(", ")
             ));
         }
@@ -649,31 +1129,27 @@ fn check_container(c: &Value, at: &FieldPath, problems: &mut Problems) {
 }
 
 /// Container and volume names are DNS-1123 labels.
-fn check_dns_label(item: &Value, at: &FieldPath, problems: &mut Problems) {
+fn check_dns_label(file: &str, item: &Value, at: &FieldPath, problems: &mut Problems) {
     let Some(name) = item.get("name").and_then(Value::as_str) else {
         return;
     };
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if !ok {
+    if !is_dns_label(name) {
         problems.push(format!(
-            "{TEMPLATE_KEY}: {at}.name: {name:?} is not a DNS-1123 label (lower-case letters, digits, '-', at most 63)"
+            "{file}: {at}.name: {name:?} is not a DNS-1123 label (lower-case letters, digits, '-', at most 63)"
         ));
     }
 }
 
-fn unique_names<'a>(items: impl Iterator<Item = &'a Value>, what: &str, problems: &mut Problems) {
+fn unique_names<'a>(
+    file: &str,
+    items: impl Iterator<Item = &'a Value>,
+    what: &str,
+    problems: &mut Problems,
+) {
     let mut seen = std::collections::HashSet::new();
     for name in items.filter_map(|i| i.get("name").and_then(Value::as_str)) {
         if !seen.insert(name) {
-            problems.push(format!(
-                "{TEMPLATE_KEY}: {what}: the name {name:?} appears twice"
-            ));
+            problems.push(format!("{file}: {what}: the name {name:?} appears twice"));
         }
     }
 }
@@ -683,16 +1159,15 @@ mod tests {
     use super::*;
 
     fn raw(settings: &str, template: &str) -> RawConfig {
-        RawConfig {
-            settings: Some(settings.to_owned()),
-            template: template.to_owned(),
-        }
+        RawConfig::new(Some(settings.to_owned()), template)
     }
 
     #[test]
     fn the_embedded_default_loads_and_is_prerendered() {
         let c = Config::load(&Source::Embedded, DEFAULT_OWN_NAMESPACE).expect("default loads");
-        let f = c.fragment(&sample_pod(), "x").unwrap();
+        let f = c
+            .fragment(&c.default_templates(), &sample_pod(), "x", None)
+            .unwrap();
         assert!(
             matches!(f, Cow::Borrowed(_)),
             "a values-only template renders once, at load"
@@ -774,7 +1249,9 @@ mod tests {
             "ns",
         )
         .unwrap();
-        let f = c.fragment(&sample_pod(), "ns").unwrap();
+        let f = c
+            .fragment(&c.default_templates(), &sample_pod(), "ns", None)
+            .unwrap();
         assert_eq!(
             f.init_containers[0].value["image"],
             "registry.corp/mirror/library/busybox:1.36"
@@ -801,11 +1278,125 @@ mod tests {
         let text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata:\n  mutate.yaml: |\n    volumes:\n    - {name: v, emptyDir: {}}\n";
         let raw = parse_configmap(text).unwrap();
         assert_eq!(raw.settings, None);
-        assert!(raw.template.contains("emptyDir"));
+        assert!(raw.templates["default"].contains("emptyDir"));
         assert!(
             parse_configmap("kind: Secret\n")
                 .unwrap_err()
                 .contains("want a ConfigMap")
         );
+    }
+
+    #[test]
+    fn named_templates_load_and_their_problems_name_their_key() {
+        let ok = RawConfig::new(
+            Some("templates: [default, apm]\n".into()),
+            "containers: [{name: c, image: 'c:1'}]\n",
+        )
+        .with_template(
+            "apm",
+            "os: [linux, windows]\ninitContainers: [{name: a, image: 'a:1'}]\n",
+        );
+        let c = Config::from_raw(&ok, "ns").unwrap();
+        assert_eq!(c.templates.keys().collect::<Vec<_>>(), ["apm", "default"]);
+        assert!(c.templates["apm"].windows && !c.templates["default"].windows);
+        assert_ne!(
+            c.template_hash, c.templates["default"].hash,
+            "two templates, one combined hash"
+        );
+        let f = c
+            .fragment(&c.default_templates(), &sample_pod(), "ns", None)
+            .unwrap();
+        assert!(
+            matches!(f, Cow::Borrowed(_)),
+            "static templates merge once, at load"
+        );
+        assert_eq!(f.containers.len() + f.init_containers.len(), 2);
+
+        let bad = RawConfig::new(
+            Some("templates: [default, nope, Bad]\n".into()),
+            "containers: [{name: c, image: 'c:1'}]\n",
+        )
+        .with_template("apm", "os: [linux, mac]\ninitContainers: [{name: a}]\n");
+        let all = Config::from_raw(&bad, "ns").unwrap_err().to_string();
+        for want in [
+            "apm.mutate.yaml: os[1]: \"mac\" is not linux or windows",
+            "apm.mutate.yaml: initContainers[0].image: required",
+            "config.yaml: templates[1]: no template \"nope\" (want a key nope.mutate.yaml)",
+            "config.yaml: templates[2]: \"Bad\" is not a template name",
+        ] {
+            assert!(all.contains(want), "{want} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn templates_listed_together_must_not_disagree() {
+        let raw = RawConfig::new(
+            Some("templates: [default, b]\n".into()),
+            "volumes: [{name: v, emptyDir: {}}]\n",
+        )
+        .with_template("b", "volumes: [{name: v, emptyDir: {medium: Memory}}]\n");
+        let err = Config::from_raw(&raw, "ns").unwrap_err().to_string();
+        assert!(
+            err.contains("config.yaml: templates: templates \"default\" and \"b\" both add a volume named \"v\", with different definitions"),
+            "{err}"
+        );
+        // Not listed together by default: loads; the same definition twice is fine.
+        let apart = RawConfig::new(None, "volumes: [{name: v, emptyDir: {}}]\n")
+            .with_template("b", "volumes: [{name: v, emptyDir: {medium: Memory}}]\n")
+            .with_template("c", "volumes: [{name: v, emptyDir: {}}]\n");
+        let c = Config::from_raw(&apart, "ns").unwrap();
+        let pick = |names: &[&str]| {
+            let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+            let t = c.resolve(&names).unwrap();
+            c.fragment(&t, &sample_pod(), "ns", None)
+                .map(|f| f.volumes.len())
+        };
+        assert_eq!(pick(&["default", "c"]), Ok(1));
+        assert!(matches!(
+            pick(&["default", "b"]),
+            Err(FragmentError::Conflict(_))
+        ));
+        assert!(
+            c.resolve(&["nope".to_owned()])
+                .unwrap_err()
+                .contains("no template \"nope\"")
+        );
+    }
+
+    #[test]
+    fn a_configmap_with_named_templates_and_a_bad_key() {
+        let text = "kind: ConfigMap\ndata:\n  apm.mutate.yaml: 'volumes: []'\n  default.mutate.yaml: 'volumes: []'\n  Bad_Name.mutate.yaml: 'volumes: []'\n  README: hello\n";
+        let raw = parse_configmap(text).unwrap();
+        assert_eq!(raw.templates.keys().collect::<Vec<_>>(), ["apm"]);
+        assert_eq!(raw.key_problems.len(), 2, "{:?}", raw.key_problems);
+        let err = Config::from_raw(&raw, "ns").unwrap_err().to_string();
+        assert!(
+            err.contains("default.mutate.yaml: the default template is the key mutate.yaml"),
+            "{err}"
+        );
+        assert!(
+            err.contains("config.yaml: templates[0]: no template \"default\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_directory_source_reads_every_template_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("mutate.yaml"),
+            "volumes: [{name: a, emptyDir: {}}]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("apm.mutate.yaml"),
+            "volumes: [{name: b, emptyDir: {}}]\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
+        let source = Source::Path(dir.path().to_owned());
+        assert_eq!(source.files().len(), 2);
+        let c = Config::load(&source, "ns").unwrap();
+        assert_eq!(c.templates.keys().collect::<Vec<_>>(), ["apm", "default"]);
     }
 }

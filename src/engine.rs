@@ -4,7 +4,11 @@
 //! against the object exactly as received. `/mutate`, `/preview` and the `preview` command
 //! are doors onto [`decide`]; no other code decides whether or what to inject.
 
-use crate::config::{Config, Fragment, Item, NativeSidecars, Policy};
+use crate::config::{
+    Config, Fragment, FragmentError, Item, NamedTemplate, NativeSidecars, PodSecurity, Policy,
+    combined_hash,
+};
+use crate::overrides::{self, Layer};
 use crate::patch::{Patch, PatchBuilder, Shared};
 use crate::pod::{Entry, PodView, Spec, string_value};
 use kube::core::GroupVersionKind;
@@ -22,6 +26,16 @@ pub const STATUS_KEY: &str = "sidecar-injector.io/status";
 pub const MIRROR_KEY: &str = "kubernetes.io/config.mirror";
 /// The Pod Security admission level of a namespace.
 pub const PSA_ENFORCE_KEY: &str = "pod-security.kubernetes.io/enforce";
+/// Namespace or Pod annotation: the templates to inject, `"a,b"` (Pod over namespace over
+/// `config.yaml`'s `templates`).
+pub const TEMPLATES_KEY: &str = "sidecar-injector.io/templates";
+
+/// What the cluster says about a namespace: plain data the engine reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamespaceMeta {
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
 
 /// What the engine needs to know about one admission.
 #[derive(Debug, Clone)]
@@ -31,9 +45,14 @@ pub struct Request<'a> {
     pub sub_resource: Option<&'a str>,
     /// The request's namespace (for preview: `--namespace` or the document's own).
     pub namespace: &'a str,
-    /// The namespace's labels, when known (preview). The webhook does not read namespaces:
-    /// the apiserver's namespaceSelector has already matched them.
+    /// The namespace's labels, when known: from the namespace cache, or given to preview.
     pub namespace_labels: Option<&'a BTreeMap<String, String>>,
+    /// The namespace's annotations, when known.
+    pub namespace_annotations: Option<&'a BTreeMap<String, String>>,
+    /// True when the apiserver has already matched the namespace against the webhook's
+    /// namespaceSelector (`/mutate`): the opt-in label is then not checked again here, so a
+    /// namespace cache a moment behind cannot skip a Pod the apiserver sent.
+    pub namespace_selected: bool,
     /// The object as received, unparsed.
     pub object: Option<&'a RawValue>,
     /// The kind of workload whose Pod template this is (preview), when not a bare Pod.
@@ -75,10 +94,13 @@ pub enum Reason {
     InvalidObject,
     TemplateError,
     Conflict,
+    PodSecurity,
+    UnknownTemplate,
+    WindowsPod,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 16] = [
         Reason::Injected,
         Reason::OperationNotCreate,
         Reason::NotAPod,
@@ -92,6 +114,9 @@ impl Reason {
         Reason::InvalidObject,
         Reason::TemplateError,
         Reason::Conflict,
+        Reason::PodSecurity,
+        Reason::UnknownTemplate,
+        Reason::WindowsPod,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -109,13 +134,19 @@ impl Reason {
             Reason::InvalidObject => "invalid_object",
             Reason::TemplateError => "template_error",
             Reason::Conflict => "conflict",
+            Reason::PodSecurity => "pod_security",
+            Reason::UnknownTemplate => "unknown_template",
+            Reason::WindowsPod => "windows_pod",
         }
     }
 
     pub fn outcome(self) -> Outcome {
         match self {
             Reason::Injected => Outcome::Injected,
-            Reason::InvalidObject | Reason::TemplateError | Reason::Conflict => Outcome::Failed,
+            Reason::InvalidObject
+            | Reason::TemplateError
+            | Reason::Conflict
+            | Reason::UnknownTemplate => Outcome::Failed,
             _ => Outcome::Skipped,
         }
     }
@@ -138,6 +169,12 @@ impl Decision {
         self.reason.outcome()
     }
 
+    fn with_warnings(mut self, mut warnings: Vec<String>) -> Decision {
+        warnings.append(&mut self.warnings);
+        self.warnings = warnings;
+        self
+    }
+
     /// A decision with no patch: a skip, or a failure.
     fn unpatched(reason: Reason, message: impl Into<String>) -> Decision {
         Decision {
@@ -153,7 +190,11 @@ impl Decision {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
+    /// One hash for all the templates injected (the template's own when there is one).
     pub template_hash: String,
+    /// Each template injected, with its own hash.
+    #[serde(default)]
+    pub templates: BTreeMap<String, String>,
     pub containers: Vec<String>,
     pub init_containers: Vec<String>,
     pub volumes: Vec<String>,
@@ -223,7 +264,7 @@ fn gate<'a>(
             format!("namespace {ns:?} is in neverInjectNamespaces"),
         ));
     }
-    if let Some(labels) = req.namespace_labels {
+    if let Some(labels) = req.namespace_labels.filter(|_| !req.namespace_selected) {
         let key = &settings.namespace_label;
         if labels.get(key).map(String::as_str) != Some("enabled") {
             return Err(Decision::unpatched(
@@ -317,25 +358,155 @@ fn runs_to_completion(
     owned_by_job || matches!(restart_policy, Some("Never" | "OnFailure"))
 }
 
+/// The templates for this Pod, and who chose them: the Pod's annotation, else its
+/// namespace's, else `config.yaml`.
+fn template_names(
+    pod: &PodView<'_>,
+    req: &Request<'_>,
+    config: &Config,
+    warnings: &mut Vec<String>,
+) -> (Vec<String>, String) {
+    let parse = |text: &str| -> Vec<String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut choose = |from: String, text: Option<String>| -> Option<(Vec<String>, String)> {
+        let text = text?;
+        let names = parse(&text);
+        if names.is_empty() {
+            warnings.push(format!(
+                "{from} annotation {TEMPLATES_KEY}={text:?} names no template; ignored"
+            ));
+            return None;
+        }
+        Some((names, format!("{from} annotation {TEMPLATES_KEY}")))
+    };
+    let on_pod = pod
+        .annotation(TEMPLATES_KEY)
+        .map(|raw| string_value(raw).unwrap_or_else(|| raw.get().to_owned()));
+    choose("the Pod's".to_owned(), on_pod)
+        .or_else(|| {
+            let ns = req.namespace_annotations?.get(TEMPLATES_KEY)?.clone();
+            choose(format!("namespace {:?}", req.namespace), Some(ns))
+        })
+        .unwrap_or_else(|| {
+            (
+                config.settings.templates.clone(),
+                format!("{}'s templates", crate::config::SETTINGS_KEY),
+            )
+        })
+}
+
+/// The values for this Pod: the configured ones with the namespace's and the Pod's overrides
+/// merged over them, or `None` when nothing is overridden.
+fn overridden_values(
+    pod: &PodView<'_>,
+    req: &Request<'_>,
+    config: &Config,
+    warnings: &mut Vec<String>,
+) -> Option<Value> {
+    let ns_text = req
+        .namespace_annotations
+        .and_then(|a| a.get(overrides::VALUES_KEY))
+        .map(String::as_str);
+    let pod_text = pod
+        .annotation(overrides::VALUES_KEY)
+        .map(|raw| string_value(raw).unwrap_or_else(|| raw.get().to_owned()));
+    if ns_text.is_none() && pod_text.is_none() {
+        return None;
+    }
+    let ns_from = format!("namespace {:?}", req.namespace);
+    let mut layers = Vec::with_capacity(2);
+    if let Some(text) = ns_text {
+        layers.push(Layer {
+            from: &ns_from,
+            text,
+        });
+    }
+    if let Some(text) = pod_text.as_deref() {
+        layers.push(Layer {
+            from: "the Pod's",
+            text,
+        });
+    }
+    overrides::merge(
+        &config.settings.values,
+        &config.settings.overridable,
+        &layers,
+        warnings,
+    )
+}
+
 fn inject(pod: &PodView<'_>, req: &Request<'_>, config: &Config) -> Decision {
-    let fragment = match config.fragment(pod.raw, req.namespace) {
-        Ok(f) => f,
+    let mut warnings = Vec::new();
+    let (names, chosen_by) = template_names(pod, req, config, &mut warnings);
+    let templates = match config.resolve(&names) {
+        Ok(t) => t,
         Err(e) => {
-            return Decision::unpatched(
-                Reason::TemplateError,
-                format!("the template does not render for this Pod: {e}"),
-            );
+            return Decision::unpatched(Reason::UnknownTemplate, format!("{chosen_by}: {e}"))
+                .with_warnings(warnings);
         }
     };
     let spec = match pod.spec() {
         Ok(s) => s,
-        Err(e) => return Decision::unpatched(Reason::InvalidObject, e),
+        Err(e) => return Decision::unpatched(Reason::InvalidObject, e).with_warnings(warnings),
+    };
+    let templates: Vec<&NamedTemplate> = match spec.windows.as_deref() {
+        None => templates,
+        Some(why) => {
+            let (fit, linux_only): (Vec<_>, Vec<_>) =
+                templates.into_iter().partition(|t| t.windows);
+            let linux_only: Vec<&str> = linux_only.iter().map(|t| t.name.as_str()).collect();
+            if fit.is_empty() {
+                return Decision::unpatched(
+                    Reason::WindowsPod,
+                    format!(
+                        "the Pod runs on Windows ({why}) and no template of {names:?} declares os: [linux, windows]"
+                    ),
+                )
+                .with_warnings(warnings);
+            }
+            if !linux_only.is_empty() {
+                warnings.push(format!(
+                    "the Pod runs on Windows ({why}): templates {linux_only:?} are Linux-only and not injected"
+                ));
+            }
+            fit
+        }
+    };
+    let values = overridden_values(pod, req, config, &mut warnings);
+    let fragment = match config.fragment(&templates, pod.raw, req.namespace, values.as_ref()) {
+        Ok(f) => f,
+        Err(FragmentError::Template(e)) if values.is_some() => {
+            // Overrides are the namespace's or the Pod's: they never break injection.
+            match config.fragment(&templates, pod.raw, req.namespace, None) {
+                Ok(f) => {
+                    warnings.push(format!(
+                        "the overridden values do not render ({e}); injected with the configured values"
+                    ));
+                    f
+                }
+                Err(e) => return fragment_failure(e).with_warnings(warnings),
+            }
+        }
+        Err(e) => return fragment_failure(e).with_warnings(warnings),
     };
     let native = native_sidecars(pod, spec.restart_policy.as_deref(), req, config);
-    match plan(pod, &spec, &fragment, native, &config.template_hash) {
-        Ok((patch, status, mut warnings)) => {
-            if let Some(w) = pod_security_warning(req, &fragment, &status) {
-                warnings.push(w);
+    match plan(pod, &spec, &fragment, native, &templates) {
+        Ok((patch, status, mut plan_warnings)) => {
+            warnings.append(&mut plan_warnings);
+            if let Some(w) = pod_security_problem(req, &fragment, &status) {
+                match config.settings.pod_security {
+                    PodSecurity::Warn => warnings.push(w),
+                    PodSecurity::Ignore => {}
+                    PodSecurity::Skip => {
+                        warnings.push(format!("not injected: {w}"));
+                        return Decision::unpatched(Reason::PodSecurity, w).with_warnings(warnings);
+                    }
+                }
             }
             let mut message = format!("injected containers {:?}", status.containers);
             if !status.init_containers.is_empty() {
@@ -344,6 +515,10 @@ fn inject(pod: &PodView<'_>, req: &Request<'_>, config: &Config) -> Decision {
             if native {
                 message.push_str(" (native sidecars)");
             }
+            let used: Vec<&str> = templates.iter().map(|t| t.name.as_str()).collect();
+            if used != config.settings.templates {
+                message.push_str(&format!(" from templates {used:?}"));
+            }
             Decision {
                 reason: Reason::Injected,
                 message,
@@ -351,14 +526,24 @@ fn inject(pod: &PodView<'_>, req: &Request<'_>, config: &Config) -> Decision {
                 warnings,
             }
         }
-        Err(f) => Decision::unpatched(f.reason, f.message),
+        Err(f) => Decision::unpatched(f.reason, f.message).with_warnings(warnings),
+    }
+}
+
+fn fragment_failure(e: FragmentError) -> Decision {
+    match e {
+        FragmentError::Template(e) => Decision::unpatched(
+            Reason::TemplateError,
+            format!("the template does not render for this Pod: {e}"),
+        ),
+        FragmentError::Conflict(e) => Decision::unpatched(Reason::Conflict, e),
     }
 }
 
 /// When the namespace's Pod Security level is known (its labels were given) and forbids
 /// hostPath volumes (baseline and restricted do), the Pod will be rejected after injection:
 /// say so, naming the volumes.
-fn pod_security_warning(req: &Request<'_>, f: &Fragment, status: &Status) -> Option<String> {
+fn pod_security_problem(req: &Request<'_>, f: &Fragment, status: &Status) -> Option<String> {
     let level = req.namespace_labels?.get(PSA_ENFORCE_KEY)?;
     if !matches!(level.as_str(), "baseline" | "restricted") {
         return None;
@@ -467,7 +652,7 @@ fn plan(
     spec: &Spec<'_>,
     f: &Fragment,
     native: bool,
-    template_hash: &str,
+    templates: &[&NamedTemplate],
 ) -> Result<Plan, Failure> {
     let mut warnings = Vec::new();
     let containers_by_name = by_name(&[
@@ -559,7 +744,11 @@ fn plan(
     }
 
     let status = Status {
-        template_hash: template_hash.to_owned(),
+        template_hash: combined_hash(templates),
+        templates: templates
+            .iter()
+            .map(|t| (t.name.clone(), t.hash.clone()))
+            .collect(),
         containers: names(&add_sidecars),
         init_containers: names(&add_init),
         volumes: names(&add_volumes),

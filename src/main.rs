@@ -4,9 +4,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use sidecar_injector::config::{Config, DEFAULT_OWN_NAMESPACE, Source};
 use sidecar_injector::engine::Outcome;
-use sidecar_injector::{certs, preview, server};
+use sidecar_injector::{certs, input, preview, server};
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -90,15 +89,23 @@ enum LogFormat {
 struct PreviewArgs {
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Manifests to read (YAML or JSON, many documents); - for standard input.
+    /// Manifests to read (YAML or JSON, many documents): a file, a directory (its .yaml, .yml
+    /// and .json files, sorted) or - for standard input. Repeatable; read in order.
     #[arg(short = 'f', long = "filename", default_value = "-")]
-    file: String,
+    files: Vec<String>,
+    /// Read the directories given with -f recursively.
+    #[arg(short = 'R', long)]
+    recursive: bool,
     /// The namespace of every document (default: each document's own, else "default").
     #[arg(long)]
     namespace: Option<String>,
     /// A label of that namespace, KEY=VALUE (repeatable). When given, the namespace must carry the opt-in label.
     #[arg(long = "namespace-label", value_parser = parse_label)]
     namespace_labels: Vec<(String, String)>,
+    /// An annotation of that namespace, KEY=VALUE (repeatable): sidecar-injector.io/templates,
+    /// sidecar-injector.io/values.
+    #[arg(long = "namespace-annotation", value_parser = parse_label)]
+    namespace_annotations: Vec<(String, String)>,
     #[arg(short = 'o', long = "output", value_enum, default_value = "yaml")]
     output: OutputFormat,
 }
@@ -214,47 +221,42 @@ fn run_preview(args: PreviewArgs) -> Result<ExitCode> {
     let source = Source::from_arg(args.config.as_deref());
     let config = Config::load(&source, &own_namespace())
         .with_context(|| format!("loading the configuration from {source}"))?;
-    let input = if args.file == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .context("reading standard input")?;
-        s
-    } else {
-        std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file))?
+    let inputs = input::expand(&args.files, args.recursive).map_err(anyhow::Error::msg)?;
+    let map = |pairs: Vec<(String, String)>| {
+        (!pairs.is_empty()).then(|| pairs.into_iter().collect::<BTreeMap<_, _>>())
     };
     let opts = preview::Options {
         namespace: args.namespace,
-        namespace_labels: (!args.namespace_labels.is_empty()).then(|| {
-            args.namespace_labels
-                .into_iter()
-                .collect::<BTreeMap<_, _>>()
-        }),
+        namespace_labels: map(args.namespace_labels),
+        namespace_annotations: map(args.namespace_annotations),
     };
-    let docs = preview::read_documents(&input)
-        .map_err(anyhow::Error::msg)
-        .with_context(|| format!("reading {}", args.file))?;
-    let mut previewed = Vec::with_capacity(docs.len());
+    let mut previewed = Vec::new();
     let mut failed = false;
-    for (i, (doc, raw)) in docs.into_iter().enumerate() {
-        let p = preview::document(doc, &opts, &config)
+    for input in &inputs {
+        let text = input.read().map_err(anyhow::Error::msg)?;
+        let docs = preview::read_documents(&text)
             .map_err(anyhow::Error::msg)
-            .with_context(|| format!("document {}", i + 1))?;
-        for f in &p.found {
-            let d = &f.decision;
-            eprintln!(
-                "{}: {} ({}): {}",
-                f.what,
-                d.outcome().as_str(),
-                d.reason.as_str(),
-                d.message
-            );
-            for w in &d.warnings {
-                eprintln!("{}: warning: {w}", f.what);
+            .with_context(|| format!("reading {input}"))?;
+        for (i, (doc, raw)) in docs.into_iter().enumerate() {
+            let p = preview::document(doc, &opts, &config)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("{input}: document {}", i + 1))?;
+            for f in &p.found {
+                let d = &f.decision;
+                eprintln!(
+                    "{}: {} ({}): {}",
+                    f.what,
+                    d.outcome().as_str(),
+                    d.reason.as_str(),
+                    d.message
+                );
+                for w in &d.warnings {
+                    eprintln!("{}: warning: {w}", f.what);
+                }
+                failed |= d.outcome() == Outcome::Failed;
             }
-            failed |= d.outcome() == Outcome::Failed;
+            previewed.push((p, raw));
         }
-        previewed.push((p, raw));
     }
     let format = match args.output {
         OutputFormat::Yaml => preview::Format::Yaml,

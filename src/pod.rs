@@ -69,6 +69,12 @@ struct SpecRaw<'a> {
     image_pull_secrets: Option<&'a RawValue>,
     #[serde(borrow, default)]
     restart_policy: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    node_selector: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    os: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    affinity: Option<&'a RawValue>,
 }
 
 /// An entry of a named list (`containers`, `volumes`, ...): its name and its raw JSON.
@@ -130,6 +136,8 @@ pub struct Spec<'a> {
     pub volumes: Option<Vec<Entry<'a>>>,
     pub image_pull_secrets: Option<Vec<Entry<'a>>>,
     pub restart_policy: Option<Cow<'a, str>>,
+    /// When the Pod will run on Windows: what says so (`spec.os.name: windows`...).
+    pub windows: Option<String>,
 }
 
 /// The Pod, borrowed from its raw JSON.
@@ -223,6 +231,7 @@ impl<'a> PodView<'a> {
             ephemeral_containers: entries(s.ephemeral_containers, "spec.ephemeralContainers")?,
             volumes: entries(s.volumes, "spec.volumes")?,
             image_pull_secrets: entries(s.image_pull_secrets, "spec.imagePullSecrets")?,
+            windows: runs_on_windows(s.os, s.node_selector, s.affinity),
             restart_policy: s.restart_policy,
         })
     }
@@ -293,6 +302,54 @@ impl<'a> Entry<'a> {
             mounts,
         })
     }
+}
+
+/// The node label that names a node's operating system.
+const OS_LABEL: &str = "kubernetes.io/os";
+
+/// Why the Pod can only run on Windows nodes, if it can only: `spec.os.name`, the
+/// `kubernetes.io/os` node selector, or a required node affinity every term of which asks
+/// for Windows. Fields of an unexpected shape say nothing (the apiserver judges them).
+fn runs_on_windows(
+    os: Option<&RawValue>,
+    node_selector: Option<&RawValue>,
+    affinity: Option<&RawValue>,
+) -> Option<String> {
+    let read = |raw: Option<&RawValue>| -> Value {
+        raw.and_then(|r| serde_json::from_str(r.get()).ok())
+            .unwrap_or(Value::Null)
+    };
+    if read(os).get("name").and_then(Value::as_str) == Some("windows") {
+        return Some("spec.os.name: windows".into());
+    }
+    if read(node_selector).get(OS_LABEL).and_then(Value::as_str) == Some("windows") {
+        return Some(format!("spec.nodeSelector {OS_LABEL}: windows"));
+    }
+    let affinity = read(affinity);
+    let terms = affinity
+        .pointer("/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
+        .and_then(Value::as_array)?;
+    let windows_only = |term: &Value| {
+        term.get("matchExpressions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|e| {
+                let values: Vec<&str> = e
+                    .get("values")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                e.get("key").and_then(Value::as_str) == Some(OS_LABEL)
+                    && e.get("operator").and_then(Value::as_str) == Some("In")
+                    && !values.is_empty()
+                    && values.iter().all(|v| *v == "windows")
+            })
+    };
+    (!terms.is_empty() && terms.iter().all(windows_only))
+        .then(|| format!("a required node affinity on {OS_LABEL} In [windows]"))
 }
 
 /// A string annotation or label value; `None` when it is not a string.

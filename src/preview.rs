@@ -36,6 +36,8 @@ pub struct Options {
     pub namespace: Option<String>,
     /// `--namespace-label`: the namespace's labels, when the user states them.
     pub namespace_labels: Option<BTreeMap<String, String>>,
+    /// `--namespace-annotation`: the namespace's annotations (templates, value overrides).
+    pub namespace_annotations: Option<BTreeMap<String, String>>,
 }
 
 /// One Pod (or Pod template) found in a document, and what the engine decided for it.
@@ -162,6 +164,8 @@ fn walk(
             sub_resource: None,
             namespace,
             namespace_labels: opts.namespace_labels.as_ref(),
+            namespace_annotations: opts.namespace_annotations.as_ref(),
+            namespace_selected: false,
             object: Some(&raw),
             workload_kind: (kind != "Pod").then_some(kind),
         },
@@ -358,10 +362,7 @@ mod tests {
             Some("kind: ConfigMap\ndata:\n  run.sh: |\n    echo hi")
         );
         let config = Config::from_raw(
-            &crate::config::RawConfig {
-                settings: None,
-                template: "containers: [{name: c, image: 'c:1'}]\n".into(),
-            },
+            &crate::config::RawConfig::new(None, "containers: [{name: c, image: 'c:1'}]\n"),
             "injector",
         )
         .unwrap();

@@ -197,7 +197,7 @@ async fn mutate(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
             };
         }
     };
-    let decision = review.decide(&config);
+    let decision = review.decide(&config, None);
     let answer = review.respond(&decision, policy);
     let took = start.elapsed();
     let (outcome, reason) = (decision.outcome().as_str(), decision.reason.as_str());
@@ -254,6 +254,7 @@ async fn preview_one(
     let opts = preview::Options {
         namespace: q.namespace,
         namespace_labels: None,
+        namespace_annotations: None,
     };
     match preview::document(doc, &opts, &config) {
         Ok(p) => match serde_json::to_vec(&p.http_answer()) {
@@ -502,17 +503,13 @@ async fn stopped(mut rx: signal_watch::Receiver<bool>) {
 }
 
 fn watch_config(opts: &ServeOptions, state: &Arc<AppState>) {
-    let Source::Path(path) = &opts.source else {
+    if opts.source == Source::Embedded {
         return;
-    };
-    let files = if path.is_dir() {
-        vec![
-            path.join(crate::config::SETTINGS_KEY),
-            path.join(crate::config::TEMPLATE_KEY),
-        ]
-    } else {
-        vec![path.clone()]
-    };
+    }
+    // A directory's file list is read again on every look: a template added to the ConfigMap
+    // is a new file.
+    let listed = opts.source.clone();
+    let files = move || listed.files();
     let (source, own_ns, state) = (
         opts.source.clone(),
         opts.own_namespace.clone(),
@@ -546,7 +543,10 @@ fn watch_certificate(opts: &ServeOptions, state: &Arc<AppState>, resolver: Arc<C
     let (cert, key, state) = (opts.cert_file.clone(), opts.key_file.clone(), state.clone());
     watch::spawn(
         "certificate",
-        vec![cert.clone(), key.clone()],
+        {
+            let files = vec![cert.clone(), key.clone()];
+            move || files.clone()
+        },
         WATCH_INTERVAL,
         move || match tls::load_pair(&cert, &key) {
             Ok(pair) => {

@@ -9,10 +9,12 @@ use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// A digest of the files' contents; a missing file counts as its own state.
+/// A digest of the files' names and contents; a missing file counts as its own state.
 pub fn fingerprint(paths: &[PathBuf]) -> Vec<u8> {
     let mut h = Sha256::new();
     for p in paths {
+        h.update(p.as_os_str().as_encoded_bytes());
+        h.update([0]);
         match std::fs::read(p) {
             Ok(data) => {
                 h.update([1]);
@@ -25,20 +27,21 @@ pub fn fingerprint(paths: &[PathBuf]) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
-/// Calls `on_change` whenever the contents of `paths` change (the files are read on a
-/// blocking thread). Runs until the runtime stops.
-pub fn spawn<F>(name: &'static str, paths: Vec<PathBuf>, every: Duration, mut on_change: F)
+/// Calls `on_change` whenever the set of files `paths` lists, or their contents, change (the
+/// files are listed and read on a blocking thread). Runs until the runtime stops.
+pub fn spawn<P, F>(name: &'static str, paths: P, every: Duration, mut on_change: F)
 where
+    P: Fn() -> Vec<PathBuf> + Clone + Send + Sync + 'static,
     F: FnMut() + Send + 'static,
 {
     tokio::spawn(async move {
-        let mut last = fingerprint(&paths);
+        let mut last = fingerprint(&paths());
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let paths_now = paths.clone();
-            let Ok(now) = tokio::task::spawn_blocking(move || fingerprint(&paths_now)).await else {
+            let list = paths.clone();
+            let Ok(now) = tokio::task::spawn_blocking(move || fingerprint(&list())).await else {
                 continue;
             };
             if now != last {

@@ -6,6 +6,7 @@ use serde_json::Value;
 use sidecar_injector::config::{Config, DEFAULT_OWN_NAMESPACE, Source};
 use sidecar_injector::engine::{self, Request};
 use sidecar_injector::yaml;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 fn read_yaml(path: &Path) -> Value {
@@ -20,7 +21,13 @@ struct Outcome {
 }
 
 fn run_case(dir: &Path) -> Outcome {
-    let config_file = dir.join("config.yaml");
+    let case = read_yaml(&dir.join("case.yaml"));
+    // The config: the case's `config` (a path from the case's directory), its own
+    // config.yaml, or the embedded default.
+    let config_file = match case["config"].as_str() {
+        Some(path) => dir.join(path),
+        None => dir.join("config.yaml"),
+    };
     let source = if config_file.exists() {
         Source::Path(config_file)
     } else {
@@ -28,7 +35,13 @@ fn run_case(dir: &Path) -> Outcome {
     };
     let config = Config::load(&source, DEFAULT_OWN_NAMESPACE)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    let case = read_yaml(&dir.join("case.yaml"));
+    let map = |key: &str| -> Option<BTreeMap<String, String>> {
+        case.get(key).map(|v| {
+            serde_json::from_value(v.clone())
+                .unwrap_or_else(|e| panic!("{}: {key}: {e}", dir.display()))
+        })
+    };
+    let (labels, annotations) = (map("namespaceLabels"), map("namespaceAnnotations"));
     let pod = read_yaml(&dir.join("pod.yaml"));
     let namespace = case["namespace"].as_str().unwrap_or("default");
     let gvk = GroupVersionKind::gvk("", "v1", "Pod");
@@ -39,7 +52,9 @@ fn run_case(dir: &Path) -> Outcome {
             kind: &gvk,
             sub_resource: None,
             namespace,
-            namespace_labels: None,
+            namespace_labels: labels.as_ref(),
+            namespace_annotations: annotations.as_ref(),
+            namespace_selected: false,
             object: Some(&raw),
             workload_kind: None,
         },
@@ -61,7 +76,9 @@ fn run_case(dir: &Path) -> Outcome {
         .unwrap_or_else(|e| panic!("{}: patch does not apply: {e}", dir.display()));
     Outcome {
         decision: text,
-        patch: serde_json::to_string_pretty(&decision.patch).unwrap() + "\n",
+        patch: serde_json::to_string_pretty(&serde_json::to_value(&decision.patch).unwrap())
+            .unwrap()
+            + "\n",
         injected: yaml::to_string(&injected).unwrap(),
     }
 }

@@ -248,3 +248,247 @@ fn an_untouched_last_document_is_printed_to_its_last_byte() {
         "the Deployment is injected"
     );
 }
+
+fn example(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/configmaps")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+const PLAIN_POD: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: web, labels: {app: web}}\nspec:\n  containers: [{name: web, image: 'nginx:1.27'}]\n";
+
+#[test]
+fn templates_are_chosen_by_the_pod_then_the_namespace() {
+    let config = example("collector-and-apm.yaml");
+    // The Pod asks for both.
+    let both = PLAIN_POD.replace(
+        "metadata: {name: web,",
+        "metadata: {annotations: {sidecar-injector.io/templates: 'default,apm'}, name: web,",
+    );
+    let out = preview(&["--config", &config, "-o", "json"], Some(&both));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let pod: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let spec = &pod["spec"];
+    assert_eq!(
+        names(spec, "containers"),
+        ["web", "bitbucket-pipelines-metrics-collector"]
+    );
+    assert_eq!(names(spec, "initContainers"), ["apm-agent-init"]);
+    assert_eq!(names(spec, "imagePullSecrets"), ["corp-registry"]);
+    assert_eq!(
+        spec["initContainers"][0]["image"], "registry.corp.example/mirror/agents/java-agent:1.52.0",
+        "the APM image obeys imageRepository"
+    );
+    let status: Value = serde_json::from_str(
+        pod["metadata"]["annotations"]["sidecar-injector.io/status"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let templates = status["templates"].as_object().unwrap();
+    assert_eq!(templates.len(), 2, "{status}");
+    for name in ["default", "apm"] {
+        assert_eq!(templates[name].as_str().map(str::len), Some(16), "{status}");
+    }
+    assert_ne!(templates["default"], templates["apm"]);
+
+    // No annotation on the Pod; the namespace asks for the agent alone.
+    let out = preview(
+        &[
+            "--config",
+            &config,
+            "-o",
+            "json",
+            "--namespace-annotation",
+            "sidecar-injector.io/templates=apm",
+        ],
+        Some(PLAIN_POD),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pod: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(names(&pod["spec"], "containers"), ["web"]);
+    assert_eq!(names(&pod["spec"], "initContainers"), ["apm-agent-init"]);
+
+    // An unknown name fails, under failurePolicy: exit 2 and the reason.
+    let out = preview(
+        &[
+            "--config",
+            &config,
+            "--namespace-annotation",
+            "sidecar-injector.io/templates=nope",
+        ],
+        Some(PLAIN_POD),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("failed (unknown_template)") && stderr.contains("\"nope\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn overrides_merge_field_by_field_and_image_is_refused() {
+    let pod = PLAIN_POD.replace(
+        "metadata: {name: web,",
+        r#"metadata: {annotations: {sidecar-injector.io/values: '{"resources":{"limits":{"memory":"256Mi"}},"image":"evil/miner:1"}'}, name: web,"#,
+    );
+    let out = preview(
+        &[
+            "--config",
+            &example("collector-and-apm.yaml"),
+            "-o",
+            "json",
+            "--namespace-annotation",
+            r#"sidecar-injector.io/values={"collectionInterval": "15"}"#,
+        ],
+        Some(&pod),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let pod: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let collector = &pod["spec"]["containers"][1];
+    let env = |name: &str| {
+        collector["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+    };
+    assert_eq!(env("METRIC_COLLECTION_INTERVAL"), Some("15".into()));
+    assert_eq!(
+        collector["resources"],
+        serde_json::json!({"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "200m", "memory": "256Mi"}})
+    );
+    assert_eq!(
+        collector["image"],
+        "registry.corp.example/mirror/atlassian/bitbucket-pipelines-metrics-collector:2.1.0"
+    );
+    assert!(
+        stderr.contains("warning: the Pod's annotation sidecar-injector.io/values: values.image: not overridable"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn windows_pods_are_skipped() {
+    for spec in [
+        "  nodeSelector: {kubernetes.io/os: windows}\n",
+        "  os: {name: windows}\n",
+    ] {
+        let pod = format!("{PLAIN_POD}{spec}");
+        let out = preview(&["-o", "patch"], Some(&pod));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("Pod/web: skipped (windows_pod)"),
+            "{stderr}"
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    }
+}
+
+#[test]
+fn several_files_and_directories_are_read_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pod = |name: &str| PLAIN_POD.replace("name: web,", &format!("name: {name},"));
+    std::fs::write(d.join("a.yaml"), pod("first")).unwrap();
+    std::fs::create_dir_all(d.join("dir/sub")).unwrap();
+    std::fs::write(
+        d.join("dir/b.yaml"),
+        format!("{}---\n{}", pod("second"), pod("third")),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("dir/c.json"),
+        serde_json::to_string(&yaml::from_str::<Value>(&pod("fourth")).unwrap()).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(d.join("dir/notes.txt"), "not a manifest").unwrap();
+    std::fs::write(d.join("dir/sub/d.yml"), pod("fifth")).unwrap();
+    let (a, dirarg) = (
+        d.join("a.yaml").display().to_string(),
+        d.join("dir").display().to_string(),
+    );
+
+    let out = preview(&["-f", &a, "-f", &dirarg, "-R"], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let docs: Vec<Value> = yaml::documents(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let got: Vec<&str> = docs
+        .iter()
+        .map(|d| d["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        ["first", "second", "third", "fourth", "fifth"],
+        "{stderr}"
+    );
+    assert!(
+        docs.iter()
+            .all(|d| d["spec"]["containers"].as_array().unwrap().len() == 2)
+    );
+
+    // Without -R the subdirectory is not read; an empty directory is an error, not nothing.
+    let out = preview(&["-f", &a, "-f", &dirarg], None);
+    let docs: Vec<Value> = yaml::documents(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    assert_eq!(docs.len(), 4);
+    let empty = d.join("dir/sub/empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = preview(&["-f", &empty.display().to_string()], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no .yaml, .yml or .json file"));
+}
+
+#[test]
+fn every_example_configmap_validates_and_the_collector_is_the_default() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configmaps");
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "{files:?}");
+    for f in &files {
+        let out = common::run(
+            common::BIN,
+            &["validate", "--config", &f.display().to_string()],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            f.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let name = f.file_name().unwrap().to_string_lossy();
+        assert!(
+            readme.contains(&format!("examples/configmaps/{name}")),
+            "README shows {name}"
+        );
+    }
+    let hash = |args: &[&str]| {
+        let out = common::run(common::BIN, args, None);
+        String::from_utf8_lossy(&out.stdout)
+            .rsplit("template hash ")
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        hash(&["validate", "--config", &example("metrics-collector.yaml")]),
+        hash(&["validate"]),
+        "metrics-collector.yaml is the embedded default"
+    );
+}

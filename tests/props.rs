@@ -1,5 +1,6 @@
 //! Property tests: for generated Pods, the patch applies, keeps every original field, keeps
-//! names unique, and admitting the result again changes nothing.
+//! names unique, and admitting the result again changes nothing. The config has two
+//! templates injected together by default, and Pods may choose others and override values.
 
 use kube::core::GroupVersionKind;
 use kube::core::admission::Operation;
@@ -10,25 +11,32 @@ use sidecar_injector::engine::{self, Decision, Outcome, Reason, Request, STATUS_
 use std::collections::HashSet;
 use std::sync::OnceLock;
 
-const SETTINGS: &str = "values: {interval: '15'}\n";
+const SETTINGS: &str = "templates: [default, agent]\noverridable: [interval, resources]\nvalues: {interval: '15', resources: {limits: {memory: 128Mi}}}\n";
 const TEMPLATE: &str = r#"
 imagePullSecrets: [{name: bitbucket-registry}]
-initContainers:
-- name: agent-init
-  image: busybox:1.36
-  volumeMounts: [{name: metrics-agent, mountPath: /opt/agent}]
 containers:
 - name: metrics-collector
   image: atlassian/bitbucket-pipelines-metrics-collector:2.1.0
   env:
   - {name: METRIC_COLLECTION_INTERVAL, value: "{{ values.interval }}"}
   - {name: APP, value: "{{ pod.metadata.labels.app | default('none') }}"}
+  resources: "{{ values.resources }}"
   volumeMounts:
   - {name: docker-sock, mountPath: /var/run/docker.sock}
   - {name: cgroup, mountPath: /sys/fs/cgroup, readOnly: true}
 volumes:
 - {name: docker-sock, hostPath: {path: /var/run/docker.sock, type: Socket}}
 - {name: cgroup, hostPath: {path: /sys/fs/cgroup, type: Directory}}
+"#;
+/// A second template: shares the pull secret (the same definition: added once) and adds an
+/// init container, a volume and app container env and mounts.
+const AGENT: &str = r#"
+imagePullSecrets: [{name: bitbucket-registry}]
+initContainers:
+- name: agent-init
+  image: busybox:1.36
+  volumeMounts: [{name: metrics-agent, mountPath: /opt/agent}]
+volumes:
 - {name: metrics-agent, emptyDir: {}}
 appContainers:
   env: [{name: METRICS_AGENT_HOME, value: /opt/agent}]
@@ -39,10 +47,7 @@ fn config() -> &'static Config {
     static C: OnceLock<Config> = OnceLock::new();
     C.get_or_init(|| {
         Config::from_raw(
-            &RawConfig {
-                settings: Some(SETTINGS.into()),
-                template: TEMPLATE.into(),
-            },
+            &RawConfig::new(Some(SETTINGS.into()), TEMPLATE).with_template("agent", AGENT),
             "sidecar-injector",
         )
         .expect("the test config loads")
@@ -59,6 +64,8 @@ fn decide(pod: &Value) -> Decision {
             sub_resource: None,
             namespace: "team-a",
             namespace_labels: None,
+            namespace_annotations: None,
+            namespace_selected: false,
             object: Some(&raw),
             workload_kind: None,
         },
@@ -157,9 +164,32 @@ fn pod() -> impl Strategy<Value = Value> {
             0..3,
         )),
         prop_oneof![Just(None), Just(Some("Always")), Just(Some("Never"))],
+        proptest::option::of(prop_oneof![
+            Just("agent"),
+            Just("default"),
+            Just("agent, default"),
+            Just("default,agent"),
+        ]),
+        proptest::option::of(prop_oneof![
+            Just(r#"{"interval": "5"}"#),
+            Just(r#"{"resources": {"limits": {"memory": "1Gi", "cpu": "1"}}}"#),
+            Just("resources: {requests: {memory: 64Mi}}\ninterval: '60'"),
+            Just(r#"{"interval": 5, "image": "evil:1"}"#),
+            Just("{not yaml"),
+        ]),
     )
         .prop_map(
-            |(containers, inits, volumes, secrets, annotations, labels, restart)| {
+            |(
+                containers,
+                inits,
+                volumes,
+                secrets,
+                annotations,
+                labels,
+                restart,
+                templates,
+                values,
+            )| {
                 let mut spec = Map::new();
                 let mut all = containers;
                 let n = all.len();
@@ -203,8 +233,16 @@ fn pod() -> impl Strategy<Value = Value> {
                 }
                 spec.insert("futurePodField".into(), json!("kept"));
                 let mut meta = json!({"name": "p"});
-                if let Some(a) = annotations {
-                    meta["annotations"] = json!(a);
+                let had_annotations = annotations.is_some();
+                let mut annotations = annotations.unwrap_or_default();
+                if let Some(t) = templates {
+                    annotations.insert(engine::TEMPLATES_KEY.into(), t.into());
+                }
+                if let Some(v) = values {
+                    annotations.insert(sidecar_injector::overrides::VALUES_KEY.into(), v.into());
+                }
+                if had_annotations || !annotations.is_empty() {
+                    meta["annotations"] = json!(annotations);
                 }
                 if let Some(l) = labels {
                     meta["labels"] = json!(l);

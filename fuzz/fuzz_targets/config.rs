@@ -12,12 +12,12 @@ fuzz_target!(|data: &[u8]| {
         Some((s, t)) => (Some(s.to_owned()), t.to_owned()),
         None => (None, text.into_owned()),
     };
-    if let Ok(config) = Config::from_raw(&RawConfig { settings, template }, "sidecar-injector") {
+    if let Ok(config) = Config::from_raw(&RawConfig::new(settings, template), "sidecar-injector") {
         let pod = serde_json::value::to_raw_value(&serde_json::json!({
             "metadata": {"name": "p", "labels": {"app": "a"}, "annotations": {"x": "{{ 7 * 7 }}"}},
             "spec": {"containers": [{"name": "c", "image": "i"}]}
         }))
         .expect("a pod");
-        let _ = config.fragment(&pod, "ns");
+        let _ = config.fragment(&config.default_templates(), &pod, "ns", None);
     }
 });
