@@ -193,15 +193,19 @@ impl Review<'_> {
 
     /// Runs the engine on this request; `namespace` is what the namespace cache knows of the
     /// request's namespace, when it knows.
-    pub fn decide(&self, config: &Config, namespace: Option<&engine::NamespaceMeta>) -> Decision {
+    pub fn decide(
+        &self,
+        config: &Config,
+        namespace: Option<engine::NamespaceContext<'_>>,
+    ) -> Decision {
         engine::decide(
             &engine::Request {
                 operation: self.operation.clone(),
                 kind: &self.kind,
                 sub_resource: self.sub_resource.as_deref(),
                 namespace: self.namespace.as_deref().unwrap_or("default"),
-                namespace_labels: namespace.map(|n| &n.labels),
-                namespace_annotations: namespace.map(|n| &n.annotations),
+                namespace_labels: namespace.map(|n| n.labels),
+                namespace_annotations: namespace.map(|n| n.annotations),
                 namespace_selected: true,
                 object: self.object,
                 workload_kind: None,
@@ -239,8 +243,13 @@ impl Review<'_> {
                 }
             },
         }
-        let warnings: Vec<&str> = decision
+        // kubectl prints each as `Warning: ...`: say whose it is.
+        let prefixed: Vec<String> = decision
             .warnings
+            .iter()
+            .map(|w| format!("sidecar-injector: {w}"))
+            .collect();
+        let warnings: Vec<&str> = prefixed
             .iter()
             .map(String::as_str)
             .chain(extra.as_deref())

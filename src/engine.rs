@@ -30,11 +30,12 @@ pub const PSA_ENFORCE_KEY: &str = "pod-security.kubernetes.io/enforce";
 /// `config.yaml`'s `templates`).
 pub const TEMPLATES_KEY: &str = "sidecar-injector.io/templates";
 
-/// What the cluster says about a namespace: plain data the engine reads.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NamespaceMeta {
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
+/// What the cluster says about a namespace: plain data the engine reads, borrowed from
+/// whoever holds it (the namespace cache).
+#[derive(Debug, Clone, Copy)]
+pub struct NamespaceContext<'a> {
+    pub labels: &'a BTreeMap<String, String>,
+    pub annotations: &'a BTreeMap<String, String>,
 }
 
 /// What the engine needs to know about one admission.

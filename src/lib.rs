@@ -6,12 +6,14 @@
 
 pub mod admission;
 pub mod certs;
+pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod engine;
 pub mod image;
 pub mod input;
 pub mod metrics;
+pub mod namespaces;
 pub mod overrides;
 pub mod patch;
 pub mod pod;

@@ -4,7 +4,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use sidecar_injector::config::{Config, DEFAULT_OWN_NAMESPACE, Source};
 use sidecar_injector::engine::Outcome;
-use sidecar_injector::{certs, input, preview, server};
+use sidecar_injector::{certs, cluster, input, preview, server};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -77,6 +77,11 @@ struct ServeArgs {
     /// Then wait at most this many seconds for the requests in flight.
     #[arg(long, default_value_t = 15.0)]
     drain_timeout_seconds: f64,
+    /// API access, to read namespaces' labels and annotations. Default: as kubectl finds it
+    /// (KUBECONFIG, ~/.kube/config, in a cluster its service account); without any, serve
+    /// goes by the request alone.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -106,6 +111,10 @@ struct PreviewArgs {
     /// sidecar-injector.io/values.
     #[arg(long = "namespace-annotation", value_parser = parse_label)]
     namespace_annotations: Vec<(String, String)>,
+    /// Read each document's namespace (labels and annotations) from this cluster; what
+    /// --namespace-label and --namespace-annotation give takes precedence.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
     #[arg(short = 'o', long = "output", value_enum, default_value = "yaml")]
     output: OutputFormat,
 }
@@ -208,6 +217,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         client_ca_file: args.client_ca_file,
         drain_grace: seconds(args.drain_grace_seconds, "--drain-grace-seconds")?,
         drain_timeout: seconds(args.drain_timeout_seconds, "--drain-timeout-seconds")?,
+        kubeconfig: args.kubeconfig,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -229,34 +239,49 @@ fn run_preview(args: PreviewArgs) -> Result<ExitCode> {
         namespace: args.namespace,
         namespace_labels: map(args.namespace_labels),
         namespace_annotations: map(args.namespace_annotations),
+        ..Default::default()
     };
-    let mut previewed = Vec::new();
-    let mut failed = false;
+    let mut opts = opts;
+    let mut documents = Vec::new();
     for input in &inputs {
         let text = input.read().map_err(anyhow::Error::msg)?;
         let docs = preview::read_documents(&text)
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("reading {input}"))?;
-        for (i, (doc, raw)) in docs.into_iter().enumerate() {
-            let p = preview::document(doc, &opts, &config)
-                .map_err(anyhow::Error::msg)
-                .with_context(|| format!("{input}: document {}", i + 1))?;
-            for f in &p.found {
-                let d = &f.decision;
-                eprintln!(
-                    "{}: {} ({}): {}",
-                    f.what,
-                    d.outcome().as_str(),
-                    d.reason.as_str(),
-                    d.message
-                );
-                for w in &d.warnings {
-                    eprintln!("{}: warning: {w}", f.what);
-                }
-                failed |= d.outcome() == Outcome::Failed;
-            }
-            previewed.push((p, raw));
+        documents.extend(
+            docs.into_iter()
+                .enumerate()
+                .map(|(i, (doc, raw))| (input, i, doc, raw)),
+        );
+    }
+    if let Some(kubeconfig) = &args.kubeconfig {
+        let mut names = std::collections::BTreeSet::new();
+        for (_, _, doc, _) in &documents {
+            preview::namespaces_of(doc, &opts, &mut names);
         }
+        opts.cluster_namespaces = read_namespaces(kubeconfig, names)?;
+    }
+    let mut previewed = Vec::new();
+    let mut failed = false;
+    for (input, i, doc, raw) in documents {
+        let p = preview::document(doc, &opts, &config)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("{input}: document {}", i + 1))?;
+        for f in &p.found {
+            let d = &f.decision;
+            eprintln!(
+                "{}: {} ({}): {}",
+                f.what,
+                d.outcome().as_str(),
+                d.reason.as_str(),
+                d.message
+            );
+            for w in &d.warnings {
+                eprintln!("{}: warning: {w}", f.what);
+            }
+            failed |= d.outcome() == Outcome::Failed;
+        }
+        previewed.push((p, raw));
     }
     let format = match args.output {
         OutputFormat::Yaml => preview::Format::Yaml,
@@ -272,6 +297,44 @@ fn run_preview(args: PreviewArgs) -> Result<ExitCode> {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+/// Each namespace's labels and annotations, from the cluster; one that does not exist is said
+/// on stderr and left out (its Pods are previewed without namespace context).
+fn read_namespaces(
+    kubeconfig: &std::path::Path,
+    names: std::collections::BTreeSet<String>,
+) -> Result<BTreeMap<String, preview::KnownNamespace>> {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{Api, PartialObjectMeta};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
+    runtime.block_on(async {
+        let client = cluster::client(Some(kubeconfig)).await?;
+        let api: Api<PartialObjectMeta<Namespace>> = Api::all(client);
+        let mut out = BTreeMap::new();
+        for name in names {
+            match api
+                .get_opt(&name)
+                .await
+                .with_context(|| format!("reading namespace {name:?}"))?
+            {
+                Some(ns) => {
+                    out.insert(
+                        name,
+                        preview::KnownNamespace {
+                            labels: ns.metadata.labels.unwrap_or_default(),
+                            annotations: ns.metadata.annotations.unwrap_or_default(),
+                        },
+                    );
+                }
+                None => eprintln!("warning: namespace {name:?} does not exist in the cluster"),
+            }
+        }
+        Ok(out)
     })
 }
 

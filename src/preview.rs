@@ -38,6 +38,40 @@ pub struct Options {
     pub namespace_labels: Option<BTreeMap<String, String>>,
     /// `--namespace-annotation`: the namespace's annotations (templates, value overrides).
     pub namespace_annotations: Option<BTreeMap<String, String>>,
+    /// Namespaces read from the cluster (`--kubeconfig`), by name: used for the labels or
+    /// annotations the command line does not give.
+    pub cluster_namespaces: BTreeMap<String, KnownNamespace>,
+}
+
+/// A namespace's labels and annotations, as the cluster has them.
+#[derive(Debug, Clone, Default)]
+pub struct KnownNamespace {
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The namespace each Pod or Pod template of `doc` would be created in (for `--kubeconfig`
+/// to read them before the preview).
+pub fn namespaces_of(doc: &Value, opts: &Options, out: &mut std::collections::BTreeSet<String>) {
+    if doc.get("kind").and_then(Value::as_str) == Some("List") {
+        for item in doc
+            .get("items")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            namespaces_of(item, opts, out);
+        }
+        return;
+    }
+    out.insert(namespace_of(doc, opts).to_owned());
+}
+
+fn namespace_of<'a>(doc: &'a Value, opts: &'a Options) -> &'a str {
+    opts.namespace
+        .as_deref()
+        .or_else(|| lookup(doc, &["metadata", "namespace"]).and_then(Value::as_str))
+        .unwrap_or("default")
 }
 
 /// One Pod (or Pod template) found in a document, and what the engine decided for it.
@@ -133,11 +167,8 @@ fn walk(
     let Some(template) = lookup(doc, tpath) else {
         return;
     };
-    let namespace = opts
-        .namespace
-        .as_deref()
-        .or_else(|| lookup(doc, &["metadata", "namespace"]).and_then(Value::as_str))
-        .unwrap_or("default");
+    let namespace = namespace_of(doc, opts);
+    let known = opts.cluster_namespaces.get(namespace);
     // A Pod template seen as the Pod it will make.
     let pod_view;
     let pod = if kind == "Pod" {
@@ -163,8 +194,11 @@ fn walk(
             kind: &gvk,
             sub_resource: None,
             namespace,
-            namespace_labels: opts.namespace_labels.as_ref(),
-            namespace_annotations: opts.namespace_annotations.as_ref(),
+            namespace_labels: opts.namespace_labels.as_ref().or(known.map(|k| &k.labels)),
+            namespace_annotations: opts
+                .namespace_annotations
+                .as_ref()
+                .or(known.map(|k| &k.annotations)),
             namespace_selected: false,
             object: Some(&raw),
             workload_kind: (kind != "Pod").then_some(kind),

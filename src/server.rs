@@ -5,6 +5,7 @@ use crate::admission::{self, Decoded};
 use crate::config::{Config, Source};
 use crate::connections::{self, Registry, Shed, Slot};
 use crate::metrics::Metrics;
+use crate::namespaces::{self, Namespaces};
 use crate::preview;
 use crate::tls::{self, CertResolver};
 use crate::watch;
@@ -74,23 +75,29 @@ pub struct ServeOptions {
     pub drain_grace: Duration,
     /// After the grace period: wait at most this long for requests in flight.
     pub drain_timeout: Duration,
+    /// The API access to use; `None`: as kubectl finds it (KUBECONFIG, ~/.kube/config, the
+    /// in-cluster service account), and none at all when there is none.
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// Shared by every request.
 pub struct AppState {
     pub config: ArcSwap<Config>,
     pub metrics: Metrics,
+    /// Each namespace's labels and annotations, when the API can be read.
+    pub namespaces: Option<Namespaces>,
     ready: AtomicBool,
     draining: AtomicBool,
 }
 
 impl AppState {
-    pub fn new(config: Config) -> Arc<AppState> {
+    pub fn new(config: Config, namespaces: Option<Namespaces>) -> Arc<AppState> {
         let metrics = Metrics::new();
         metrics.config_loaded(&config.template_hash);
         Arc::new(AppState {
             config: ArcSwap::from_pointee(config),
             metrics,
+            namespaces,
             ready: AtomicBool::new(true),
             draining: AtomicBool::new(false),
         })
@@ -197,7 +204,11 @@ async fn mutate(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
             };
         }
     };
-    let decision = review.decide(&config, None);
+    let namespace = match &app.namespaces {
+        Some(cache) => cache.get(review.namespace()).await,
+        None => None,
+    };
+    let decision = review.decide(&config, namespace.as_deref().map(namespaces::context));
     let answer = review.respond(&decision, policy);
     let took = start.elapsed();
     let (outcome, reason) = (decision.outcome().as_str(), decision.reason.as_str());
@@ -251,10 +262,26 @@ async fn preview_one(
         Ok(_) => return bad_request("want one object (a Pod or a workload), in JSON or YAML"),
         Err(e) => return bad_request(&format!("the body is neither JSON nor YAML: {e}")),
     };
+    // The namespace as the webhook would see it, when the cache knows it.
+    let name = q
+        .namespace
+        .clone()
+        .or_else(|| {
+            preview::lookup(&doc, &["metadata", "namespace"])
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "default".to_owned());
+    let known = match &app.namespaces {
+        Some(cache) => cache.get(&name).await,
+        None => None,
+    };
+    let context = known.as_deref().map(namespaces::context);
     let opts = preview::Options {
         namespace: q.namespace,
-        namespace_labels: None,
-        namespace_annotations: None,
+        namespace_labels: context.map(|c| c.labels.clone()),
+        namespace_annotations: context.map(|c| c.annotations.clone()),
+        ..Default::default()
     };
     match preview::document(doc, &opts, &config) {
         Ok(p) => match serde_json::to_vec(&p.http_answer()) {
@@ -274,7 +301,23 @@ pub async fn run(opts: ServeOptions) -> Result<()> {
         warn!(warning = %w, "configuration");
     }
     info!(source = %opts.source, template_hash = %config.template_hash, "configuration loaded");
-    let state = AppState::new(config);
+    let namespaces = match crate::cluster::client(opts.kubeconfig.as_deref()).await {
+        Ok(client) => {
+            info!(
+                "API access: watching namespaces (labels and annotations) for the templates, overrides and Pod Security"
+            );
+            Some(Namespaces::watch(client))
+        }
+        Err(e) if opts.kubeconfig.is_some() => return Err(e),
+        Err(e) => {
+            info!(
+                reason = format!("{e:#}"),
+                "no API access: namespace annotations and Pod Security levels are not read; injection goes by the request alone"
+            );
+            None
+        }
+    };
+    let state = AppState::new(config, namespaces);
 
     let pair = tls::load_pair(&opts.cert_file, &opts.key_file)?;
     state.metrics.certificate_expiry(pair.not_after);

@@ -13,6 +13,7 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 use sidecar_injector::config::{DEFAULT_SETTINGS, DEFAULT_TEMPLATE};
@@ -174,9 +175,34 @@ fn the_base_renders_to_a_complete_hardened_install() {
     ] {
         assert!(kinds.contains(&k), "{k} missing: {kinds:?}");
     }
+    // Least privilege: reading namespaces' metadata, nothing else.
+    let role: ClusterRole = one(&docs, "ClusterRole");
+    let rules = role.rules.unwrap_or_default();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules[0].api_groups.as_deref(), Some(&[String::new()][..]));
+    assert_eq!(
+        rules[0].resources.as_deref(),
+        Some(&["namespaces".to_owned()][..])
+    );
+    assert_eq!(rules[0].verbs, ["get", "list", "watch"]);
     assert!(
-        !kinds.iter().any(|k| k.contains("Role")),
-        "the server needs no RBAC: {kinds:?}"
+        !kinds.contains(&"Role") && !kinds.contains(&"RoleBinding"),
+        "{kinds:?}"
+    );
+    let binding: ClusterRoleBinding = one(&docs, "ClusterRoleBinding");
+    assert_eq!(binding.role_ref.name, role.metadata.name.unwrap());
+    let subject = &binding.subjects.unwrap()[0];
+    assert_eq!(
+        (
+            subject.kind.as_str(),
+            subject.name.as_str(),
+            subject.namespace.as_deref()
+        ),
+        (
+            "ServiceAccount",
+            "sidecar-injector",
+            Some("sidecar-injector")
+        )
     );
 
     let deploy: Deployment = one(&docs, "Deployment");
@@ -329,7 +355,7 @@ fn the_base_renders_to_a_complete_hardened_install() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    assert_eq!(common::schema::assert_valid("manifests/", &docs, &[]), 7);
+    assert_eq!(common::schema::assert_valid("manifests/", &docs, &[]), 9);
 }
 
 #[test]

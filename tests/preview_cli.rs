@@ -492,3 +492,34 @@ fn every_example_configmap_validates_and_the_collector_is_the_default() {
         "metrics-collector.yaml is the embedded default"
     );
 }
+
+#[test]
+fn an_override_is_a_value_and_cannot_add_structure_or_run_template_code() {
+    let hostile = r#"{"logLevel": "{{ 7 * 7 }}\"\n- name: evil\n  image: evil:1"}"#;
+    let pod = PLAIN_POD.replace(
+        "metadata: {name: web,",
+        &format!(
+            "metadata: {{annotations: {{sidecar-injector.io/values: {}}}, name: web,",
+            serde_json::to_string(hostile).unwrap()
+        ),
+    );
+    let out = preview(
+        &["--config", &example("collector-and-apm.yaml"), "-o", "json"],
+        Some(&pod),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let pod: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        names(&pod["spec"], "containers"),
+        ["web", "bitbucket-pipelines-metrics-collector"]
+    );
+    let level = pod["spec"]["containers"][1]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "LOG_LEVEL")
+        .unwrap()["value"]
+        .clone();
+    assert_eq!(level, "{{ 7 * 7 }}\"\n- name: evil\n  image: evil:1");
+}
