@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod certs;
+pub mod check;
 pub mod cluster;
 pub mod config;
 pub mod connections;

@@ -34,6 +34,9 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Find running Pods that missed the sidecar or run an old template; --repair rolls
+    /// their workloads. Exit code 1 when any Pod is missing the sidecar.
+    Check(CheckArgs),
     /// Write a CA and a serving certificate for the webhook's Service, and print the caBundle.
     Certs {
         #[arg(long, default_value = "sidecar-injector")]
@@ -82,6 +85,41 @@ struct ServeArgs {
     /// goes by the request alone.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// The configuration the webhook serves (its ConfigMap manifest or directory). Default:
+    /// the embedded default.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Default: as kubectl finds it (KUBECONFIG, ~/.kube/config).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The namespace to check (default: the kubeconfig's).
+    #[arg(short = 'n', long, conflicts_with = "all_namespaces")]
+    namespace: Option<String>,
+    /// Every namespace the webhook injects (labelled, not in neverInjectNamespaces).
+    #[arg(short = 'A', long)]
+    all_namespaces: bool,
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    output: CheckFormat,
+    /// Restart each Deployment, StatefulSet and DaemonSet owning a missing or stale Pod, one
+    /// at a time, waiting for each rollout. Bare Pods and Job Pods are only reported.
+    #[arg(long)]
+    repair: bool,
+    /// With --repair: at most this many workloads restarted a minute.
+    #[arg(long, default_value_t = 1)]
+    max_per_minute: u32,
+    /// With --repair: how long one rollout may take before repair stops.
+    #[arg(long, default_value_t = 300)]
+    rollout_timeout_seconds: u64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CheckFormat {
+    Table,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -147,6 +185,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Preview(args) => run_preview(args),
         Command::Validate { config } => validate(config),
+        Command::Check(args) => run_check(args),
         Command::Certs {
             service,
             namespace,
@@ -335,6 +374,77 @@ fn read_namespaces(
             }
         }
         Ok(out)
+    })
+}
+
+fn run_check(args: CheckArgs) -> Result<ExitCode> {
+    use sidecar_injector::check::{self, Scope, State};
+    let source = Source::from_arg(args.config.as_deref());
+    let config = Config::load(&source, &own_namespace())
+        .with_context(|| format!("loading the configuration from {source}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
+    runtime.block_on(async {
+        let client = cluster::client(args.kubeconfig.as_deref()).await?;
+        let scope = match (args.all_namespaces, args.namespace) {
+            (true, _) => Scope::AllInjected,
+            (false, Some(ns)) => Scope::Namespace(ns),
+            (false, None) => Scope::Namespace(client.default_namespace().to_owned()),
+        };
+        let mut reports = check::survey(&client, &config, &scope).await?;
+        if args.repair {
+            let (workloads, untouched) = check::to_repair(&reports);
+            for r in untouched {
+                eprintln!(
+                    "not repaired: {}/{} ({}, {}): bare Pods and Job Pods are never deleted; recreate them",
+                    r.namespace, r.pod, r.owner, r.state.as_str()
+                );
+            }
+            let mut why: BTreeMap<(String, String), String> = BTreeMap::new();
+            for r in reports.iter().filter(|r| matches!(r.state, State::Missing | State::Stale)) {
+                let e = why.entry((r.namespace.clone(), r.owner.clone())).or_default();
+                if !e.is_empty() {
+                    e.push_str(", ");
+                }
+                e.push_str(&format!("{} {}", r.pod, r.state.as_str()));
+            }
+            let opts = check::RepairOptions {
+                max_per_minute: args.max_per_minute,
+                rollout_timeout: Duration::from_secs(args.rollout_timeout_seconds),
+                reporter: kube::runtime::events::Reporter {
+                    controller: "sidecar-injector".into(),
+                    instance: std::env::var("HOSTNAME").ok(),
+                },
+            };
+            let done = check::repair(&client, &workloads, &why, &opts, |ns, owner| {
+                eprintln!("restarted {ns}/{owner}; waiting for its rollout");
+            })
+            .await?;
+            eprintln!("repair: {} workload(s) rolled out", done.len());
+            if !done.is_empty() {
+                reports = check::survey(&client, &config, &scope).await?;
+            }
+        }
+        match args.output {
+            CheckFormat::Table => print!("{}", check::table(&reports)),
+            CheckFormat::Json => println!(
+                "{}",
+                serde_json::to_string_pretty(&reports).context("writing JSON")?
+            ),
+        }
+        let counts = check::counts(&reports);
+        let summary: Vec<String> = counts
+            .iter()
+            .map(|(s, n)| format!("{n} {}", s.as_str()))
+            .collect();
+        eprintln!("{} Pods: {}", reports.len(), summary.join(", "));
+        Ok(if counts[&State::Missing] > 0 {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        })
     })
 }
 

@@ -1097,3 +1097,147 @@ async fn under_pod_security_warn_kubectl_shows_why_the_injected_pod_is_refused()
     );
     assert!(stderr.contains("hostPath"), "{stderr}");
 }
+
+/// Points the shipped webhook configuration at `port` (the live webhook, or nothing).
+fn webhook_url(env: &Env, port: u16) {
+    let patch = json!([{"op": "replace", "path": "/webhooks/0/clientConfig/url",
+        "value": format!("https://127.0.0.1:{port}/mutate")}]);
+    ok(&kubectl(
+        env,
+        &[
+            "patch",
+            "mutatingwebhookconfiguration",
+            "sidecar-injector",
+            "--type=json",
+            "-p",
+            &patch.to_string(),
+        ],
+        None,
+    ));
+}
+
+/// `sidecar-injector check` with the served config, against the e2e cluster.
+fn check(env: &Env, args: &[&str]) -> (Option<i32>, Vec<Value>, String) {
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base/config");
+    let mut all = vec![
+        "check",
+        "--config",
+        config.to_str().unwrap(),
+        "--kubeconfig",
+        env.kubeconfig.to_str().unwrap(),
+        "-o",
+        "json",
+    ];
+    all.extend_from_slice(args);
+    let out = common::run(common::BIN, &all, None);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let reports: Vec<Value> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("check's JSON: {e}: {stderr}"));
+    (out.status.code(), reports, stderr)
+}
+
+/// Issue "Cluster-aware": a Deployment created while the webhook is down (failurePolicy
+/// Ignore) is `missing` in `check` (exit 1); `check --repair` restarts it, its new Pods are
+/// `current`, exit 0, and the restart is an Event on the Deployment.
+#[tokio::test]
+#[ignore = "needs a cluster: tests/e2e/run"]
+async fn pods_that_missed_the_sidecar_are_found_and_repaired() {
+    let env = env();
+    let c = client(&env).await;
+    let live: u16 = std::env::var("E2E_WEBHOOK_PORT").unwrap().parse().unwrap();
+    let ns = opted_in(&c, "e2e-check").await;
+    // The webhook goes down: Ignore admits Pods unchanged.
+    webhook_url(&env, common::free_port());
+    let api: Api<Pod> = Api::namespaced(c.clone(), &ns);
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    eventually("the webhook to be down", 60, || async {
+        let pod: Pod = serde_json::from_value(pod_json("marker", json!({}))).unwrap();
+        api.create(&dry, &pod).await.ok().filter(|p| !injected(p))
+    })
+    .await;
+    ok(&kubectl(
+        &env,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx:1.27",
+            "--replicas=2",
+            "-n",
+            &ns,
+        ],
+        None,
+    ));
+    rolled_out(&env, &ns, "deployment/web");
+    let bare = create_pod(&c, &ns, pod_json("bare", json!({})))
+        .await
+        .unwrap();
+    assert!(!injected(&bare));
+    // The webhook is back.
+    webhook_url(&env, live);
+    webhook_in_effect(&c, &ns).await;
+
+    let (code, reports, stderr) = check(&env, &["-n", &ns]);
+    assert_eq!(code, Some(1), "missing Pods: exit 1: {stderr}");
+    let states = |reports: &[Value], owner: &str| -> Vec<String> {
+        reports
+            .iter()
+            .filter(|r| r["owner"] == owner)
+            .map(|r| r["state"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        states(&reports, "Deployment/web"),
+        ["missing", "missing"],
+        "{reports:?}"
+    );
+    assert_eq!(states(&reports, "Pod/bare"), ["missing"]);
+    for r in &reports {
+        for key in ["namespace", "pod", "owner", "state", "reason"] {
+            assert!(r.get(key).is_some(), "{key} in {r}");
+        }
+    }
+
+    let (code, reports, stderr) = check(&env, &["-n", &ns, "--repair"]);
+    assert!(
+        stderr.contains("restarted e2e-check/Deployment/web"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not repaired: e2e-check/bare"), "{stderr}");
+    assert_eq!(
+        states(&reports, "Deployment/web"),
+        ["current", "current"],
+        "{stderr}"
+    );
+    // The bare Pod is reported, never deleted: still missing, so still exit 1.
+    assert_eq!(states(&reports, "Pod/bare"), ["missing"]);
+    assert_eq!(code, Some(1));
+    ok(&kubectl(
+        &env,
+        &["delete", "pod", "bare", "-n", &ns, "--wait=false"],
+        None,
+    ));
+    let (code, reports, stderr) = check(&env, &["-n", &ns]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        reports.iter().all(|r| r["state"] == "current"),
+        "{reports:?}"
+    );
+
+    let events = ok(&kubectl(
+        &env,
+        &["get", "events", "-n", &ns, "-o", "json"],
+        None,
+    ));
+    let events: Value = serde_json::from_str(&events).unwrap();
+    let repair: Vec<&Value> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"] == "SidecarRepair" && e["involvedObject"]["name"] == "web")
+        .collect();
+    assert_eq!(repair.len(), 1, "one Event for the one restart: {repair:?}");
+}
