@@ -189,12 +189,11 @@ impl Decision {
 
 /// The value of the status annotation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct Status {
     /// One hash for all the templates injected (the template's own when there is one).
     pub template_hash: String,
     /// Each template injected, with its own hash.
-    #[serde(default)]
     pub templates: BTreeMap<String, String>,
     pub containers: Vec<String>,
     pub init_containers: Vec<String>,
