@@ -277,13 +277,24 @@ pub enum Source {
     Embedded,
     /// A ConfigMap manifest, or a directory holding its keys as files.
     Path(PathBuf),
+    /// `configmap:NAMESPACE/NAME`: the ConfigMap itself, read and watched through the API.
+    ConfigMap {
+        namespace: String,
+        name: String,
+    },
 }
+
+/// The prefix of a `--config` that names a ConfigMap in the cluster.
+pub const CONFIGMAP_PREFIX: &str = "configmap:";
 
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Source::Embedded => f.write_str("the embedded default"),
             Source::Path(p) => write!(f, "{}", p.display()),
+            Source::ConfigMap { namespace, name } => {
+                write!(f, "{CONFIGMAP_PREFIX}{namespace}/{name}")
+            }
         }
     }
 }
@@ -314,6 +325,15 @@ impl RawConfig {
         self
     }
 
+    /// The keys of a ConfigMap's `data`.
+    pub fn from_data<'k>(data: impl IntoIterator<Item = (&'k String, &'k String)>) -> RawConfig {
+        let mut raw = RawConfig::default();
+        for (key, text) in data {
+            raw.add_key(key, text.clone());
+        }
+        raw
+    }
+
     /// Sorts one ConfigMap key into settings, templates or neither.
     fn add_key(&mut self, key: &str, text: String) {
         if key == SETTINGS_KEY {
@@ -331,8 +351,28 @@ impl RawConfig {
 }
 
 impl Source {
-    pub fn from_arg(arg: Option<&Path>) -> Source {
-        arg.map_or(Source::Embedded, |p| Source::Path(p.to_owned()))
+    /// `--config`: a path, or `configmap:NAMESPACE/NAME`.
+    pub fn from_arg(arg: Option<&Path>) -> Result<Source, String> {
+        let Some(arg) = arg else {
+            return Ok(Source::Embedded);
+        };
+        let Some(rest) = arg.to_str().and_then(|s| s.strip_prefix(CONFIGMAP_PREFIX)) else {
+            return Ok(Source::Path(arg.to_owned()));
+        };
+        match rest.split_once('/') {
+            Some((namespace, name))
+                if is_dns_label(namespace) && !name.is_empty() && !name.contains('/') =>
+            {
+                Ok(Source::ConfigMap {
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                })
+            }
+            _ => Err(format!(
+                "--config {}: want {CONFIGMAP_PREFIX}NAMESPACE/NAME",
+                arg.display()
+            )),
+        }
     }
 
     /// The files a directory source is read from, sorted: `config.yaml` and every template.
@@ -340,7 +380,7 @@ impl Source {
     /// entries themselves are skipped.
     pub fn files(&self) -> Vec<PathBuf> {
         match self {
-            Source::Embedded => Vec::new(),
+            Source::Embedded | Source::ConfigMap { .. } => Vec::new(),
             Source::Path(p) if p.is_dir() => {
                 let mut files: Vec<PathBuf> = std::fs::read_dir(p)
                     .into_iter()
@@ -392,6 +432,9 @@ impl Source {
                 parse_configmap(&text)
                     .map_err(|e| ConfigError::one(format!("{}: {e}", p.display())))
             }
+            Source::ConfigMap { .. } => Err(ConfigError::one(format!(
+                "{self}: a ConfigMap in the cluster is read through the API (serve, check)"
+            ))),
         }
     }
 }
@@ -403,7 +446,7 @@ pub fn parse_configmap(text: &str) -> Result<RawConfig, String> {
     if kind != "ConfigMap" {
         return Err(format!("kind is {kind:?}, want a ConfigMap"));
     }
-    let mut raw = RawConfig::default();
+    let mut data = BTreeMap::new();
     for (key, value) in doc
         .get("data")
         .and_then(Value::as_object)
@@ -412,16 +455,27 @@ pub fn parse_configmap(text: &str) -> Result<RawConfig, String> {
     {
         match value {
             Value::Null => {}
-            Value::String(s) => raw.add_key(key, s.clone()),
+            Value::String(s) => {
+                data.insert(key.clone(), s.clone());
+            }
             other => return Err(format!("data.{key} is not a string but {other}")),
         }
     }
-    if raw.templates.is_empty() {
-        return Err(format!(
-            "the ConfigMap has no data.{TEMPLATE_KEY} or data.NAME{TEMPLATE_SUFFIX}"
-        ));
-    }
+    let raw = RawConfig::from_data(&data);
+    raw.require_template()?;
     Ok(raw)
+}
+
+impl RawConfig {
+    /// A ConfigMap with no template at all is refused as a whole.
+    pub fn require_template(&self) -> Result<(), String> {
+        if self.templates.is_empty() {
+            return Err(format!(
+                "the ConfigMap has no data.{TEMPLATE_KEY} or data.NAME{TEMPLATE_SUFFIX}"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Why a Pod gets no fragment.

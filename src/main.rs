@@ -4,7 +4,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use sidecar_injector::config::{Config, DEFAULT_OWN_NAMESPACE, Source};
 use sidecar_injector::engine::Outcome;
-use sidecar_injector::{certs, cluster, input, preview, server};
+use sidecar_injector::{certs, cluster, input, live_config, preview, server};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -54,7 +54,9 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// A ConfigMap manifest, or a directory holding config.yaml and mutate.yaml (a mounted ConfigMap). Default: the embedded default.
+    /// A ConfigMap manifest, a directory holding its keys (a mounted ConfigMap), or
+    /// configmap:NAMESPACE/NAME (watched through the API: changes served at once, a bad one
+    /// refused with a Warning Event on it). Default: the embedded default.
     #[arg(long)]
     config: Option<PathBuf>,
     #[arg(long, default_value = "0.0.0.0:8443")]
@@ -89,8 +91,8 @@ struct ServeArgs {
 
 #[derive(clap::Args)]
 struct CheckArgs {
-    /// The configuration the webhook serves (its ConfigMap manifest or directory). Default:
-    /// the embedded default.
+    /// The configuration the webhook serves: its ConfigMap manifest or directory, or
+    /// configmap:NAMESPACE/NAME. Default: the embedded default.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Default: as kubectl finds it (KUBECONFIG, ~/.kube/config).
@@ -247,7 +249,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
             .with_context(|| format!("{what}: {s} is not a duration in seconds"))
     };
     let opts = server::ServeOptions {
-        source: Source::from_arg(args.config.as_deref()),
+        source: Source::from_arg(args.config.as_deref()).map_err(anyhow::Error::msg)?,
         own_namespace: own_namespace(),
         listen: args.listen,
         metrics_listen: args.metrics_listen,
@@ -267,7 +269,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
 }
 
 fn run_preview(args: PreviewArgs) -> Result<ExitCode> {
-    let source = Source::from_arg(args.config.as_deref());
+    let source = Source::from_arg(args.config.as_deref()).map_err(anyhow::Error::msg)?;
     let config = Config::load(&source, &own_namespace())
         .with_context(|| format!("loading the configuration from {source}"))?;
     let inputs = input::expand(&args.files, args.recursive).map_err(anyhow::Error::msg)?;
@@ -379,15 +381,20 @@ fn read_namespaces(
 
 fn run_check(args: CheckArgs) -> Result<ExitCode> {
     use sidecar_injector::check::{self, Scope, State};
-    let source = Source::from_arg(args.config.as_deref());
-    let config = Config::load(&source, &own_namespace())
-        .with_context(|| format!("loading the configuration from {source}"))?;
+    let source = Source::from_arg(args.config.as_deref()).map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting tokio")?;
     runtime.block_on(async {
         let client = cluster::client(args.kubeconfig.as_deref()).await?;
+        let config = match &source {
+            Source::ConfigMap { namespace, name } => {
+                live_config::fetch(&client, namespace, name, &own_namespace()).await?
+            }
+            _ => Config::load(&source, &own_namespace())
+                .with_context(|| format!("loading the configuration from {source}"))?,
+        };
         let scope = match (args.all_namespaces, args.namespace) {
             (true, _) => Scope::AllInjected,
             (false, Some(ns)) => Scope::Namespace(ns),
@@ -449,7 +456,7 @@ fn run_check(args: CheckArgs) -> Result<ExitCode> {
 }
 
 fn validate(config: Option<PathBuf>) -> Result<ExitCode> {
-    let source = Source::from_arg(config.as_deref());
+    let source = Source::from_arg(config.as_deref()).map_err(anyhow::Error::msg)?;
     match Config::load(&source, &own_namespace()) {
         Ok(c) => {
             for w in &c.warnings {

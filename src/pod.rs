@@ -52,6 +52,12 @@ pub struct OwnerRef<'a> {
     pub api_version: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub uid: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub controller: Option<bool>,
 }
 
 #[derive(Deserialize)]

@@ -86,18 +86,25 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Each namespace's labels and annotations, when the API can be read.
     pub namespaces: Option<Namespaces>,
+    /// Warning Events for failed injections, when the API can be written.
+    pub events: Option<crate::events::InjectionEvents>,
     ready: AtomicBool,
     draining: AtomicBool,
 }
 
 impl AppState {
-    pub fn new(config: Config, namespaces: Option<Namespaces>) -> Arc<AppState> {
+    pub fn new(
+        config: Config,
+        namespaces: Option<Namespaces>,
+        events: Option<crate::events::InjectionEvents>,
+    ) -> Arc<AppState> {
         let metrics = Metrics::new();
         metrics.config_loaded(&config.template_hash);
         Arc::new(AppState {
             config: ArcSwap::from_pointee(config),
             metrics,
             namespaces,
+            events,
             ready: AtomicBool::new(true),
             draining: AtomicBool::new(false),
         })
@@ -216,6 +223,20 @@ async fn mutate(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
     // One event per admission: debug when it went as configured, warn when injection failed.
     // Only names and reasons: never env values or object bodies.
     let failed = decision.outcome() == crate::engine::Outcome::Failed;
+    if (failed || decision.reason == crate::engine::Reason::PodSecurity)
+        && !review.dry_run()
+        && let Some(events) = &app.events
+        && let Some(view) = review
+            .object()
+            .and_then(|o| crate::pod::PodView::parse(o).ok())
+    {
+        events.injection_failed(
+            review.namespace(),
+            &view,
+            decision.reason,
+            &decision.message,
+        );
+    }
     if !failed && !tracing::enabled!(tracing::Level::DEBUG) {
         return json_or_error(answer);
     }
@@ -295,19 +316,8 @@ async fn preview_one(
 /// Runs until SIGTERM or SIGINT, then drains.
 pub async fn run(opts: ServeOptions) -> Result<()> {
     let started = Instant::now();
-    let config = Config::load(&opts.source, &opts.own_namespace)
-        .with_context(|| format!("loading the configuration from {}", opts.source))?;
-    for w in &config.warnings {
-        warn!(warning = %w, "configuration");
-    }
-    info!(source = %opts.source, template_hash = %config.template_hash, "configuration loaded");
-    let namespaces = match crate::cluster::client(opts.kubeconfig.as_deref()).await {
-        Ok(client) => {
-            info!(
-                "API access: watching namespaces (labels and annotations) for the templates, overrides and Pod Security"
-            );
-            Some(Namespaces::watch(client))
-        }
+    let client = match crate::cluster::client(opts.kubeconfig.as_deref()).await {
+        Ok(client) => Some(client),
         Err(e) if opts.kubeconfig.is_some() => return Err(e),
         Err(e) => {
             info!(
@@ -317,7 +327,33 @@ pub async fn run(opts: ServeOptions) -> Result<()> {
             None
         }
     };
-    let state = AppState::new(config, namespaces);
+    let config = match (&opts.source, &client) {
+        (Source::ConfigMap { namespace, name }, Some(client)) => {
+            crate::live_config::fetch(client, namespace, name, &opts.own_namespace).await?
+        }
+        (Source::ConfigMap { .. }, None) => {
+            anyhow::bail!(
+                "--config {}: needs API access (--kubeconfig, or run in a cluster)",
+                opts.source
+            )
+        }
+        _ => Config::load(&opts.source, &opts.own_namespace)
+            .with_context(|| format!("loading the configuration from {}", opts.source))?,
+    };
+    for w in &config.warnings {
+        warn!(warning = %w, "configuration");
+    }
+    info!(source = %opts.source, template_hash = %config.template_hash, "configuration loaded");
+    let namespaces = client.clone().map(|client| {
+        info!(
+            "API access: watching namespaces (labels and annotations) for the templates, overrides and Pod Security"
+        );
+        Namespaces::watch(client)
+    });
+    let events = client
+        .clone()
+        .map(|client| crate::events::InjectionEvents::new(client, reporter()));
+    let state = AppState::new(config, namespaces, events);
 
     let pair = tls::load_pair(&opts.cert_file, &opts.key_file)?;
     state.metrics.certificate_expiry(pair.not_after);
@@ -325,7 +361,7 @@ pub async fn run(opts: ServeOptions) -> Result<()> {
     let tls_config = tls::server_config(resolver.clone(), opts.client_ca_file.as_deref())?;
     let acceptor = TlsAcceptor::from(Arc::new(tls_config));
 
-    watch_config(&opts, &state);
+    watch_config(&opts, &state, client.as_ref());
     watch_certificate(&opts, &state, resolver);
 
     let listener = TcpListener::bind(opts.listen)
@@ -545,41 +581,77 @@ async fn stopped(mut rx: signal_watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-fn watch_config(opts: &ServeOptions, state: &Arc<AppState>) {
-    if opts.source == Source::Embedded {
-        return;
+/// A new configuration passed its checks: serve it.
+fn use_config(state: &AppState, config: Config) {
+    for w in &config.warnings {
+        warn!(warning = %w, "configuration");
     }
-    // A directory's file list is read again on every look: a template added to the ConfigMap
-    // is a new file.
-    let listed = opts.source.clone();
-    let files = move || listed.files();
-    let (source, own_ns, state) = (
-        opts.source.clone(),
-        opts.own_namespace.clone(),
-        state.clone(),
-    );
-    watch::spawn(
-        "config",
-        files,
-        WATCH_INTERVAL,
-        move || match Config::load(&source, &own_ns) {
-            Ok(config) => {
-                for w in &config.warnings {
-                    warn!(warning = %w, "configuration");
-                }
-                info!(template_hash = %config.template_hash, "configuration reloaded");
-                state.metrics.config_reload(true);
-                state.metrics.config_loaded(&config.template_hash);
-                state.config.store(Arc::new(config));
-            }
-            Err(e) => {
-                for problem in &e.problems {
-                    error!(problem = %problem, "configuration refused; the last good one keeps serving");
-                }
-                state.metrics.config_reload(false);
-            }
-        },
-    );
+    info!(template_hash = %config.template_hash, "configuration reloaded");
+    state.metrics.config_reload(true);
+    state.metrics.config_loaded(&config.template_hash);
+    state.config.store(Arc::new(config));
+}
+
+/// A new configuration failed its checks: keep the last good one.
+fn refuse_config(state: &AppState, e: &crate::config::ConfigError) {
+    for problem in &e.problems {
+        error!(problem = %problem, "configuration refused; the last good one keeps serving");
+    }
+    state.metrics.config_reload(false);
+}
+
+fn watch_config(opts: &ServeOptions, state: &Arc<AppState>, client: Option<&kube::Client>) {
+    match (&opts.source, client) {
+        (Source::Embedded, _) => {}
+        (Source::ConfigMap { namespace, name }, Some(client)) => {
+            let loaded = state.config.load().template_hash.clone();
+            let (ok, refused) = (state.clone(), state.clone());
+            let mut first = true;
+            crate::live_config::watch(
+                client.clone(),
+                namespace.clone(),
+                name.clone(),
+                opts.own_namespace.clone(),
+                reporter(),
+                move |config| {
+                    // The watch's first delivery is what was just loaded.
+                    if std::mem::take(&mut first) && config.template_hash == loaded {
+                        return;
+                    }
+                    use_config(&ok, config)
+                },
+                move |e| refuse_config(&refused, e),
+            );
+        }
+        (Source::ConfigMap { .. }, None) => {}
+        (Source::Path(_), _) => {
+            // A directory's file list is read again on every look: a template added to the
+            // ConfigMap is a new file.
+            let listed = opts.source.clone();
+            let files = move || listed.files();
+            let (source, own_ns, state) = (
+                opts.source.clone(),
+                opts.own_namespace.clone(),
+                state.clone(),
+            );
+            watch::spawn("config", files, WATCH_INTERVAL, move || match Config::load(
+                &source, &own_ns,
+            ) {
+                Ok(config) => use_config(&state, config),
+                Err(e) => refuse_config(&state, &e),
+            });
+        }
+    }
+}
+
+/// Who the Events this server records say they come from.
+pub fn reporter() -> kube::runtime::events::Reporter {
+    kube::runtime::events::Reporter {
+        controller: "sidecar-injector".into(),
+        instance: std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .ok(),
+    }
 }
 
 fn watch_certificate(opts: &ServeOptions, state: &Arc<AppState>, resolver: Arc<CertResolver>) {

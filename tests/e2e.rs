@@ -1241,3 +1241,241 @@ async fn pods_that_missed_the_sidecar_are_found_and_repaired() {
         .collect();
     assert_eq!(repair.len(), 1, "one Event for the one restart: {repair:?}");
 }
+
+/// The Events of a namespace as (reason, regarding kind, regarding name, note).
+fn events(env: &Env, ns: &str) -> Vec<(String, String, String, String)> {
+    let out = ok(&kubectl(
+        env,
+        &["get", "events.events.k8s.io", "-n", ns, "-o", "json"],
+        None,
+    ));
+    let list: Value = serde_json::from_str(&out).unwrap();
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+            (
+                s(&e["reason"]),
+                s(&e["regarding"]["kind"]),
+                s(&e["regarding"]["name"]),
+                s(&e["note"]),
+            )
+        })
+        .collect()
+}
+
+fn configmap_manifest(ns: &str, name: &str, image: &str, pull_policy: &str) -> String {
+    let settings = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base/config/config.yaml"),
+    )
+    .unwrap()
+    .replace(
+        "atlassian/bitbucket-pipelines-metrics-collector:2.1.0",
+        image,
+    );
+    let template = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base/config/mutate.yaml"),
+    )
+    .unwrap()
+    .replace(
+        "imagePullPolicy: IfNotPresent",
+        &format!("imagePullPolicy: {pull_policy}"),
+    );
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns},
+        "data": {"config.yaml": settings, "mutate.yaml": template}})
+    .to_string()
+}
+
+fn collector_image(pod: &Pod) -> String {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.containers.iter().find(|c| c.name == COLLECTOR))
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default()
+}
+
+/// Issue "Cluster-aware": `serve --config configmap:NS/NAME` serves a `kubectl apply` of the
+/// ConfigMap to a Pod created 2 s later; a broken one leaves the old template serving, a
+/// Warning Event on the ConfigMap naming the problem, and the reload metric counting it.
+#[tokio::test]
+#[ignore = "needs a cluster: tests/e2e/run"]
+async fn a_live_configmap_is_served_at_once_and_a_broken_one_is_refused_with_an_event() {
+    let env = env();
+    let c = client(&env).await;
+    let home = namespace(&c, "e2e-live-config", json!({})).await;
+    let apply = |manifest: String| ok(&kubectl(&env, &["apply", "-f", "-"], Some(&manifest)));
+    apply(configmap_manifest(
+        &home,
+        "live",
+        "collector:1.0",
+        "IfNotPresent",
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let certs = env.work.join("certs");
+    let log = dir.path().join("live.log");
+    let (mut server, port, metrics_port) = common::spawn_serve(
+        &[
+            "--config".into(),
+            format!("configmap:{home}/live"),
+            "--kubeconfig".into(),
+            env.kubeconfig.display().to_string(),
+            "--tls-cert-file".into(),
+            certs.join("tls.crt").display().to_string(),
+            "--tls-key-file".into(),
+            certs.join("tls.key").display().to_string(),
+        ],
+        &log,
+    );
+    register(
+        &env,
+        "e2e-live",
+        "e2e-live",
+        &format!("https://127.0.0.1:{port}/mutate"),
+        &ca_bundle(&env),
+        "Ignore",
+    );
+    let ns = namespace(&c, "e2e-live", json!({"e2e-live": "on"})).await;
+    let api: Api<Pod> = Api::namespaced(c.clone(), &ns);
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    eventually("the live-config webhook to be called", 60, || async {
+        let pod: Pod = serde_json::from_value(pod_json("marker", json!({}))).unwrap();
+        api.create(&dry, &pod)
+            .await
+            .ok()
+            .filter(|p| collector_image(p) == "collector:1.0")
+    })
+    .await;
+
+    // A new version: a Pod created 2 s after the apply gets it.
+    apply(configmap_manifest(
+        &home,
+        "live",
+        "collector:2.0",
+        "IfNotPresent",
+    ));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pod = create_pod(&c, &ns, pod_json("second", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(collector_image(&pod), "collector:2.0");
+
+    // A broken version: refused, the last good one serves, and the ConfigMap says why.
+    apply(configmap_manifest(
+        &home,
+        "live",
+        "collector:3.0",
+        "Sometimes",
+    ));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pod = create_pod(&c, &ns, pod_json("third", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(collector_image(&pod), "collector:2.0");
+    let refused = eventually("the Warning Event on the ConfigMap", 30, || async {
+        events(&env, &home)
+            .into_iter()
+            .find(|(reason, kind, name, _)| {
+                reason == "ConfigRefused" && kind == "ConfigMap" && name == "live"
+            })
+    })
+    .await;
+    assert!(
+        refused
+            .3
+            .contains("mutate.yaml: containers[0].imagePullPolicy: \"Sometimes\" is not one of"),
+        "{refused:?}"
+    );
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("sidecar_injector_config_reloads_total{result=\"failure\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("sidecar_injector_config_reloads_total{result=\"success\"} 1"));
+    ok(&kubectl(
+        &env,
+        &["delete", "mutatingwebhookconfiguration", "e2e-live"],
+        None,
+    ));
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+/// Issue "Cluster-aware": a failed injection is a Warning Event on the Pod's owner (the
+/// ReplicaSet), or on the namespace for a bare Pod; rate-limited (three failing Pods of one
+/// ReplicaSet give one Event) and never for a dry run.
+#[tokio::test]
+#[ignore = "needs a cluster: tests/e2e/run"]
+async fn failed_injections_are_events_on_the_owner_rate_limited_and_never_for_dry_runs() {
+    let env = env();
+    let c = client(&env).await;
+    let ns = opted_in(&c, "e2e-events").await;
+    webhook_in_effect(&c, &ns).await;
+    // A dry run that conflicts: no Event.
+    let own = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "own"},
+        "spec": {"containers": [{"name": "app", "image": "app:1"},
+            {"name": COLLECTOR, "image": "someone-else/collector:0.1"}]}});
+    ok(&kubectl(
+        &env,
+        &["apply", "--dry-run=server", "-n", &ns, "-f", "-"],
+        Some(&own.to_string()),
+    ));
+    // Three Pods of one ReplicaSet that conflict.
+    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "clash"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "clash"}},
+            "template": {"metadata": {"labels": {"app": "clash"}}, "spec": own["spec"]}}});
+    ok(&kubectl(
+        &env,
+        &["apply", "-n", &ns, "-f", "-"],
+        Some(&deploy.to_string()),
+    ));
+    let pods: Api<Pod> = Api::namespaced(c.clone(), &ns);
+    eventually("three Pods", 60, || async {
+        let list = pods
+            .list(&ListParams::default().labels("app=clash"))
+            .await
+            .ok()?;
+        (list.items.len() == 3).then_some(())
+    })
+    .await;
+    // A bare Pod that conflicts: the Event goes on the namespace.
+    ok(&kubectl(
+        &env,
+        &["apply", "-n", &ns, "-f", "-"],
+        Some(&own.to_string()),
+    ));
+    // Events about a Namespace (cluster-scoped) live in `default`, where `kubectl describe
+    // namespace` finds them.
+    let ours = || {
+        events(&env, &ns)
+            .into_iter()
+            .chain(events(&env, "default").into_iter().filter(|e| e.2 == ns))
+            .filter(|e| e.0 == "SidecarInjectionFailed")
+            .collect::<Vec<_>>()
+    };
+    let found = eventually("the Events", 30, || async {
+        let ev = ours();
+        (ev.len() >= 2).then_some(ev)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let found_later = ours();
+    assert_eq!(found_later.len(), 2, "{found_later:?}");
+    let on_rs: Vec<_> = found.iter().filter(|e| e.1 == "ReplicaSet").collect();
+    assert_eq!(on_rs.len(), 1, "one Event for three failures: {found:?}");
+    assert!(on_rs[0].2.starts_with("clash-"), "{on_rs:?}");
+    assert!(on_rs[0].3.contains("(conflict)"), "{on_rs:?}");
+    let on_ns: Vec<_> = found.iter().filter(|e| e.1 == "Namespace").collect();
+    assert_eq!(on_ns.len(), 1, "{found:?}");
+    assert!(on_ns[0].3.contains("Pod \"own\""), "{on_ns:?}");
+}

@@ -13,13 +13,16 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 use sidecar_injector::config::{DEFAULT_SETTINGS, DEFAULT_TEMPLATE};
 use sidecar_injector::yaml;
 use std::path::Path;
 use std::process::Command;
+
+/// An RBAC rule as (apiGroups, resources, resourceNames, verbs).
+type Rule = (Vec<String>, Vec<String>, Vec<String>, Vec<String>);
 
 /// Kinds that live outside namespaces (of those the install may hold).
 const CLUSTER_SCOPED: [&str; 5] = [
@@ -175,36 +178,63 @@ fn the_base_renders_to_a_complete_hardened_install() {
     ] {
         assert!(kinds.contains(&k), "{k} missing: {kinds:?}");
     }
-    // Least privilege: reading namespaces' metadata, nothing else.
+    // Least privilege: read namespaces' metadata, record Events, read its own ConfigMap.
+    let rules = |docs: &[Value], kind: &str| -> Vec<Rule> {
+        let rules: Vec<k8s_openapi::api::rbac::v1::PolicyRule> = match kind {
+            "ClusterRole" => one::<ClusterRole>(docs, kind).rules.unwrap_or_default(),
+            _ => one::<Role>(docs, kind).rules.unwrap_or_default(),
+        };
+        rules
+            .into_iter()
+            .map(|r| {
+                (
+                    r.api_groups.unwrap_or_default(),
+                    r.resources.unwrap_or_default(),
+                    r.resource_names.unwrap_or_default(),
+                    r.verbs,
+                )
+            })
+            .collect()
+    };
+    let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        rules(&docs, "ClusterRole"),
+        [
+            (
+                s(&[""]),
+                s(&["namespaces"]),
+                s(&[]),
+                s(&["get", "list", "watch"])
+            ),
+            (
+                s(&["events.k8s.io"]),
+                s(&["events"]),
+                s(&[]),
+                s(&["create", "patch"])
+            ),
+        ]
+    );
+    assert_eq!(
+        rules(&docs, "Role"),
+        [(
+            s(&[""]),
+            s(&["configmaps"]),
+            s(&["sidecar-injector"]),
+            s(&["get", "list", "watch"])
+        )]
+    );
     let role: ClusterRole = one(&docs, "ClusterRole");
-    let rules = role.rules.unwrap_or_default();
-    assert_eq!(rules.len(), 1, "{rules:?}");
-    assert_eq!(rules[0].api_groups.as_deref(), Some(&[String::new()][..]));
-    assert_eq!(
-        rules[0].resources.as_deref(),
-        Some(&["namespaces".to_owned()][..])
-    );
-    assert_eq!(rules[0].verbs, ["get", "list", "watch"]);
-    assert!(
-        !kinds.contains(&"Role") && !kinds.contains(&"RoleBinding"),
-        "{kinds:?}"
-    );
-    let binding: ClusterRoleBinding = one(&docs, "ClusterRoleBinding");
-    assert_eq!(binding.role_ref.name, role.metadata.name.unwrap());
-    let subject = &binding.subjects.unwrap()[0];
-    assert_eq!(
-        (
-            subject.kind.as_str(),
-            subject.name.as_str(),
-            subject.namespace.as_deref()
-        ),
-        (
-            "ServiceAccount",
-            "sidecar-injector",
-            Some("sidecar-injector")
-        )
-    );
-
+    for kind in ["ClusterRoleBinding", "RoleBinding"] {
+        let binding: Value = docs.iter().find(|d| d["kind"] == kind).unwrap().clone();
+        assert_eq!(
+            binding["roleRef"]["name"],
+            role.metadata.name.clone().unwrap()
+        );
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": "sidecar-injector", "namespace": "sidecar-injector"}])
+        );
+    }
     let deploy: Deployment = one(&docs, "Deployment");
     let ns = deploy.metadata.namespace.clone().unwrap();
     assert_eq!(ns, "sidecar-injector");
@@ -241,27 +271,41 @@ fn the_base_renders_to_a_complete_hardened_install() {
         (pod.termination_grace_period_seconds.unwrap() as f64) > drain,
         "terminationGracePeriod outlasts the drain"
     );
-    // ConfigMap and Secret mounted as directories (no subPath), so hot reload sees ..data swaps.
+    // The Secret is mounted as a directory (no subPath), so hot reload sees ..data swaps.
     let mounts = c.volume_mounts.clone().unwrap();
     assert!(mounts.iter().all(|m| m.sub_path.is_none()));
     let vols = pod.volumes.unwrap();
-    let config_vol = vols
-        .iter()
-        .find(|v| v.config_map.is_some())
-        .expect("the ConfigMap volume");
     let tls_vol = vols
         .iter()
         .find(|v| v.secret.is_some())
         .expect("the TLS Secret volume");
-    for (vol, flag) in [(config_vol, "--config="), (tls_vol, "--tls-cert-file=")] {
-        let mount = mounts.iter().find(|m| m.name == vol.name).unwrap();
-        assert!(
-            args.iter()
-                .any(|a| a.starts_with(flag) && a[flag.len()..].starts_with(&mount.mount_path)),
-            "{flag} points into {}",
-            mount.mount_path
-        );
-    }
+    let mount = mounts.iter().find(|m| m.name == tls_vol.name).unwrap();
+    assert!(
+        args.iter().any(|a| a
+            .strip_prefix("--tls-cert-file=")
+            .is_some_and(|f| f.starts_with(&mount.mount_path))),
+        "--tls-cert-file= points into {}",
+        mount.mount_path
+    );
+    // The ConfigMap is watched through the API: the one the install ships, in the
+    // namespace the Pod runs in (POD_NAMESPACE, from the downward API).
+    let cm: ConfigMap = one(&docs, "ConfigMap");
+    assert!(
+        args.contains(&format!(
+            "--config=configmap:$(POD_NAMESPACE)/{}",
+            cm.metadata.name.unwrap()
+        )),
+        "{args:?}"
+    );
+    let env = c.env.clone().unwrap_or_default();
+    assert!(env.iter().any(|e| {
+        e.name == "POD_NAMESPACE"
+            && e.value_from
+                .as_ref()
+                .and_then(|v| v.field_ref.as_ref())
+                .map(|f| f.field_path.as_str())
+                == Some("metadata.namespace")
+    }));
     let https = c
         .ports
         .clone()
@@ -355,7 +399,7 @@ fn the_base_renders_to_a_complete_hardened_install() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    assert_eq!(common::schema::assert_valid("manifests/", &docs, &[]), 9);
+    assert_eq!(common::schema::assert_valid("manifests/", &docs, &[]), 11);
 }
 
 #[test]
