@@ -19,17 +19,43 @@ const EVERY: Duration = Duration::from_secs(60);
 /// Past this many remembered owners, the old ones are forgotten.
 const REMEMBERED: usize = 10_000;
 
+/// Which Events go out: at most one per key every [`EVERY`].
+#[derive(Default)]
+pub struct Throttle {
+    last: Mutex<HashMap<(String, String, String, Reason), Instant>>,
+}
+
+impl Throttle {
+    /// True when no Event for `key` went out in the minute before `now` (and remembers it).
+    pub fn allow(&self, key: (String, String, String, Reason), now: Instant) -> bool {
+        let Ok(mut last) = self.last.lock() else {
+            return false;
+        };
+        if last
+            .get(&key)
+            .is_some_and(|t| now.saturating_duration_since(*t) < EVERY)
+        {
+            return false;
+        }
+        if last.len() >= REMEMBERED {
+            last.retain(|_, t| now.saturating_duration_since(*t) < EVERY);
+        }
+        last.insert(key, now);
+        true
+    }
+}
+
 /// Records Warning Events for injections that failed (or were skipped by Pod Security).
 pub struct InjectionEvents {
     recorder: Recorder,
-    last: Mutex<HashMap<(String, String, String, Reason), Instant>>,
+    throttle: Throttle,
 }
 
 impl InjectionEvents {
     pub fn new(client: kube::Client, reporter: Reporter) -> InjectionEvents {
         InjectionEvents {
             recorder: Recorder::new(client, reporter),
-            last: Mutex::new(HashMap::new()),
+            throttle: Throttle::default(),
         }
     }
 
@@ -75,21 +101,8 @@ impl InjectionEvents {
             regarding.name.clone().unwrap_or_default(),
             reason,
         );
-        {
-            let Ok(mut last) = self.last.lock() else {
-                return false;
-            };
-            let now = Instant::now();
-            if last
-                .get(&key)
-                .is_some_and(|t| now.duration_since(*t) < EVERY)
-            {
-                return false;
-            }
-            if last.len() >= REMEMBERED {
-                last.retain(|_, t| now.duration_since(*t) < EVERY);
-            }
-            last.insert(key, now);
+        if !self.throttle.allow(key, Instant::now()) {
+            return false;
         }
         let pod_name = pod.name();
         let mut note = format!(
@@ -118,5 +131,83 @@ impl InjectionEvents {
             }
         });
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(owner: &str, reason: Reason) -> (String, String, String, Reason) {
+        ("ns".into(), "ReplicaSet".into(), owner.into(), reason)
+    }
+
+    #[test]
+    fn one_event_per_owner_and_reason_a_minute() {
+        let t = Throttle::default();
+        let start = Instant::now();
+        let sent = (0..1000)
+            .filter(|i| {
+                t.allow(
+                    key("web-1", Reason::Conflict),
+                    start + Duration::from_millis(*i * 10),
+                )
+            })
+            .count();
+        assert_eq!(sent, 1, "1,000 failures within 10 s: one Event");
+        assert!(
+            t.allow(key("web-2", Reason::Conflict), start),
+            "another owner"
+        );
+        assert!(
+            t.allow(key("web-1", Reason::TemplateError), start),
+            "another reason"
+        );
+        assert!(!t.allow(
+            key("web-1", Reason::Conflict),
+            start + Duration::from_secs(59)
+        ));
+        assert!(t.allow(
+            key("web-1", Reason::Conflict),
+            start + Duration::from_secs(61)
+        ));
+        // A ReplicaSet failing for an hour: one a minute.
+        let t = Throttle::default();
+        let hour = (0..3600)
+            .filter(|s| {
+                t.allow(
+                    key("web-1", Reason::Conflict),
+                    start + Duration::from_secs(*s),
+                )
+            })
+            .count();
+        assert_eq!(hour, 60);
+    }
+
+    #[test]
+    fn the_event_goes_on_the_controller_owner_or_the_namespace() {
+        let raw = serde_json::value::to_raw_value(&serde_json::json!({"metadata": {"name": "p",
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "Thing", "name": "not-controller", "uid": "0"},
+                {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": "u1", "controller": true}]}}))
+        .unwrap();
+        let pod = PodView::parse(&raw).unwrap();
+        let r = InjectionEvents::regarding("shop", &pod);
+        assert_eq!(
+            (
+                r.kind.as_deref(),
+                r.name.as_deref(),
+                r.namespace.as_deref(),
+                r.uid.as_deref()
+            ),
+            (Some("ReplicaSet"), Some("web-1"), Some("shop"), Some("u1"))
+        );
+        let raw = serde_json::value::to_raw_value(&serde_json::json!({"metadata": {"name": "p"}}))
+            .unwrap();
+        let r = InjectionEvents::regarding("shop", &PodView::parse(&raw).unwrap());
+        assert_eq!(
+            (r.kind.as_deref(), r.name.as_deref(), r.namespace.as_deref()),
+            (Some("Namespace"), Some("shop"), None)
+        );
     }
 }
