@@ -128,6 +128,9 @@ fn staleness(status: &Status, config: &Config) -> (State, String) {
     }
 }
 
+/// Pods read per API call.
+const PAGE: u32 = 500;
+
 /// Which namespaces to look at.
 #[derive(Debug, Clone)]
 pub enum Scope {
@@ -175,24 +178,32 @@ pub async fn survey(
     for ns in &namespaces {
         let name = ns.metadata.name.clone().unwrap_or_default();
         let pods: Api<Pod> = Api::namespaced(client.clone(), &name);
-        let list = pods
-            .list(&ListParams::default())
-            .await
-            .with_context(|| format!("listing the Pods of {name:?}"))?;
         let mut owners = Owners::new(client.clone(), &name);
-        for pod in list.items {
-            if pod.metadata.deletion_timestamp.is_some() {
-                continue; // on its way out: a rollout's old Pod
+        // Page by page: memory stays flat however many Pods there are.
+        let mut params = ListParams::default().limit(PAGE);
+        loop {
+            let page = pods
+                .list(&params)
+                .await
+                .with_context(|| format!("listing the Pods of {name:?}"))?;
+            for pod in page.items {
+                if pod.metadata.deletion_timestamp.is_some() {
+                    continue; // on its way out: a rollout's old Pod
+                }
+                let raw = serde_json::value::to_raw_value(&pod).context("a Pod as JSON")?;
+                let (state, reason) = judge(&raw, &name, Some(namespaces::context(ns)), config);
+                reports.push(PodReport {
+                    namespace: name.clone(),
+                    pod: pod.metadata.name.clone().unwrap_or_default(),
+                    owner: owners.of(&pod).await,
+                    state,
+                    reason,
+                });
             }
-            let raw = serde_json::value::to_raw_value(&pod).context("a Pod as JSON")?;
-            let (state, reason) = judge(&raw, &name, Some(namespaces::context(ns)), config);
-            reports.push(PodReport {
-                namespace: name.clone(),
-                pod: pod.metadata.name.clone().unwrap_or_default(),
-                owner: owners.of(&pod).await,
-                state,
-                reason,
-            });
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(next) => params = params.continue_token(&next),
+                None => break,
+            }
         }
     }
     reports.sort_by(|a, b| (&a.namespace, &a.owner, &a.pod).cmp(&(&b.namespace, &b.owner, &b.pod)));
@@ -260,6 +271,78 @@ fn controller_of(
         .flatten()
         .find(|o| o.controller == Some(true))
         .map(|o| format!("{}/{}", o.kind, o.name))
+}
+
+/// The host path of the Docker socket.
+pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+
+/// The volume of the default templates that mounts the Docker socket from the host, if any
+/// (rendered for a sample Pod when the templates read the Pod).
+pub fn docker_socket_volume(config: &Config) -> Option<String> {
+    let sample = serde_json::value::to_raw_value(&serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sample", "namespace": "default"},
+        "spec": {"containers": [{"name": "app", "image": "app:1"}]}}))
+    .ok()?;
+    let fragment = config
+        .fragment(&config.default_templates(), &sample, "default", None)
+        .ok()?;
+    fragment
+        .volumes
+        .iter()
+        .find(|v| {
+            v.value
+                .pointer("/hostPath/path")
+                .and_then(serde_json::Value::as_str)
+                == Some(DOCKER_SOCKET)
+        })
+        .map(|v| v.name().to_owned())
+}
+
+/// Nodes whose container runtime is not Docker (`status.nodeInfo.containerRuntimeVersion`
+/// not `docker://...`): `(name, runtime)`, and how many nodes there are.
+pub async fn nodes_without_docker(client: &kube::Client) -> Result<(Vec<(String, String)>, usize)> {
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let list = nodes
+        .list(&ListParams::default())
+        .await
+        .context("listing nodes")?;
+    let total = list.items.len();
+    let without = list
+        .items
+        .into_iter()
+        .filter_map(|n| {
+            let runtime = n.status?.node_info?.container_runtime_version;
+            (!runtime.starts_with("docker://"))
+                .then(|| (n.metadata.name.unwrap_or_default(), runtime))
+        })
+        .collect();
+    Ok((without, total))
+}
+
+/// What to say when the template mounts the Docker socket and some nodes have no Docker.
+pub fn docker_socket_advice(
+    volume: &str,
+    without: &[(String, String)],
+    total: usize,
+) -> Option<String> {
+    if without.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = without
+        .iter()
+        .take(10)
+        .map(|(n, r)| format!("{n} ({r})"))
+        .collect();
+    let more = if without.len() > 10 {
+        format!(" and {} more", without.len() - 10)
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "{} of {total} nodes run no Docker: {}{more}. The template mounts {DOCKER_SOCKET} (volume {volume:?}, a hostPath of type Socket), which does not exist there: injected Pods scheduled on them stay in ContainerCreating (FailedMount). Set values.mountDockerSocket: false in config.yaml.",
+        without.len(),
+        names.join(", ")
+    ))
 }
 
 /// Counts by state, in [`State::ALL`] order.
@@ -346,32 +429,58 @@ pub struct RepairOptions {
     pub reporter: Reporter,
 }
 
+/// At most so many restarts in any minute; kept across repair rounds.
+#[derive(Debug, Default)]
+pub struct Limiter {
+    started: Vec<Instant>,
+}
+
+impl Limiter {
+    /// How long to wait before the next restart may start, at `now`.
+    pub fn wait(&mut self, per_minute: u32, now: Instant) -> Duration {
+        let minute = Duration::from_secs(60);
+        self.started
+            .retain(|t| now.saturating_duration_since(*t) < minute);
+        match self.started.first() {
+            Some(first) if self.started.len() >= per_minute.max(1) as usize => {
+                minute.saturating_sub(now.saturating_duration_since(*first))
+            }
+            _ => Duration::ZERO,
+        }
+    }
+
+    pub fn started(&mut self, at: Instant) {
+        self.started.push(at);
+    }
+}
+
 /// Restarts each workload the way `kubectl rollout restart` does, one at a time, waiting
-/// for its rollout to finish before the next, at most `max_per_minute` a minute. Each restart
-/// is an Event on the workload. Returns the workloads restarted.
+/// for its rollout to finish before the next, at most `max_per_minute` a minute (counted by
+/// `limiter`), while `keep_going` says so. Each restart is an Event on the workload. Returns
+/// the workloads restarted.
 pub async fn repair(
     client: &kube::Client,
     workloads: &[(String, String)],
     why: &BTreeMap<(String, String), String>,
     opts: &RepairOptions,
+    limiter: &mut Limiter,
+    keep_going: &(dyn Fn() -> bool + Sync),
     mut on_restart: impl FnMut(&str, &str),
 ) -> Result<Vec<String>> {
     let recorder = Recorder::new(client.clone(), opts.reporter.clone());
-    let mut started: Vec<Instant> = Vec::new();
     let mut done = Vec::new();
     for (namespace, owner) in workloads {
-        let per_minute = opts.max_per_minute.max(1) as usize;
-        started.retain(|t| t.elapsed() < Duration::from_secs(60));
-        if started.len() >= per_minute
-            && let Some(first) = started.first()
-        {
-            let wait = Duration::from_secs(60).saturating_sub(first.elapsed());
+        let wait = limiter.wait(opts.max_per_minute, Instant::now());
+        if !wait.is_zero() {
             tracing::info!(
                 wait_s = wait.as_secs(),
-                "repair: at most {per_minute} restarts a minute; waiting"
+                "repair: at most {} restarts a minute; waiting",
+                opts.max_per_minute
             );
             tokio::time::sleep(wait).await;
-            started.retain(|t| t.elapsed() < Duration::from_secs(60));
+        }
+        if !keep_going() {
+            break;
         }
         let (kind, name) = owner.split_once('/').unwrap_or_default();
         let now = time::OffsetDateTime::now_utc()
@@ -387,7 +496,7 @@ pub async fn repair(
             "DaemonSet" => restart::<DaemonSet>(client, namespace, name, &patch, &params).await?,
             other => bail!("{owner}: {other} is not a workload repair restarts"),
         };
-        started.push(Instant::now());
+        limiter.started(Instant::now());
         on_restart(namespace, owner);
         let note = why
             .get(&(namespace.clone(), owner.clone()))
@@ -606,5 +715,45 @@ mod tests {
         assert!(t.starts_with("NAMESPACE  OWNER"), "{t}");
         assert_eq!(t.lines().count(), 7);
         assert_eq!(counts(&reports)[&State::Missing], 2);
+    }
+
+    #[test]
+    fn the_limiter_allows_so_many_restarts_a_minute() {
+        let mut l = Limiter::default();
+        let t0 = Instant::now();
+        assert_eq!(l.wait(2, t0), Duration::ZERO);
+        l.started(t0);
+        assert_eq!(l.wait(2, t0 + Duration::from_secs(1)), Duration::ZERO);
+        l.started(t0 + Duration::from_secs(1));
+        assert_eq!(
+            l.wait(2, t0 + Duration::from_secs(10)),
+            Duration::from_secs(50)
+        );
+        assert_eq!(l.wait(2, t0 + Duration::from_secs(60)), Duration::ZERO);
+        assert_eq!(
+            l.wait(1, t0 + Duration::from_secs(60)),
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn the_docker_socket_is_found_and_the_advice_names_nodes_and_setting() {
+        let shipped = Config::load(&crate::config::Source::Embedded, "injector").unwrap();
+        assert_eq!(
+            docker_socket_volume(&shipped).as_deref(),
+            Some("docker-sock")
+        );
+        assert_eq!(docker_socket_volume(&config()), None);
+        let nodes = [("kwok-node-1".to_owned(), "containerd://2.1.0".to_owned())];
+        let advice = docker_socket_advice("docker-sock", &nodes, 3).unwrap();
+        assert!(
+            advice.starts_with("1 of 3 nodes run no Docker: kwok-node-1 (containerd://2.1.0)"),
+            "{advice}"
+        );
+        assert!(
+            advice.contains("values.mountDockerSocket: false"),
+            "{advice}"
+        );
+        assert_eq!(docker_socket_advice("docker-sock", &[], 3), None);
     }
 }

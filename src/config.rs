@@ -142,8 +142,42 @@ pub struct Settings {
     /// The dotted `values` paths a namespace or Pod may override.
     #[serde(default)]
     pub overridable: Vec<String>,
+    /// The repair loop inside `serve`.
+    #[serde(default)]
+    pub repair: Repair,
     #[serde(default = "empty_map")]
     pub values: Value,
+}
+
+/// `repair:` in config.yaml: the in-server repair loop (one replica, elected by a Lease).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Repair {
+    #[serde(default)]
+    pub enabled: bool,
+    /// At most this many workloads restarted a minute.
+    #[serde(default = "one")]
+    pub max_per_minute: u32,
+    /// How often the Pods are surveyed (and, when enabled, repaired).
+    #[serde(default = "sixty")]
+    pub interval_seconds: u64,
+}
+
+impl Default for Repair {
+    fn default() -> Self {
+        Repair {
+            enabled: false,
+            max_per_minute: one(),
+            interval_seconds: sixty(),
+        }
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+fn sixty() -> u64 {
+    60
 }
 
 impl Settings {
@@ -895,6 +929,16 @@ fn parse_settings(text: &str, problems: &mut Problems) -> Option<Settings> {
         && let Err(e) = image::validate_repository(repo)
     {
         problems.push(format!("{SETTINGS_KEY}: imageRepository: {e}"));
+    }
+    if settings.repair.max_per_minute == 0 {
+        problems.push(format!(
+            "{SETTINGS_KEY}: repair.maxPerMinute: must be at least 1"
+        ));
+    }
+    if settings.repair.interval_seconds == 0 {
+        problems.push(format!(
+            "{SETTINGS_KEY}: repair.intervalSeconds: must be at least 1"
+        ));
     }
     for (i, name) in settings.templates.iter().enumerate() {
         if !is_dns_label(name) {

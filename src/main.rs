@@ -400,6 +400,12 @@ fn run_check(args: CheckArgs) -> Result<ExitCode> {
             (false, Some(ns)) => Scope::Namespace(ns),
             (false, None) => Scope::Namespace(client.default_namespace().to_owned()),
         };
+        if let Some(volume) = check::docker_socket_volume(&config) {
+            let (without, total) = check::nodes_without_docker(&client).await?;
+            if let Some(advice) = check::docker_socket_advice(&volume, &without, total) {
+                eprintln!("warning: {advice}");
+            }
+        }
         let mut reports = check::survey(&client, &config, &scope).await?;
         if args.repair {
             let (workloads, untouched) = check::to_repair(&reports);
@@ -425,9 +431,18 @@ fn run_check(args: CheckArgs) -> Result<ExitCode> {
                     instance: std::env::var("HOSTNAME").ok(),
                 },
             };
-            let done = check::repair(&client, &workloads, &why, &opts, |ns, owner| {
-                eprintln!("restarted {ns}/{owner}; waiting for its rollout");
-            })
+            let mut limiter = check::Limiter::default();
+            let done = check::repair(
+                &client,
+                &workloads,
+                &why,
+                &opts,
+                &mut limiter,
+                &|| true,
+                |ns, owner| {
+                    eprintln!("restarted {ns}/{owner}; waiting for its rollout");
+                },
+            )
             .await?;
             eprintln!("repair: {} workload(s) rolled out", done.len());
             if !done.is_empty() {

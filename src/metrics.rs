@@ -29,6 +29,11 @@ struct ShedLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HashLabels {
     template_hash: String,
 }
@@ -43,6 +48,9 @@ pub struct Metrics {
     certificate_reloads: Family<ResultLabels, Counter>,
     certificate_expiry: Gauge,
     connections_shed: Family<ShedLabels, Counter>,
+    pods: Family<StateLabels, Gauge>,
+    repairs: Counter,
+    nodes_without_docker: Gauge,
 }
 
 impl Default for Metrics {
@@ -121,8 +129,29 @@ impl Metrics {
             let _ = config_reloads.get_or_create(&ResultLabels { result });
             let _ = certificate_reloads.get_or_create(&ResultLabels { result });
         }
+        let pods = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "pods",
+            "Pods of the injected namespaces by state against the live templates (current, stale, missing, skipped), from the last survey",
+            pods.clone(),
+        );
+        let repairs = Counter::default();
+        registry.register(
+            "repairs",
+            "Workloads restarted by the repair loop",
+            repairs.clone(),
+        );
+        let nodes_without_docker = Gauge::default();
+        registry.register(
+            "nodes_without_docker",
+            "Nodes whose container runtime is not Docker while the template mounts the Docker socket",
+            nodes_without_docker.clone(),
+        );
         Metrics {
             registry,
+            pods,
+            repairs,
+            nodes_without_docker,
             admissions,
             duration,
             config_reloads,
@@ -138,6 +167,20 @@ impl Metrics {
             .get_or_create(&AdmissionLabels { outcome, reason })
             .inc();
         self.duration.observe(took.as_secs_f64());
+    }
+
+    pub fn pods(&self, state: &'static str, n: usize) {
+        self.pods
+            .get_or_create(&StateLabels { state })
+            .set(n as i64);
+    }
+
+    pub fn repaired(&self) {
+        self.repairs.inc();
+    }
+
+    pub fn nodes_without_docker(&self, n: usize) {
+        self.nodes_without_docker.set(n as i64);
     }
 
     pub fn config_reload(&self, ok: bool) {

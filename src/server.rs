@@ -354,6 +354,17 @@ pub async fn run(opts: ServeOptions) -> Result<()> {
         .clone()
         .map(|client| crate::events::InjectionEvents::new(client, reporter()));
     let state = AppState::new(config, namespaces, events);
+    if let Some(client) = &client {
+        let identity = std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| format!("sidecar-injector-{}", std::process::id()));
+        crate::drift::spawn(
+            client.clone(),
+            state.clone(),
+            opts.own_namespace.clone(),
+            identity,
+        );
+    }
 
     let pair = tls::load_pair(&opts.cert_file, &opts.key_file)?;
     state.metrics.certificate_expiry(pair.not_after);

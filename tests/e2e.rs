@@ -419,13 +419,19 @@ async fn server_side_dry_run_shows_the_injection_and_stores_nothing() {
 
 /// A second webhook configuration for namespaces labelled `label=on`, calling `url`.
 fn register(env: &Env, name: &str, label: &str, url: &str, ca: &str, failure: &str) {
+    register_for(env, name, (label, "on"), url, ca, failure);
+}
+
+/// A second webhook configuration for namespaces labelled `label.0=label.1`, calling `url`.
+fn register_for(env: &Env, name: &str, label: (&str, &str), url: &str, ca: &str, failure: &str) {
+    let (label, value) = label;
     let hook = json!({"apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration", "metadata": {"name": name},
         "webhooks": [{"name": format!("{name}.e2e.test"), "admissionReviewVersions": ["v1"],
             "sideEffects": "None", "failurePolicy": failure, "timeoutSeconds": 5,
             "reinvocationPolicy": "IfNeeded",
             "clientConfig": {"url": url, "caBundle": ca},
-            "namespaceSelector": {"matchLabels": {label: "on"}},
+            "namespaceSelector": {"matchLabels": {label: value}},
             "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
                 "resources": ["pods"]}]}]});
     ok(&kubectl(
@@ -1182,6 +1188,13 @@ async fn pods_that_missed_the_sidecar_are_found_and_repaired() {
 
     let (code, reports, stderr) = check(&env, &["-n", &ns]);
     assert_eq!(code, Some(1), "missing Pods: exit 1: {stderr}");
+    // The kwok nodes report containerd: check names them and the setting to change.
+    assert!(
+        stderr.contains("3 of 3 nodes run no Docker: kwok-node-")
+            && stderr.contains("containerd://")
+            && stderr.contains("Set values.mountDockerSocket: false"),
+        "{stderr}"
+    );
     let states = |reports: &[Value], owner: &str| -> Vec<String> {
         reports
             .iter()
@@ -1478,4 +1491,187 @@ async fn failed_injections_are_events_on_the_owner_rate_limited_and_never_for_dr
     let on_ns: Vec<_> = found.iter().filter(|e| e.1 == "Namespace").collect();
     assert_eq!(on_ns.len(), 1, "{found:?}");
     assert!(on_ns[0].3.contains("Pod \"own\""), "{on_ns:?}");
+}
+
+async fn metric(port: u16, name: &str) -> f64 {
+    let text = match reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Issue "Cluster-aware": a template change makes the running Pods `stale`; the in-server
+/// repair loop of two `serve` replicas, one Lease between them, rolls the workload once.
+#[tokio::test]
+#[ignore = "needs a cluster: tests/e2e/run"]
+async fn two_replicas_one_lease_roll_a_stale_workload_once() {
+    let env = env();
+    let c = client(&env).await;
+    let home = namespace(&c, "e2e-repair-home", json!({})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config).unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base/config");
+    let settings = std::fs::read_to_string(shipped.join("config.yaml"))
+        .unwrap()
+        .replace(
+            "namespaceLabel: sidecar-injection",
+            "namespaceLabel: e2e-repair",
+        )
+        .replace("  enabled: false ", "  enabled: true  ")
+        .replace("  intervalSeconds: 60", "  intervalSeconds: 2");
+    assert!(settings.contains("enabled: true") && settings.contains("intervalSeconds: 2"));
+    std::fs::write(config.join("config.yaml"), &settings).unwrap();
+    std::fs::copy(shipped.join("mutate.yaml"), config.join("mutate.yaml")).unwrap();
+    let certs = env.work.join("certs");
+    let args = vec![
+        "--config".to_owned(),
+        config.display().to_string(),
+        "--kubeconfig".into(),
+        env.kubeconfig.display().to_string(),
+        "--tls-cert-file".into(),
+        certs.join("tls.crt").display().to_string(),
+        "--tls-key-file".into(),
+        certs.join("tls.key").display().to_string(),
+    ];
+    let mut replicas = Vec::new();
+    for name in ["replica-a", "replica-b"] {
+        let log = dir.path().join(format!("{name}.log"));
+        let (child, port, metrics) = common::spawn_serve_with_env(
+            &args,
+            &[("POD_NAMESPACE", home.as_str()), ("POD_NAME", name)],
+            &log,
+        );
+        replicas.push((child, port, metrics, log));
+    }
+    register_for(
+        &env,
+        "e2e-repair",
+        ("e2e-repair", "enabled"),
+        &format!("https://127.0.0.1:{}/mutate", replicas[0].1),
+        &ca_bundle(&env),
+        "Ignore",
+    );
+    let ns = namespace(&c, "e2e-repair", json!({"e2e-repair": "enabled"})).await;
+    let api: Api<Pod> = Api::namespaced(c.clone(), &ns);
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    eventually("the repair replicas' webhook to be called", 60, || async {
+        let pod: Pod = serde_json::from_value(pod_json("marker", json!({}))).unwrap();
+        api.create(&dry, &pod).await.ok().filter(injected)
+    })
+    .await;
+    ok(&kubectl(
+        &env,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx:1.27",
+            "--replicas=2",
+            "-n",
+            &ns,
+        ],
+        None,
+    ));
+    rolled_out(&env, &ns, "deployment/web");
+    let hashes = || async {
+        let pods = api
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .unwrap();
+        pods.items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| {
+                p.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(STATUS))
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+    };
+    let before = hashes().await;
+    assert_eq!(before.len(), 2);
+    assert!(
+        before.iter().all(|s| !s.is_empty()),
+        "injected at creation: {before:?}"
+    );
+
+    // One Lease, one holder.
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(c.clone(), &home);
+    let holder = eventually("the Lease to be held", 30, || async {
+        leases
+            .get_opt("sidecar-injector-repair")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec?.holder_identity)
+    })
+    .await;
+    assert!(holder == "replica-a" || holder == "replica-b", "{holder}");
+
+    // The template changes: both replicas reload it; the running Pods are stale.
+    std::fs::write(
+        config.join("config.yaml"),
+        settings.replace("logLevel: INFO", "logLevel: DEBUG"),
+    )
+    .unwrap();
+    let after = eventually("the workload to be repaired", 120, || async {
+        let now = hashes().await;
+        (now.len() == 2
+            && now
+                .iter()
+                .all(|s| !before.contains(s) && s.contains("templateHash")))
+        .then_some(now)
+    })
+    .await;
+    rolled_out(&env, &ns, "deployment/web");
+    // Three more survey rounds: nothing is rolled again.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(hashes().await, after, "the same Pods: not rolled twice");
+    let rs: Api<k8s_openapi::api::apps::v1::ReplicaSet> = Api::namespaced(c.clone(), &ns);
+    let sets = rs
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .unwrap();
+    assert_eq!(sets.items.len(), 2, "the first ReplicaSet and one restart");
+    let mut restarts = 0.0;
+    for (_, _, m, _) in &replicas {
+        restarts += metric(*m, "sidecar_injector_repairs_total").await;
+    }
+    assert_eq!(restarts, 1.0, "one restart between both replicas");
+    let pods_current = metric(replicas[0].2, "sidecar_injector_pods{state=\"current\"}").await;
+    assert!(pods_current >= 2.0, "{pods_current}");
+    // The kwok nodes run containerd while the template mounts the Docker socket: said once.
+    assert_eq!(
+        metric(replicas[0].2, "sidecar_injector_nodes_without_docker").await,
+        3.0
+    );
+    let log = std::fs::read_to_string(&replicas[0].3).unwrap_or_default();
+    assert_eq!(log.matches("nodes run no Docker").count(), 1, "{log}");
+    let repair_events = events(&env, &ns)
+        .into_iter()
+        .filter(|e| e.0 == "SidecarRepair" && e.2 == "web")
+        .count();
+    assert_eq!(repair_events, 1);
+
+    ok(&kubectl(
+        &env,
+        &["delete", "mutatingwebhookconfiguration", "e2e-repair"],
+        None,
+    ));
+    for (mut child, _, _, _) in replicas {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }

@@ -212,16 +212,39 @@ fn the_base_renders_to_a_complete_hardened_install() {
                 s(&[]),
                 s(&["create", "patch"])
             ),
+            (s(&[""]), s(&["pods", "nodes"]), s(&[]), s(&["list"])),
+            (s(&["apps"]), s(&["replicasets"]), s(&[]), s(&["get"])),
+            (s(&["batch"]), s(&["jobs"]), s(&[]), s(&["get"])),
+            (
+                s(&["apps"]),
+                s(&["deployments", "statefulsets", "daemonsets"]),
+                s(&[]),
+                s(&["get", "patch"])
+            ),
         ]
     );
     assert_eq!(
         rules(&docs, "Role"),
-        [(
-            s(&[""]),
-            s(&["configmaps"]),
-            s(&["sidecar-injector"]),
-            s(&["get", "list", "watch"])
-        )]
+        [
+            (
+                s(&[""]),
+                s(&["configmaps"]),
+                s(&["sidecar-injector"]),
+                s(&["get", "list", "watch"])
+            ),
+            (
+                s(&["coordination.k8s.io"]),
+                s(&["leases"]),
+                s(&[]),
+                s(&["create"])
+            ),
+            (
+                s(&["coordination.k8s.io"]),
+                s(&["leases"]),
+                s(&["sidecar-injector-repair"]),
+                s(&["get", "update"])
+            ),
+        ]
     );
     let role: ClusterRole = one(&docs, "ClusterRole");
     for kind in ["ClusterRoleBinding", "RoleBinding"] {

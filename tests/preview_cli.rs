@@ -491,6 +491,18 @@ fn every_example_configmap_validates_and_the_collector_is_the_default() {
         hash(&["validate"]),
         "metrics-collector.yaml is the embedded default"
     );
+    let raw = sidecar_injector::config::parse_configmap(
+        &std::fs::read_to_string(example("metrics-collector.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        raw.settings.as_deref(),
+        Some(sidecar_injector::config::DEFAULT_SETTINGS)
+    );
+    assert_eq!(
+        raw.templates["default"],
+        sidecar_injector::config::DEFAULT_TEMPLATE
+    );
 }
 
 #[test]

@@ -23,6 +23,15 @@ pub fn free_port() -> u16 {
 /// Starts `serve` on free loopback ports with `args`, logging (at debug) to `log`; returns
 /// the process and its TLS and metrics ports. Readiness is the caller's to wait for.
 pub fn spawn_serve(args: &[String], log: &Path) -> (Child, u16, u16) {
+    spawn_serve_with_env(args, &[], log)
+}
+
+/// [`spawn_serve`] with these environment variables set.
+pub fn spawn_serve_with_env(
+    args: &[String],
+    env: &[(&str, &str)],
+    log: &Path,
+) -> (Child, u16, u16) {
     let (port, metrics_port) = (free_port(), free_port());
     let log_file = std::fs::File::create(log).expect("log file");
     let child = Command::new(BIN)
@@ -35,6 +44,7 @@ pub fn spawn_serve(args: &[String], log: &Path) -> (Child, u16, u16) {
         ])
         .args(args)
         .env("LOG_LEVEL", "debug")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(log_file)
         .spawn()

@@ -1,0 +1,166 @@
+//! Inside `serve`: the Pods' states against the live templates, surveyed every
+//! `repair.intervalSeconds` (metric `pods{state}`), the nodes that cannot run the Docker
+//! socket mount (logged once, metric `nodes_without_docker`), and, with `repair.enabled`, the
+//! repair loop: one replica, elected by the Lease `sidecar-injector-repair` in the injector's
+//! namespace, rolls the workloads `check --repair` would. Judging is `check`'s, which asks
+//! the engine.
+
+use crate::check::{self, Scope, State};
+use crate::lease::Elector;
+use crate::server::AppState;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// The Lease the repairing replica holds.
+pub const LEASE_NAME: &str = "sidecar-injector-repair";
+/// How long a Lease lasts unless renewed, and how often the holder renews it.
+const LEASE_SECONDS: i32 = 15;
+const RENEW_EVERY: Duration = Duration::from_secs(5);
+
+/// Starts the survey (and repair) loop and the Lease keeper on the current runtime.
+pub fn spawn(client: kube::Client, state: Arc<AppState>, own_namespace: String, identity: String) {
+    let leader = Arc::new(AtomicBool::new(false));
+    {
+        let (client, leader, ns, id) = (
+            client.clone(),
+            leader.clone(),
+            own_namespace.clone(),
+            identity.clone(),
+        );
+        let state = state.clone();
+        tokio::spawn(async move {
+            let elector = Elector::new(client, &ns, LEASE_NAME, &id, LEASE_SECONDS);
+            loop {
+                if state.config.load().settings.repair.enabled {
+                    let held = match elector.hold().await {
+                        Ok(held) => held,
+                        Err(e) => {
+                            tracing::warn!(
+                                error = format!("{e:#}"),
+                                "repair: the Lease cannot be held"
+                            );
+                            false
+                        }
+                    };
+                    if held != leader.swap(held, Ordering::Relaxed) {
+                        tracing::info!(lease = LEASE_NAME, identity = %id, leader = held, "repair: leadership changed");
+                    }
+                } else {
+                    leader.store(false, Ordering::Relaxed);
+                }
+                tokio::time::sleep(RENEW_EVERY).await;
+            }
+        });
+    }
+    tokio::spawn(async move {
+        let mut docker_said = false;
+        let mut limiter = check::Limiter::default();
+        loop {
+            let config = state.config.load_full();
+            if !docker_said {
+                docker_said = nodes(&client, &state).await;
+            }
+            match check::survey(&client, &config, &Scope::AllInjected).await {
+                Ok(reports) => {
+                    for (s, n) in check::counts(&reports) {
+                        state.metrics.pods(s.as_str(), n);
+                    }
+                    if config.settings.repair.enabled && leader.load(Ordering::Relaxed) {
+                        repair(
+                            &client,
+                            &state,
+                            &reports,
+                            &config.settings.repair,
+                            &identity,
+                            &leader,
+                            &mut limiter,
+                        )
+                        .await;
+                    }
+                }
+                Err(e) => tracing::warn!(error = format!("{e:#}"), "survey of the Pods failed"),
+            }
+            tokio::time::sleep(Duration::from_secs(config.settings.repair.interval_seconds)).await;
+        }
+    });
+}
+
+/// Says once whether nodes lack the Docker socket the template mounts; true once said.
+async fn nodes(client: &kube::Client, state: &AppState) -> bool {
+    let config = state.config.load();
+    let Some(volume) = check::docker_socket_volume(&config) else {
+        state.metrics.nodes_without_docker(0);
+        return true;
+    };
+    match check::nodes_without_docker(client).await {
+        Ok((without, total)) => {
+            state.metrics.nodes_without_docker(without.len());
+            if let Some(advice) = check::docker_socket_advice(&volume, &without, total) {
+                tracing::warn!(nodes = without.len(), "{advice}");
+            }
+            true
+        }
+        Err(e) => {
+            tracing::debug!(error = format!("{e:#}"), "nodes cannot be listed");
+            false
+        }
+    }
+}
+
+async fn repair(
+    client: &kube::Client,
+    state: &AppState,
+    reports: &[check::PodReport],
+    settings: &crate::config::Repair,
+    identity: &str,
+    leader: &AtomicBool,
+    limiter: &mut check::Limiter,
+) {
+    let (workloads, _) = check::to_repair(reports);
+    if workloads.is_empty() {
+        return;
+    }
+    let mut why: BTreeMap<(String, String), String> = BTreeMap::new();
+    for r in reports
+        .iter()
+        .filter(|r| matches!(r.state, State::Missing | State::Stale))
+    {
+        let e = why
+            .entry((r.namespace.clone(), r.owner.clone()))
+            .or_default();
+        if !e.is_empty() {
+            e.push_str(", ");
+        }
+        e.push_str(&format!("{} {}", r.pod, r.state.as_str()));
+    }
+    let opts = check::RepairOptions {
+        max_per_minute: settings.max_per_minute,
+        rollout_timeout: Duration::from_secs(300),
+        reporter: crate::server::reporter(),
+    };
+    // One workload at a time, and only while this replica still holds the Lease.
+    let keep_going = || leader.load(Ordering::Relaxed);
+    let result = check::repair(
+        client,
+        &workloads,
+        &why,
+        &opts,
+        limiter,
+        &keep_going,
+        |ns, owner| {
+            state.metrics.repaired();
+            tracing::info!(
+                namespace = ns,
+                workload = owner,
+                identity,
+                "repair: restarted"
+            );
+        },
+    )
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(error = format!("{e:#}"), "repair stopped");
+    }
+}
