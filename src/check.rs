@@ -128,8 +128,11 @@ fn staleness(status: &Status, config: &Config) -> (State, String) {
     }
 }
 
-/// Pods read per API call.
-const PAGE: u32 = 500;
+/// Pods read per API call by `check` (a one-shot command: fewer round trips).
+pub const CHECK_PAGE: u32 = 500;
+/// Pods read per API call by `serve`'s survey: an injected Pod's JSON with its managedFields
+/// is several KiB, so a small page keeps a long-running server's memory low.
+pub const SERVE_PAGE: u32 = 100;
 
 /// Which namespaces to look at.
 #[derive(Debug, Clone)]
@@ -140,11 +143,13 @@ pub enum Scope {
     AllInjected,
 }
 
-/// Reads the Pods of `scope` and judges each; sorted by namespace, owner and name.
+/// Reads the Pods of `scope`, `page` at a time, and judges each; sorted by namespace, owner
+/// and name.
 pub async fn survey(
     client: &kube::Client,
     config: &Config,
     scope: &Scope,
+    page: u32,
 ) -> Result<Vec<PodReport>> {
     let ns_api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
     let namespaces: Vec<PartialObjectMeta<Namespace>> = match scope {
@@ -180,7 +185,7 @@ pub async fn survey(
         let pods: Api<Pod> = Api::namespaced(client.clone(), &name);
         let mut owners = Owners::new(client.clone(), &name);
         // Page by page: memory stays flat however many Pods there are.
-        let mut params = ListParams::default().limit(PAGE);
+        let mut params = ListParams::default().limit(page);
         loop {
             let page = pods
                 .list(&params)

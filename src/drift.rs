@@ -62,7 +62,7 @@ pub fn spawn(client: kube::Client, state: Arc<AppState>, own_namespace: String, 
             if !docker_said {
                 docker_said = nodes(&client, &state).await;
             }
-            match check::survey(&client, &config, &Scope::AllInjected).await {
+            match check::survey(&client, &config, &Scope::AllInjected, check::SERVE_PAGE).await {
                 Ok(reports) => {
                     for (s, n) in check::counts(&reports) {
                         state.metrics.pods(s.as_str(), n);

@@ -406,7 +406,7 @@ fn run_check(args: CheckArgs) -> Result<ExitCode> {
                 eprintln!("warning: {advice}");
             }
         }
-        let mut reports = check::survey(&client, &config, &scope).await?;
+        let mut reports = check::survey(&client, &config, &scope, check::CHECK_PAGE).await?;
         if args.repair {
             let (workloads, untouched) = check::to_repair(&reports);
             for r in untouched {
@@ -446,7 +446,7 @@ fn run_check(args: CheckArgs) -> Result<ExitCode> {
             .await?;
             eprintln!("repair: {} workload(s) rolled out", done.len());
             if !done.is_empty() {
-                reports = check::survey(&client, &config, &scope).await?;
+                reports = check::survey(&client, &config, &scope, check::CHECK_PAGE).await?;
             }
         }
         match args.output {

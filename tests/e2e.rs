@@ -8,7 +8,8 @@
 //! webhook up and runs them with `--ignored --test-threads=1` (they share the cluster's
 //! webhook configurations), giving them:
 //! `E2E_KUBECONFIG`, `E2E_KUBECTL` (kubectl with that kubeconfig), `E2E_WORK` (the run's
-//! directory: `certs/` of the webhook), `E2E_WEBHOOK_PORT`, `E2E_METRICS_PORT`.
+//! directory: `certs/` of the webhook), `E2E_WEBHOOK_PORT`, `E2E_METRICS_PORT`,
+//! `E2E_WEBHOOK_PID`.
 
 mod common;
 
@@ -1674,4 +1675,103 @@ async fn two_replicas_one_lease_roll_a_stale_workload_once() {
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+/// Peak and current RSS of a process, in KiB (`VmHWM`, `VmRSS`).
+fn rss_kib(pid: &str) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// Issue "Cluster-aware": 10,000 Pods (created through the apiserver, injected, left
+/// Pending): the webhook's RSS with its namespace watch and Pod surveys running, and how long
+/// `check -A` takes (BENCHMARKS.md). Memory is asserted; time is only printed.
+#[tokio::test]
+#[ignore = "needs a cluster: tests/e2e/run"]
+async fn ten_thousand_pods_memory_and_check_time() {
+    use futures::StreamExt;
+    let env = env();
+    let c = client(&env).await;
+    let pid = std::env::var("E2E_WEBHOOK_PID").expect("E2E_WEBHOOK_PID");
+    let metrics_port: u16 = std::env::var("E2E_METRICS_PORT").unwrap().parse().unwrap();
+    let ns = opted_in(&c, "e2e-10k").await;
+    webhook_in_effect(&c, &ns).await;
+    println!(
+        "10k: webhook RSS (peak, now) before: {:?} KiB",
+        rss_kib(&pid)
+    );
+    let started = Instant::now();
+    let created = futures::stream::iter(0..10_000)
+        .map(|i| {
+            let c = c.clone();
+            let ns = ns.clone();
+            async move {
+                let mut pod = pod_json(&format!("p{i:05}"), json!({}));
+                pod["spec"]["nodeSelector"] = json!({"e2e-pending": "true"});
+                create_pod(&c, &ns, pod).await.is_ok()
+            }
+        })
+        .buffer_unordered(32)
+        .filter(|ok| std::future::ready(*ok))
+        .count()
+        .await;
+    println!(
+        "10k: {created} Pods created in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(created, 10_000);
+    println!(
+        "10k: webhook RSS (peak, now) after the creations: {:?} KiB",
+        rss_kib(&pid)
+    );
+    // Wait for a survey that saw them all (the webhook surveys every 60 s).
+    eventually("a survey of the 10,000 Pods", 150, || async {
+        (metric(metrics_port, "sidecar_injector_pods{state=\"current\"}").await >= 10_000.0)
+            .then_some(())
+    })
+    .await;
+    let (peak, now) = rss_kib(&pid);
+    println!(
+        "10k: webhook RSS peak {} KiB ({:.1} MiB), now {} KiB",
+        peak,
+        peak as f64 / 1024.0,
+        now
+    );
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base/config");
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let out = common::run(
+            common::BIN,
+            &[
+                "check",
+                "-A",
+                "-o",
+                "json",
+                "--config",
+                config.to_str().unwrap(),
+                "--kubeconfig",
+                env.kubeconfig.to_str().unwrap(),
+            ],
+            None,
+        );
+        times.push(t.elapsed().as_secs_f64());
+        let reports: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(reports.len() >= 10_000, "{}", reports.len());
+    }
+    println!("10k: check -A took {times:.2?} s");
+    assert!(
+        peak < 64 * 1024,
+        "the webhook's peak RSS {peak} KiB is over 64 MiB"
+    );
+    let api: Api<Namespace> = Api::all(c.clone());
+    let _ = api.delete(&ns, &DeleteParams::default()).await;
 }
