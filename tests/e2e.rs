@@ -948,6 +948,32 @@ async fn templates_overrides_and_skips_follow_the_namespace_as_the_cluster_has_i
         Some("shop")
     );
 
+    // preview --kubeconfig reads the same namespace from the cluster: the agent alone.
+    let out = common::run(
+        common::BIN,
+        &[
+            "preview",
+            "--config",
+            config.to_str().unwrap(),
+            "--kubeconfig",
+            env.kubeconfig.to_str().unwrap(),
+            "--namespace",
+            &apm,
+            // This test's webhook selects its own label; the config's opt-in label is given
+            // here, the annotations come from the cluster.
+            "--namespace-label",
+            "sidecar-injection=enabled",
+            "-o",
+            "json",
+        ],
+        Some(&pod_json("previewed", json!({})).to_string()),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let previewed: Pod = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(containers(&previewed), ["app"], "{stderr}");
+    assert_eq!(init_containers(&previewed), ["apm-agent-init"], "{stderr}");
+
     // The namespace overrides the interval; the Pod asks for both templates and overrides a
     // resource (allowed) and the image (not allowed: kubectl shows why).
     let shop = annotated_namespace(
