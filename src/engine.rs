@@ -16,6 +16,7 @@ use kube::core::admission::Operation;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Pod annotation or label: `"true"` opts in, `"false"` opts out.
@@ -360,12 +361,12 @@ fn runs_to_completion(
 
 /// The templates for this Pod, and who chose them: the Pod's annotation, else its
 /// namespace's, else `config.yaml`.
-fn template_names(
+fn template_names<'c>(
     pod: &PodView<'_>,
     req: &Request<'_>,
-    config: &Config,
+    config: &'c Config,
     warnings: &mut Vec<String>,
-) -> (Vec<String>, String) {
+) -> (Cow<'c, [String]>, String) {
     let parse = |text: &str| -> Vec<String> {
         text.split(',')
             .map(str::trim)
@@ -373,7 +374,7 @@ fn template_names(
             .map(str::to_owned)
             .collect()
     };
-    let mut choose = |from: String, text: Option<String>| -> Option<(Vec<String>, String)> {
+    let mut choose = |from: String, text: Option<String>| -> Option<(Cow<'c, [String]>, String)> {
         let text = text?;
         let names = parse(&text);
         if names.is_empty() {
@@ -382,7 +383,10 @@ fn template_names(
             ));
             return None;
         }
-        Some((names, format!("{from} annotation {TEMPLATES_KEY}")))
+        Some((
+            Cow::Owned(names),
+            format!("{from} annotation {TEMPLATES_KEY}"),
+        ))
     };
     let on_pod = pod
         .annotation(TEMPLATES_KEY)
@@ -392,12 +396,8 @@ fn template_names(
             let ns = req.namespace_annotations?.get(TEMPLATES_KEY)?.clone();
             choose(format!("namespace {:?}", req.namespace), Some(ns))
         })
-        .unwrap_or_else(|| {
-            (
-                config.settings.templates.clone(),
-                format!("{}'s templates", crate::config::SETTINGS_KEY),
-            )
-        })
+        // The common case: config.yaml's list, borrowed; who chose it is said only on failure.
+        .unwrap_or((Cow::Borrowed(&config.settings.templates[..]), String::new()))
 }
 
 /// The values for this Pod: the configured ones with the namespace's and the Pod's overrides
@@ -446,6 +446,11 @@ fn inject(pod: &PodView<'_>, req: &Request<'_>, config: &Config) -> Decision {
     let templates = match config.resolve(&names) {
         Ok(t) => t,
         Err(e) => {
+            let chosen_by = if chosen_by.is_empty() {
+                format!("{}'s templates", crate::config::SETTINGS_KEY)
+            } else {
+                chosen_by
+            };
             return Decision::unpatched(Reason::UnknownTemplate, format!("{chosen_by}: {e}"))
                 .with_warnings(warnings);
         }
@@ -515,8 +520,13 @@ fn inject(pod: &PodView<'_>, req: &Request<'_>, config: &Config) -> Decision {
             if native {
                 message.push_str(" (native sidecars)");
             }
-            let used: Vec<&str> = templates.iter().map(|t| t.name.as_str()).collect();
-            if used != config.settings.templates {
+            let default_list = templates.len() == config.settings.templates.len()
+                && templates
+                    .iter()
+                    .zip(&config.settings.templates)
+                    .all(|(t, n)| &t.name == n);
+            if !default_list {
+                let used: Vec<&str> = templates.iter().map(|t| t.name.as_str()).collect();
                 message.push_str(&format!(" from templates {used:?}"));
             }
             Decision {

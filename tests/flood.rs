@@ -214,7 +214,10 @@ fn idle_and_half_open_floods_from_one_client_do_not_lock_out_another() {
         "only {} reviews in 20 s",
         latencies.len()
     );
-    assert!(p99 < Duration::from_millis(100), "p99 {p99:?}");
+    // Not a speed claim (the figures are printed, and BENCHMARKS.md has the method): a
+    // locked-out client is one whose review the apiserver gives up on, at the webhook's
+    // timeoutSeconds (5 s in manifests/). Every review must come back well before that.
+    assert!(max < Duration::from_secs(3), "max {max:?}");
     assert!(peak < 128 * 1024, "peak RSS {peak} KiB");
     assert!(
         held_at_start >= CAP as u64 / 2,
