@@ -1722,7 +1722,7 @@ fn rss_kib(pid: &str) -> (u64, u64) {
 /// `check -A` takes (BENCHMARKS.md). Memory is asserted; time is only printed.
 #[tokio::test]
 #[ignore = "needs a cluster: tests/e2e/run"]
-async fn ten_thousand_pods_memory_and_check_time() {
+async fn with_ten_thousand_pods_the_webhook_stays_small_and_check_answers() {
     use futures::StreamExt;
     let env = env();
     let c = client(&env).await;
