@@ -169,19 +169,53 @@ async fn create_pod(client: &Client, ns: &str, pod: Value) -> Result<Pod, kube::
     .await
 }
 
-/// Waits until a new webhook configuration is in effect: a server-side dry run of a Pod in
-/// an opted-in namespace comes back injected.
-async fn webhook_in_effect(client: &Client, ns: &str) {
+/// Server-side dry runs of a Pod in `ns` until what comes back satisfies `done` (60 s at
+/// most); returns that Pod.
+async fn dry_run_until(client: &Client, ns: &str, what: &str, done: impl Fn(&Pod) -> bool) -> Pod {
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     let pp = PostParams {
         dry_run: true,
         ..Default::default()
     };
-    eventually("the webhook to be called", 60, || async {
+    eventually(what, 60, || async {
         let pod: Pod = serde_json::from_value(pod_json("marker", json!({}))).unwrap();
-        api.create(&pp, &pod).await.ok().filter(injected)
+        api.create(&pp, &pod).await.ok().filter(|p| done(p))
     })
-    .await;
+    .await
+}
+
+/// Waits until a new webhook configuration is in effect: a server-side dry run of a Pod in
+/// an opted-in namespace comes back injected.
+async fn webhook_in_effect(client: &Client, ns: &str) {
+    dry_run_until(client, ns, "the webhook to be called", injected).await;
+}
+
+/// Another `serve` beside the suite's, with the suite's certificate and `args`; returns the
+/// process and its TLS and metrics ports.
+fn serve_beside(
+    env: &Env,
+    log: &std::path::Path,
+    args: &[String],
+    vars: &[(&str, &str)],
+) -> (std::process::Child, u16, u16) {
+    let certs = env.work.join("certs");
+    let mut all = args.to_vec();
+    all.extend([
+        "--tls-cert-file".to_owned(),
+        certs.join("tls.crt").display().to_string(),
+        "--tls-key-file".to_owned(),
+        certs.join("tls.key").display().to_string(),
+    ]);
+    common::spawn_serve_with_env(&all, vars, log)
+}
+
+/// Removes a webhook configuration a test registered.
+fn unregister(env: &Env, name: &str) {
+    ok(&kubectl(
+        env,
+        &["delete", "mutatingwebhookconfiguration", name],
+        None,
+    ));
 }
 
 #[tokio::test]
@@ -476,11 +510,7 @@ async fn with_the_webhook_down_ignore_admits_unchanged_and_fail_refuses() {
     })
     .await;
     assert!(err.contains("failed calling webhook"), "{err}");
-    ok(&kubectl(
-        &env,
-        &["delete", "mutatingwebhookconfiguration", "e2e-down"],
-        None,
-    ));
+    unregister(&env, "e2e-down");
 }
 
 #[tokio::test]
@@ -520,18 +550,12 @@ async fn a_conflict_is_refused_under_fail_with_our_message_and_warned_under_igno
         );
     std::fs::write(config.join("config.yaml"), settings).unwrap();
     std::fs::copy(shipped.join("mutate.yaml"), config.join("mutate.yaml")).unwrap();
-    let certs = env.work.join("certs");
     let log = dir.path().join("strict.log");
-    let (mut strict, port, _) = common::spawn_serve(
-        &[
-            "--config".into(),
-            config.display().to_string(),
-            "--tls-cert-file".into(),
-            certs.join("tls.crt").display().to_string(),
-            "--tls-key-file".into(),
-            certs.join("tls.key").display().to_string(),
-        ],
+    let (mut strict, port, _) = serve_beside(
+        &env,
         &log,
+        &["--config".into(), config.display().to_string()],
+        &[],
     );
     let url = format!("https://127.0.0.1:{port}/mutate");
     register(
@@ -557,11 +581,7 @@ async fn a_conflict_is_refused_under_fail_with_our_message_and_warned_under_igno
         err.contains(COLLECTOR),
         "our message names the container: {err}"
     );
-    ok(&kubectl(
-        &env,
-        &["delete", "mutatingwebhookconfiguration", "e2e-strict"],
-        None,
-    ));
+    unregister(&env, "e2e-strict");
     let _ = strict.kill();
     let _ = strict.wait();
 }
@@ -693,11 +713,7 @@ async fn a_later_webhook_changing_the_pod_reinvokes_us_and_nothing_is_added_twic
             && ours[1].contains("\"reason\":\"already_injected\""),
         "{ours:?}"
     );
-    ok(&kubectl(
-        &env,
-        &["delete", "mutatingwebhookconfiguration", "zz-e2e-second"],
-        None,
-    ));
+    unregister(&env, "zz-e2e-second");
 }
 
 #[tokio::test]
@@ -886,20 +902,17 @@ async fn templates_overrides_and_skips_follow_the_namespace_as_the_cluster_has_i
         ),
     )
     .unwrap();
-    let certs = env.work.join("certs");
     let log = dir.path().join("templates.log");
-    let (mut server, port, _) = common::spawn_serve(
+    let (mut server, port, _) = serve_beside(
+        &env,
+        &log,
         &[
             "--config".into(),
             config.display().to_string(),
-            "--tls-cert-file".into(),
-            certs.join("tls.crt").display().to_string(),
-            "--tls-key-file".into(),
-            certs.join("tls.key").display().to_string(),
             "--kubeconfig".into(),
             env.kubeconfig.display().to_string(),
         ],
-        &log,
+        &[],
     );
     let url = format!("https://127.0.0.1:{port}/mutate");
     register(
@@ -920,17 +933,8 @@ async fn templates_overrides_and_skips_follow_the_namespace_as_the_cluster_has_i
         json!({"sidecar-injector.io/templates": "apm"}),
     )
     .await;
-    let api: Api<Pod> = Api::namespaced(c.clone(), &apm);
-    let dry = PostParams {
-        dry_run: true,
-        ..Default::default()
-    };
-    eventually("the templates webhook to be called", 60, || async {
-        let pod: Pod = serde_json::from_value(pod_json("marker", json!({}))).unwrap();
-        api.create(&dry, &pod)
-            .await
-            .ok()
-            .filter(|p| !init_containers(p).is_empty())
+    dry_run_until(&c, &apm, "the templates webhook to be called", |p| {
+        !init_containers(p).is_empty()
     })
     .await;
     let pod = create_pod(
@@ -1080,23 +1084,15 @@ async fn templates_overrides_and_skips_follow_the_namespace_as_the_cluster_has_i
         ],
         None,
     ));
-    let pod = eventually("the new namespace annotation to be used", 30, || async {
-        let pod: Pod = serde_json::from_value(pod_json("again", json!({}))).unwrap();
-        api.create(&dry, &pod)
-            .await
-            .ok()
-            .filter(|p| containers(p).iter().any(|c| c == COLLECTOR))
+    let pod = dry_run_until(&c, &apm, "the new namespace annotation to be used", |p| {
+        containers(p).iter().any(|c| c == COLLECTOR)
     })
     .await;
     assert!(init_containers(&pod).is_empty());
 
     let served = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(served.contains("namespace cache synced"), "{served}");
-    ok(&kubectl(
-        &env,
-        &["delete", "mutatingwebhookconfiguration", "e2e-templates"],
-        None,
-    ));
+    unregister(&env, "e2e-templates");
     let _ = server.kill();
     let _ = server.wait();
 }
@@ -1181,16 +1177,7 @@ async fn pods_that_missed_the_sidecar_are_found_and_repaired() {
     let ns = opted_in(&c, "e2e-check").await;
     // The webhook goes down: Ignore admits Pods unchanged.
     webhook_url(&env, common::free_port());
-    let api: Api<Pod> = Api::namespaced(c.clone(), &ns);
-    let dry = PostParams {
-        dry_run: true,
-        ..Default::default()
-    };
-    eventually("the webhook to be down", 60, || async {
-        let pod: Pod = serde_json::from_value(pod_json("marker", json!({}))).unwrap();
-        api.create(&dry, &pod).await.ok().filter(|p| !injected(p))
-    })
-    .await;
+    dry_run_until(&c, &ns, "the webhook to be down", |p| !injected(p)).await;
     ok(&kubectl(
         &env,
         &[
@@ -1353,20 +1340,17 @@ async fn a_live_configmap_is_served_at_once_and_a_broken_one_is_refused_with_an_
         "IfNotPresent",
     ));
     let dir = tempfile::tempdir().unwrap();
-    let certs = env.work.join("certs");
     let log = dir.path().join("live.log");
-    let (mut server, port, metrics_port) = common::spawn_serve(
+    let (mut server, port, metrics_port) = serve_beside(
+        &env,
+        &log,
         &[
             "--config".into(),
             format!("configmap:{home}/live"),
             "--kubeconfig".into(),
             env.kubeconfig.display().to_string(),
-            "--tls-cert-file".into(),
-            certs.join("tls.crt").display().to_string(),
-            "--tls-key-file".into(),
-            certs.join("tls.key").display().to_string(),
         ],
-        &log,
+        &[],
     );
     register(
         &env,
@@ -1377,17 +1361,8 @@ async fn a_live_configmap_is_served_at_once_and_a_broken_one_is_refused_with_an_
         "Ignore",
     );
     let ns = namespace(&c, "e2e-live", json!({"e2e-live": "on"})).await;
-    let api: Api<Pod> = Api::namespaced(c.clone(), &ns);
-    let dry = PostParams {
-        dry_run: true,
-        ..Default::default()
-    };
-    eventually("the live-config webhook to be called", 60, || async {
-        let pod: Pod = serde_json::from_value(pod_json("marker", json!({}))).unwrap();
-        api.create(&dry, &pod)
-            .await
-            .ok()
-            .filter(|p| collector_image(p) == "collector:1.0")
+    dry_run_until(&c, &ns, "the live-config webhook to be called", |p| {
+        collector_image(p) == "collector:1.0"
     })
     .await;
 
@@ -1441,11 +1416,7 @@ async fn a_live_configmap_is_served_at_once_and_a_broken_one_is_refused_with_an_
         "{metrics}"
     );
     assert!(metrics.contains("sidecar_injector_config_reloads_total{result=\"success\"} 1"));
-    ok(&kubectl(
-        &env,
-        &["delete", "mutatingwebhookconfiguration", "e2e-live"],
-        None,
-    ));
+    unregister(&env, "e2e-live");
     let _ = server.kill();
     let _ = server.wait();
 }
@@ -1555,24 +1526,20 @@ async fn two_replicas_one_lease_roll_a_stale_workload_once() {
     assert!(settings.contains("enabled: true") && settings.contains("intervalSeconds: 2"));
     std::fs::write(config.join("config.yaml"), &settings).unwrap();
     std::fs::copy(shipped.join("mutate.yaml"), config.join("mutate.yaml")).unwrap();
-    let certs = env.work.join("certs");
     let args = vec![
         "--config".to_owned(),
         config.display().to_string(),
         "--kubeconfig".into(),
         env.kubeconfig.display().to_string(),
-        "--tls-cert-file".into(),
-        certs.join("tls.crt").display().to_string(),
-        "--tls-key-file".into(),
-        certs.join("tls.key").display().to_string(),
     ];
     let mut replicas = Vec::new();
     for name in ["replica-a", "replica-b"] {
         let log = dir.path().join(format!("{name}.log"));
-        let (child, port, metrics) = common::spawn_serve_with_env(
+        let (child, port, metrics) = serve_beside(
+            &env,
+            &log,
             &args,
             &[("POD_NAMESPACE", home.as_str()), ("POD_NAME", name)],
-            &log,
         );
         replicas.push((child, port, metrics, log));
     }
@@ -1586,14 +1553,12 @@ async fn two_replicas_one_lease_roll_a_stale_workload_once() {
     );
     let ns = namespace(&c, "e2e-repair", json!({"e2e-repair": "enabled"})).await;
     let api: Api<Pod> = Api::namespaced(c.clone(), &ns);
-    let dry = PostParams {
-        dry_run: true,
-        ..Default::default()
-    };
-    eventually("the repair replicas' webhook to be called", 60, || async {
-        let pod: Pod = serde_json::from_value(pod_json("marker", json!({}))).unwrap();
-        api.create(&dry, &pod).await.ok().filter(injected)
-    })
+    dry_run_until(
+        &c,
+        &ns,
+        "the repair replicas' webhook to be called",
+        injected,
+    )
     .await;
     ok(&kubectl(
         &env,
@@ -1692,11 +1657,7 @@ async fn two_replicas_one_lease_roll_a_stale_workload_once() {
         .count();
     assert_eq!(repair_events, 1);
 
-    ok(&kubectl(
-        &env,
-        &["delete", "mutatingwebhookconfiguration", "e2e-repair"],
-        None,
-    ));
+    unregister(&env, "e2e-repair");
     for (mut child, _, _, _) in replicas {
         let _ = child.kill();
         let _ = child.wait();
