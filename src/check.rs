@@ -423,6 +423,25 @@ pub fn to_repair(reports: &[PodReport]) -> (Vec<(String, String)>, Vec<&PodRepor
     (workloads, untouched)
 }
 
+/// For each workload to repair, its Pods that need it (`web-1 missing, web-2 stale`): the
+/// note of its restart Event.
+pub fn repair_notes(reports: &[PodReport]) -> BTreeMap<(String, String), String> {
+    let mut why: BTreeMap<(String, String), String> = BTreeMap::new();
+    for r in reports
+        .iter()
+        .filter(|r| matches!(r.state, State::Missing | State::Stale))
+    {
+        let e = why
+            .entry((r.namespace.clone(), r.owner.clone()))
+            .or_default();
+        if !e.is_empty() {
+            e.push_str(", ");
+        }
+        e.push_str(&format!("{} {}", r.pod, r.state.as_str()));
+    }
+    why
+}
+
 /// How repair goes.
 #[derive(Debug, Clone)]
 pub struct RepairOptions {

@@ -5,10 +5,9 @@
 //! namespace, rolls the workloads `check --repair` would. Judging is `check`'s, which asks
 //! the engine.
 
-use crate::check::{self, Scope, State};
+use crate::check::{self, Scope};
 use crate::lease::Elector;
 use crate::server::AppState;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -122,19 +121,7 @@ async fn repair(
     if workloads.is_empty() {
         return;
     }
-    let mut why: BTreeMap<(String, String), String> = BTreeMap::new();
-    for r in reports
-        .iter()
-        .filter(|r| matches!(r.state, State::Missing | State::Stale))
-    {
-        let e = why
-            .entry((r.namespace.clone(), r.owner.clone()))
-            .or_default();
-        if !e.is_empty() {
-            e.push_str(", ");
-        }
-        e.push_str(&format!("{} {}", r.pod, r.state.as_str()));
-    }
+    let why = check::repair_notes(reports);
     let opts = check::RepairOptions {
         max_per_minute: settings.max_per_minute,
         rollout_timeout: Duration::from_secs(300),

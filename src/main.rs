@@ -415,14 +415,7 @@ fn run_check(args: CheckArgs) -> Result<ExitCode> {
                     r.namespace, r.pod, r.owner, r.state.as_str()
                 );
             }
-            let mut why: BTreeMap<(String, String), String> = BTreeMap::new();
-            for r in reports.iter().filter(|r| matches!(r.state, State::Missing | State::Stale)) {
-                let e = why.entry((r.namespace.clone(), r.owner.clone())).or_default();
-                if !e.is_empty() {
-                    e.push_str(", ");
-                }
-                e.push_str(&format!("{} {}", r.pod, r.state.as_str()));
-            }
+            let why = check::repair_notes(&reports);
             let opts = check::RepairOptions {
                 max_per_minute: args.max_per_minute,
                 rollout_timeout: Duration::from_secs(args.rollout_timeout_seconds),

@@ -209,6 +209,24 @@ fn serve_beside(
     common::spawn_serve_with_env(&all, vars, log)
 }
 
+/// A Deployment `web` of two nginx Pods in `ns`, rolled out.
+fn web_deployment(env: &Env, ns: &str) {
+    ok(&kubectl(
+        env,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx:1.27",
+            "--replicas=2",
+            "-n",
+            ns,
+        ],
+        None,
+    ));
+    rolled_out(env, ns, "deployment/web");
+}
+
 /// Removes a webhook configuration a test registered.
 fn unregister(env: &Env, name: &str) {
     ok(&kubectl(
@@ -1178,20 +1196,7 @@ async fn pods_that_missed_the_sidecar_are_found_and_repaired() {
     // The webhook goes down: Ignore admits Pods unchanged.
     webhook_url(&env, common::free_port());
     dry_run_until(&c, &ns, "the webhook to be down", |p| !injected(p)).await;
-    ok(&kubectl(
-        &env,
-        &[
-            "create",
-            "deployment",
-            "web",
-            "--image=nginx:1.27",
-            "--replicas=2",
-            "-n",
-            &ns,
-        ],
-        None,
-    ));
-    rolled_out(&env, &ns, "deployment/web");
+    web_deployment(&env, &ns);
     let bare = create_pod(&c, &ns, pod_json("bare", json!({})))
         .await
         .unwrap();
@@ -1560,20 +1565,7 @@ async fn two_replicas_one_lease_roll_a_stale_workload_once() {
         injected,
     )
     .await;
-    ok(&kubectl(
-        &env,
-        &[
-            "create",
-            "deployment",
-            "web",
-            "--image=nginx:1.27",
-            "--replicas=2",
-            "-n",
-            &ns,
-        ],
-        None,
-    ));
-    rolled_out(&env, &ns, "deployment/web");
+    web_deployment(&env, &ns);
     let hashes = || async {
         let pods = api
             .list(&ListParams::default().labels("app=web"))
