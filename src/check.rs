@@ -284,10 +284,7 @@ pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 /// The volume of the default templates that mounts the Docker socket from the host, if any
 /// (rendered for a sample Pod when the templates read the Pod).
 pub fn docker_socket_volume(config: &Config) -> Option<String> {
-    let sample = serde_json::value::to_raw_value(&serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sample", "namespace": "default"},
-        "spec": {"containers": [{"name": "app", "image": "app:1"}]}}))
-    .ok()?;
+    let sample = crate::config::sample_pod();
     let fragment = config
         .fragment(&config.default_templates(), &sample, "default", None)
         .ok()?;

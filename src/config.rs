@@ -1002,8 +1002,9 @@ fn template_hash(settings: &Settings, template: &Value) -> String {
     short_digest(h)
 }
 
-/// A plain Pod to render dynamic templates against at load.
-fn sample_pod() -> Box<RawValue> {
+/// A plain Pod to render dynamic templates against (at load, and to see what the default
+/// templates mount).
+pub fn sample_pod() -> Box<RawValue> {
     let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"sample","namespace":"default","labels":{"app":"sample"},"annotations":{}},"spec":{"containers":[{"name":"app","image":"nginx:1.27"}]}}"#;
     RawValue::from_string(pod.to_owned()).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
