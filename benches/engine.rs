@@ -45,7 +45,7 @@ fn decide(config: &Config, raw: &RawValue) -> engine::Decision {
             namespace_labels: None,
             namespace_annotations: None,
             namespace_selected: false,
-            object: Some(raw),
+            object: Some(engine::Object::Raw(raw)),
             workload_kind: None,
         },
         config,

@@ -10,6 +10,7 @@
 
 use crate::config::{Config, FailurePolicy};
 use crate::engine::{self, Decision, Outcome, Reason};
+use crate::pod::{PodRead, PodView};
 use base64::Engine as _;
 use kube::core::GroupVersionKind;
 use kube::core::admission::Operation;
@@ -33,10 +34,14 @@ struct KindIn<'a> {
 }
 
 /// The fields of `request` the webhook reads; the others (`userInfo`, `resource`,
-/// `requestKind`, `options`, `oldObject`, ...) are skipped unread.
+/// `requestKind`, `options`, `oldObject`, ...) are skipped unread. `O` is how the object is
+/// read: as a Pod, in this same pass, or (when it does not read as one) as raw JSON.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RequestIn<'a> {
+#[serde(
+    rename_all = "camelCase",
+    bound(deserialize = "O: Deserialize<'de> + Default")
+)]
+struct RequestIn<'a, O> {
     #[serde(borrow)]
     uid: Cow<'a, str>,
     #[serde(borrow)]
@@ -46,22 +51,54 @@ struct RequestIn<'a> {
     #[serde(borrow, default)]
     namespace: Option<Cow<'a, str>>,
     operation: Operation,
-    #[serde(borrow, default)]
-    object: Option<&'a RawValue>,
+    #[serde(default)]
+    object: O,
     #[serde(default)]
     dry_run: Option<bool>,
 }
 
 /// The envelope with its request read.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewIn<'a> {
+#[serde(
+    rename_all = "camelCase",
+    bound(deserialize = "O: Deserialize<'de> + Default")
+)]
+struct ReviewIn<'a, O> {
     #[serde(borrow, default)]
     api_version: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     kind: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    request: Option<RequestIn<'a>>,
+    #[serde(borrow, default = "none")]
+    request: Option<RequestIn<'a, O>>,
+}
+
+fn none<T>() -> Option<T> {
+    None
+}
+
+/// The object of a review, found again (a second pass, for the rare uses of its raw JSON).
+fn object_in(body: &[u8]) -> Option<&RawValue> {
+    #[derive(Deserialize)]
+    struct Request<'a> {
+        #[serde(borrow)]
+        object: Option<&'a RawValue>,
+    }
+    #[derive(Deserialize)]
+    struct Review<'a> {
+        #[serde(borrow)]
+        request: Request<'a>,
+    }
+    serde_json::from_slice::<Review<'_>>(body)
+        .ok()?
+        .request
+        .object
+}
+
+/// The object as the review's pass read it. (The Pod is not boxed: the review holding it is.)
+#[allow(clippy::large_enum_variant)]
+enum ObjectIn<'a> {
+    Raw(&'a RawValue),
+    Read(PodView<'a>),
 }
 
 /// The envelope alone, for bodies whose request does not read.
@@ -84,7 +121,7 @@ pub struct Review<'a> {
     operation: Operation,
     sub_resource: Option<Cow<'a, str>>,
     namespace: Option<Cow<'a, str>>,
-    object: Option<&'a RawValue>,
+    object: Option<ObjectIn<'a>>,
     dry_run: bool,
 }
 
@@ -114,12 +151,25 @@ fn check_envelope(api_version: &str, kind: &str) -> Result<(), BadRequest> {
     Ok(())
 }
 
-/// Reads a body in one pass. `Err` when there is nothing to answer as a review (no uid to
-/// echo).
+/// Reads a body in one pass, the Pod with it. A body whose object does not read as a Pod
+/// is read again with the object left raw, for the engine to say what is wrong with it.
+/// `Err` when there is nothing to answer as a review (no uid to echo).
 pub fn decode(body: &[u8]) -> Result<Decoded<'_>, BadRequest> {
-    let Ok(review) = serde_json::from_slice::<ReviewIn<'_>>(body) else {
-        return unreadable(body);
-    };
+    if let Ok(review) = serde_json::from_slice::<ReviewIn<'_, Option<PodRead<'_>>>>(body) {
+        return accept(review, |pod| {
+            ObjectIn::Read(PodView::within(pod, body, object_in))
+        });
+    }
+    match serde_json::from_slice::<ReviewIn<'_, Option<&RawValue>>>(body) {
+        Ok(review) => accept(review, ObjectIn::Raw),
+        Err(_) => unreadable(body),
+    }
+}
+
+fn accept<'a, O>(
+    review: ReviewIn<'a, Option<O>>,
+    object: impl FnOnce(O) -> ObjectIn<'a>,
+) -> Result<Decoded<'a>, BadRequest> {
     let api_version = review.api_version.unwrap_or_default();
     check_envelope(&api_version, review.kind.as_deref().unwrap_or_default())?;
     let Some(req) = review.request else {
@@ -139,7 +189,10 @@ pub fn decode(body: &[u8]) -> Result<Decoded<'_>, BadRequest> {
         operation: req.operation,
         sub_resource: req.sub_resource,
         namespace: req.namespace,
-        object: req.object.filter(|o| o.get() != "null"),
+        object: req.object.map(object).filter(|o| match o {
+            ObjectIn::Raw(raw) => raw.get() != "null",
+            ObjectIn::Read(_) => true,
+        }),
         dry_run: req.dry_run.unwrap_or(false),
     })))
 }
@@ -158,10 +211,11 @@ fn unreadable(body: &[u8]) -> Result<Decoded<'_>, BadRequest> {
         .ok()
         .and_then(|doc| doc.get("uid").and_then(Value::as_str).map(str::to_owned));
     let mut de = serde_json::Deserializer::from_str(raw.get());
-    let problem = match serde_path_to_error::deserialize::<_, RequestIn<'_>>(&mut de) {
-        Err(e) => format!("request.{}: {}", e.path(), e.inner()),
-        Ok(_) => "request: unreadable".to_owned(),
-    };
+    let problem =
+        match serde_path_to_error::deserialize::<_, RequestIn<'_, Option<&RawValue>>>(&mut de) {
+            Err(e) => format!("request.{}: {}", e.path(), e.inner()),
+            Ok(_) => "request: unreadable".to_owned(),
+        };
     match uid {
         Some(uid) if !uid.is_empty() => Ok(Decoded::Unreadable(Unreadable {
             api_version: api_version.to_owned(),
@@ -186,9 +240,21 @@ impl Review<'_> {
         self.dry_run
     }
 
-    /// The object as received.
+    /// The object's raw JSON, as received (found again in the body when it was read as a
+    /// Pod: a second pass).
     pub fn object(&self) -> Option<&RawValue> {
-        self.object
+        match self.object.as_ref()? {
+            ObjectIn::Raw(raw) => Some(raw),
+            ObjectIn::Read(pod) => pod.raw(),
+        }
+    }
+
+    /// The object read as a Pod, when it reads as one.
+    pub fn pod(&self) -> Option<Cow<'_, PodView<'_>>> {
+        match self.object.as_ref()? {
+            ObjectIn::Read(pod) => Some(Cow::Borrowed(pod)),
+            ObjectIn::Raw(raw) => PodView::parse(raw).ok().map(Cow::Owned),
+        }
     }
 
     /// Runs the engine on this request; `namespace` is what the namespace cache knows of the
@@ -207,7 +273,10 @@ impl Review<'_> {
                 namespace_labels: namespace.map(|n| n.labels),
                 namespace_annotations: namespace.map(|n| n.annotations),
                 namespace_selected: true,
-                object: self.object,
+                object: self.object.as_ref().map(|o| match o {
+                    ObjectIn::Raw(raw) => engine::Object::Raw(raw),
+                    ObjectIn::Read(pod) => engine::Object::Read(pod),
+                }),
                 workload_kind: None,
             },
             config,

@@ -91,7 +91,7 @@ pub fn judge(
             namespace_labels: ns.map(|n| n.labels),
             namespace_annotations: ns.map(|n| n.annotations),
             namespace_selected: false,
-            object: Some(pod),
+            object: Some(engine::Object::Read(&view)),
             workload_kind: None,
         },
         config,
@@ -285,8 +285,9 @@ pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 /// (rendered for a sample Pod when the templates read the Pod).
 pub fn docker_socket_volume(config: &Config) -> Option<String> {
     let sample = crate::config::sample_pod();
+    let pod = crate::pod::PodView::parse(&sample).ok()?;
     let fragment = config
-        .fragment(&config.default_templates(), &sample, "default", None)
+        .fragment(&config.default_templates(), &pod, "default", None)
         .ok()?;
     fragment
         .volumes

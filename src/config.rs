@@ -7,6 +7,7 @@
 
 use crate::image;
 use crate::patch::Shared;
+use crate::pod::PodView;
 use crate::template::{FieldPath, Problems, Template};
 use k8s_openapi::api::core::v1::{Container, EnvVar, LocalObjectReference, Volume, VolumeMount};
 use serde::Deserialize;
@@ -647,7 +648,7 @@ impl Config {
     pub fn fragment<'c>(
         &'c self,
         templates: &[&'c NamedTemplate],
-        pod: &RawValue,
+        pod: &PodView<'_>,
         namespace: &str,
         values: Option<&Value>,
     ) -> Result<Cow<'c, Fragment>, FragmentError> {
@@ -663,10 +664,15 @@ impl Config {
         for t in templates {
             let f = match (&t.prerendered, values) {
                 (Some(f), None) => Cow::Borrowed(f),
-                _ => Cow::Owned(
-                    t.render(pod, namespace, &self.settings, values)
-                        .map_err(FragmentError::Template)?,
-                ),
+                _ => {
+                    let raw = pod.raw().ok_or_else(|| {
+                        FragmentError::Template("the object is no longer in the request".into())
+                    })?;
+                    Cow::Owned(
+                        t.render(raw, namespace, &self.settings, values)
+                            .map_err(FragmentError::Template)?,
+                    )
+                }
             };
             parts.push((t.name.as_str(), f));
         }
@@ -1265,7 +1271,12 @@ mod tests {
     fn the_embedded_default_loads_and_is_prerendered() {
         let c = Config::load(&Source::Embedded, DEFAULT_OWN_NAMESPACE).expect("default loads");
         let f = c
-            .fragment(&c.default_templates(), &sample_pod(), "x", None)
+            .fragment(
+                &c.default_templates(),
+                &PodView::parse(&sample_pod()).unwrap(),
+                "x",
+                None,
+            )
             .unwrap();
         assert!(
             matches!(f, Cow::Borrowed(_)),
@@ -1349,7 +1360,12 @@ mod tests {
         )
         .unwrap();
         let f = c
-            .fragment(&c.default_templates(), &sample_pod(), "ns", None)
+            .fragment(
+                &c.default_templates(),
+                &PodView::parse(&sample_pod()).unwrap(),
+                "ns",
+                None,
+            )
             .unwrap();
         assert_eq!(
             f.init_containers[0].value["image"],
@@ -1403,7 +1419,12 @@ mod tests {
             "two templates, one combined hash"
         );
         let f = c
-            .fragment(&c.default_templates(), &sample_pod(), "ns", None)
+            .fragment(
+                &c.default_templates(),
+                &PodView::parse(&sample_pod()).unwrap(),
+                "ns",
+                None,
+            )
             .unwrap();
         assert!(
             matches!(f, Cow::Borrowed(_)),
@@ -1447,7 +1468,7 @@ mod tests {
         let pick = |names: &[&str]| {
             let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
             let t = c.resolve(&names).unwrap();
-            c.fragment(&t, &sample_pod(), "ns", None)
+            c.fragment(&t, &PodView::parse(&sample_pod()).unwrap(), "ns", None)
                 .map(|f| f.volumes.len())
         };
         assert_eq!(pick(&["default", "c"]), Ok(1));

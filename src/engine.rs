@@ -55,10 +55,18 @@ pub struct Request<'a> {
     /// namespaceSelector (`/mutate`): the opt-in label is then not checked again here, so a
     /// namespace cache a moment behind cannot skip a Pod the apiserver sent.
     pub namespace_selected: bool,
-    /// The object as received, unparsed.
-    pub object: Option<&'a RawValue>,
+    /// The object as received.
+    pub object: Option<Object<'a>>,
     /// The kind of workload whose Pod template this is (preview), when not a bare Pod.
     pub workload_kind: Option<&'a str>,
+}
+
+/// The object of a request: raw JSON, or a Pod already read in the same pass as its request
+/// (`/mutate`).
+#[derive(Debug, Clone, Copy)]
+pub enum Object<'a> {
+    Raw(&'a RawValue),
+    Read(&'a PodView<'a>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -224,7 +232,7 @@ fn gate<'a>(
     req: &Request<'a>,
     config: &Config,
     warnings: &mut Vec<String>,
-) -> Result<PodView<'a>, Decision> {
+) -> Result<Cow<'a, PodView<'a>>, Decision> {
     use Reason::*;
     if req.operation != Operation::Create {
         return Err(Decision::unpatched(
@@ -244,13 +252,18 @@ fn gate<'a>(
             format!("subresource {sub:?} is not injected"),
         ));
     }
-    let Some(raw) = req.object else {
-        return Err(Decision::unpatched(
-            InvalidObject,
-            "the request carries no object",
-        ));
+    let pod = match req.object {
+        None => {
+            return Err(Decision::unpatched(
+                InvalidObject,
+                "the request carries no object",
+            ));
+        }
+        Some(Object::Read(pod)) => Cow::Borrowed(pod),
+        Some(Object::Raw(raw)) => {
+            Cow::Owned(PodView::parse(raw).map_err(|e| Decision::unpatched(InvalidObject, e))?)
+        }
     };
-    let pod = PodView::parse(raw).map_err(|e| Decision::unpatched(InvalidObject, e))?;
     let ns = req.namespace;
     let settings = &config.settings;
     if ns == config.own_namespace {
@@ -483,11 +496,11 @@ fn inject(pod: &PodView<'_>, req: &Request<'_>, config: &Config) -> Decision {
         }
     };
     let values = overridden_values(pod, req, config, &mut warnings);
-    let fragment = match config.fragment(&templates, pod.raw, req.namespace, values.as_ref()) {
+    let fragment = match config.fragment(&templates, pod, req.namespace, values.as_ref()) {
         Ok(f) => f,
         Err(FragmentError::Template(e)) if values.is_some() => {
             // Overrides are the namespace's or the Pod's: they never break injection.
-            match config.fragment(&templates, pod.raw, req.namespace, None) {
+            match config.fragment(&templates, pod, req.namespace, None) {
                 Ok(f) => {
                     warnings.push(format!(
                         "the overridden values do not render ({e}); injected with the configured values"
@@ -626,8 +639,9 @@ fn covers(existing: &Value, wanted: &Value) -> bool {
 
 /// Keeps the entries of `wanted` the Pod does not have yet. One it has under the same name
 /// with another definition is a conflict: injecting would break it or the Pod.
-fn missing<'w>(
-    existing: &HashMap<&str, &Entry<'_>>,
+fn missing<'w, 'a>(
+    pod: &PodView<'a>,
+    existing: &HashMap<&str, &Entry<'a>>,
     wanted: impl IntoIterator<Item = &'w Item>,
     what: &str,
 ) -> Result<Vec<&'w Item>, Failure> {
@@ -635,7 +649,7 @@ fn missing<'w>(
     for w in wanted {
         match existing.get(w.name()) {
             None => out.push(w),
-            Some(e) if covers(&e.value(), &w.value) => {}
+            Some(e) if covers(&pod.entry_value(e), &w.value) => {}
             Some(_) => {
                 return Err(conflict(format!(
                     "the Pod already has a {what} named {:?} that differs from the template's",
@@ -657,9 +671,9 @@ fn names(items: &[&Item]) -> Vec<String> {
     items.iter().map(|i| i.name().to_owned()).collect()
 }
 
-fn plan(
-    pod: &PodView<'_>,
-    spec: &Spec<'_>,
+fn plan<'a>(
+    pod: &PodView<'a>,
+    spec: &Spec<'a>,
     f: &Fragment,
     native: bool,
     templates: &[&NamedTemplate],
@@ -685,9 +699,14 @@ fn plan(
             }
         })
         .collect();
-    let add_init = missing(&containers_by_name, f.init_containers.iter(), "container")?;
-    let add_sidecars = missing(&containers_by_name, sidecars, "container")?;
-    let add_volumes = missing(&volumes_by_name, f.volumes.iter(), "volume")?;
+    let add_init = missing(
+        pod,
+        &containers_by_name,
+        f.init_containers.iter(),
+        "container",
+    )?;
+    let add_sidecars = missing(pod, &containers_by_name, sidecars, "container")?;
+    let add_volumes = missing(pod, &volumes_by_name, f.volumes.iter(), "volume")?;
     let add_secrets: Vec<&Item> = f
         .image_pull_secrets
         .iter()

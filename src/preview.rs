@@ -200,7 +200,7 @@ fn walk(
                 .as_ref()
                 .or(known.map(|k| &k.annotations)),
             namespace_selected: false,
-            object: Some(&raw),
+            object: Some(engine::Object::Raw(&raw)),
             workload_kind: (kind != "Pod").then_some(kind),
         },
         config,

@@ -226,9 +226,7 @@ async fn mutate(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
     if (failed || decision.reason == crate::engine::Reason::PodSecurity)
         && !review.dry_run()
         && let Some(events) = &app.events
-        && let Some(view) = review
-            .object()
-            .and_then(|o| crate::pod::PodView::parse(o).ok())
+        && let Some(view) = review.pod()
     {
         events.injection_failed(
             review.namespace(),
@@ -240,9 +238,7 @@ async fn mutate(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
     if !failed && !tracing::enabled!(tracing::Level::DEBUG) {
         return json_or_error(answer);
     }
-    let view = review
-        .object()
-        .and_then(|o| crate::pod::PodView::parse(o).ok());
+    let view = review.pod();
     let pod = view.as_ref().map(|v| v.name()).unwrap_or_default();
     let (uid, namespace, dry_run) = (review.uid(), review.namespace(), review.dry_run());
     let duration_us = took.as_micros() as u64;

@@ -3,9 +3,11 @@
 use kube::core::GroupVersionKind;
 use kube::core::admission::Operation;
 use serde_json::Value;
+use sidecar_injector::admission::{self, Decoded};
 use sidecar_injector::config::{Config, DEFAULT_OWN_NAMESPACE, Source};
 use sidecar_injector::engine::{self, Request};
 use sidecar_injector::yaml;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -46,29 +48,66 @@ fn run_case(dir: &Path) -> Outcome {
     let namespace = case["namespace"].as_str().unwrap_or("default");
     let gvk = GroupVersionKind::gvk("", "v1", "Pod");
     let raw = serde_json::value::to_raw_value(&pod).unwrap();
-    let decision = engine::decide(
-        &Request {
-            operation: Operation::Create,
-            kind: &gvk,
-            sub_resource: None,
-            namespace,
-            namespace_labels: labels.as_ref(),
-            namespace_annotations: annotations.as_ref(),
-            namespace_selected: false,
-            object: Some(&raw),
-            workload_kind: None,
-        },
-        &config,
+    let decide = |object| {
+        engine::decide(
+            &Request {
+                operation: Operation::Create,
+                kind: &gvk,
+                sub_resource: None,
+                namespace,
+                namespace_labels: labels.as_ref(),
+                namespace_annotations: annotations.as_ref(),
+                namespace_selected: false,
+                object: Some(object),
+                workload_kind: None,
+            },
+            &config,
+        )
+    };
+    let decision = decide(engine::Object::Raw(&raw));
+    let summary = |d: &engine::Decision| {
+        let mut text = format!(
+            "{} {}\nmessage: {}\n",
+            d.outcome().as_str(),
+            d.reason.as_str(),
+            d.message
+        );
+        for w in &d.warnings {
+            text.push_str(&format!("warning: {w}\n"));
+        }
+        text
+    };
+    let text = summary(&decision);
+
+    // `/mutate` reads the Pod in the same pass as its AdmissionReview: the same decision.
+    let body = serde_json::to_vec(&serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "operation": "CREATE", "namespace": namespace, "object": pod}
+    }))
+    .unwrap();
+    let Ok(Decoded::Review(review)) = admission::decode(&body) else {
+        panic!("{}: the review does not decode", dir.display());
+    };
+    let view = review.pod().unwrap();
+    assert!(
+        matches!(view, Cow::Borrowed(_)),
+        "{}: the Pod is read with its review",
+        dir.display()
     );
-    let mut text = format!(
-        "{} {}\nmessage: {}\n",
-        decision.outcome().as_str(),
-        decision.reason.as_str(),
-        decision.message
+    let read = decide(engine::Object::Read(&view));
+    assert_eq!(
+        summary(&read),
+        text,
+        "{}: read with the review",
+        dir.display()
     );
-    for w in &decision.warnings {
-        text.push_str(&format!("warning: {w}\n"));
-    }
+    assert_eq!(
+        serde_json::to_value(&read.patch).unwrap(),
+        serde_json::to_value(&decision.patch).unwrap(),
+        "{}: read with the review",
+        dir.display()
+    );
     let mut injected = pod.clone();
     decision
         .patch

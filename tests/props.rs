@@ -66,7 +66,7 @@ fn decide(pod: &Value) -> Decision {
             namespace_labels: None,
             namespace_annotations: None,
             namespace_selected: false,
-            object: Some(&raw),
+            object: Some(engine::Object::Raw(&raw)),
             workload_kind: None,
         },
         config(),

@@ -18,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
             "spec": {"containers": [{"name": "c", "image": "i"}]}
         }))
         .expect("a pod");
+        let pod = sidecar_injector::pod::PodView::parse(&pod).expect("a Pod view");
         let _ = config.fragment(&config.default_templates(), &pod, "ns", None);
     }
 });
