@@ -4,6 +4,8 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# Cargo.toml names the criterion bench: cargo reads that target even for a release build.
+COPY benches ./benches
 COPY manifests ./manifests
 RUN cargo build --release --locked && strip target/release/sidecar-injector
 
