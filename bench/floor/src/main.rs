@@ -1,8 +1,10 @@
 //! The performance floor: the same stack as the webhook (tokio, rustls with ring, hyper-util,
-//! axum), parsing the same AdmissionReview, answering a fixed "allowed". It shares nothing
-//! with the engine. `bench/load.sh` measures the webhook against it.
+//! axum), parsing the same AdmissionReview, answering a fixed "allowed". It is a crate of its
+//! own, built with its dependencies' default features and the default release profile, so
+//! nothing the webhook chooses (serde_json's `preserve_order`, LTO) moves the yardstick.
+//! `bench/load.sh` measures the webhook against it.
 //!
-//!     cargo run --release --example floor -- 127.0.0.1:18444 CERT.pem KEY.pem [value|raw]
+//!     cargo run --release --manifest-path bench/floor/Cargo.toml -- 127.0.0.1:18444 CERT.pem KEY.pem [value|raw]
 //!
 //! `value` (default) parses the review into a `serde_json::Value`, as a typical webhook does;
 //! `raw` only scans it (the object stays raw JSON) and reads the uid: the cheapest parse there is.
