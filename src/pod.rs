@@ -447,8 +447,9 @@ impl<'a> PodView<'a> {
     fn find(&self, entry: &Entry<'a>) -> Option<&'a RawValue> {
         #[derive(Deserialize)]
         struct TopSpec<'a> {
+            /// (Keys as `Cow`: a key written with escapes cannot be borrowed.)
             #[serde(borrow)]
-            spec: HashMap<&'a str, &'a RawValue>,
+            spec: HashMap<Cow<'a, str>, &'a RawValue>,
         }
         let top: TopSpec<'a> = serde_json::from_str(self.raw()?.get()).ok()?;
         let list = top.spec.get(entry.list)?;
@@ -700,6 +701,23 @@ mod tests {
             }
         }
         assert!(pods >= 20, "only {pods} Pods in {}", dir.display());
+    }
+
+    #[test]
+    fn an_entry_is_found_again_whatever_the_spec_s_keys_are_written_with() {
+        // `\u0063ontainers` is `containers`; another key needs unescaping too.
+        let r = raw(
+            r#"{"metadata":{"name":"p"},"spec":{"x\"y":1,"\u0063ontainers":[{"name":"a"},{"name":"b","image":"i"}]}}"#,
+        );
+        let pod = PodView::parse(&r).unwrap();
+        assert!(matches!(pod.spec, SpecState::Read(_)));
+        let spec = pod.spec().unwrap();
+        let b = &spec.containers.as_ref().unwrap()[1];
+        assert_eq!(b.name, "b");
+        assert_eq!(
+            pod.entry_value(b),
+            serde_json::json!({"name": "b", "image": "i"})
+        );
     }
 
     #[test]
