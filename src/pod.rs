@@ -27,19 +27,25 @@ pub struct PodIn<'a> {
     spec: Option<MapOf<SpecIn<'a>>>,
 }
 
+/// The spec's fields injection reads. Its lists are read as `C` (containers) and `L` (the
+/// others): typed, in one pass ([`SpecIn`]), or left raw for the field-by-field reader
+/// ([`SpecRaw`]); both read the same fields.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SpecIn<'a> {
-    #[serde(borrow, default)]
-    containers: Option<Vec<MapOf<ContainerIn<'a>>>>,
-    #[serde(borrow, default)]
-    init_containers: Option<Vec<MapOf<Named<'a>>>>,
-    #[serde(borrow, default)]
-    ephemeral_containers: Option<Vec<MapOf<Named<'a>>>>,
-    #[serde(borrow, default)]
-    volumes: Option<Vec<MapOf<Named<'a>>>>,
-    #[serde(borrow, default)]
-    image_pull_secrets: Option<Vec<MapOf<Named<'a>>>>,
+#[serde(
+    rename_all = "camelCase",
+    bound(deserialize = "C: Deserialize<'de>, L: Deserialize<'de>")
+)]
+struct SpecOf<'a, C, L> {
+    #[serde(default = "none")]
+    containers: Option<C>,
+    #[serde(default = "none")]
+    init_containers: Option<L>,
+    #[serde(default = "none")]
+    ephemeral_containers: Option<L>,
+    #[serde(default = "none")]
+    volumes: Option<L>,
+    #[serde(default = "none")]
+    image_pull_secrets: Option<L>,
     #[serde(borrow, default)]
     restart_policy: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -49,6 +55,13 @@ struct SpecIn<'a> {
     #[serde(borrow, default)]
     affinity: Option<&'a RawValue>,
 }
+
+fn none<T>() -> Option<T> {
+    None
+}
+
+type SpecIn<'a> = SpecOf<'a, Vec<MapOf<ContainerIn<'a>>>, Vec<MapOf<Named<'a>>>>;
+type SpecRaw<'a> = SpecOf<'a, &'a RawValue, &'a RawValue>;
 
 /// `T` read from a JSON map only (serde's derived structs would also take a list).
 pub struct MapOf<T>(pub T);
@@ -120,29 +133,6 @@ pub struct OwnerRef<'a> {
     pub controller: Option<bool>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SpecRaw<'a> {
-    #[serde(borrow, default)]
-    containers: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    init_containers: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    ephemeral_containers: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    volumes: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    image_pull_secrets: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    restart_policy: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    node_selector: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    os: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    affinity: Option<&'a RawValue>,
-}
-
 /// An entry of a named list (`containers`, `volumes`, ...): its name, and where to find its
 /// raw JSON when it is needed (rarely: [`PodView::entry_value`]).
 #[derive(Debug, Clone)]
@@ -163,28 +153,25 @@ struct Named<'a> {
     name: Option<Cow<'a, str>>,
 }
 
+/// What `appContainers` merging reads of a container: its lists typed, in one pass
+/// ([`ContainerIn`]), or raw, for the field-by-field reader ([`ContainerRaw`]).
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ContainerRaw<'a> {
+#[serde(
+    rename_all = "camelCase",
+    bound(deserialize = "E: Deserialize<'de>, M: Deserialize<'de>")
+)]
+struct ContainerOf<'a, E, M> {
     #[serde(borrow, default)]
     name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    env: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    volume_mounts: Option<&'a RawValue>,
+    #[serde(default = "none")]
+    env: Option<E>,
+    #[serde(default = "none")]
+    volume_mounts: Option<M>,
 }
 
-/// A container read in one pass, with what `appContainers` merging reads.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ContainerIn<'a> {
-    #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    env: Option<Vec<MapOf<Named<'a>>>>,
-    #[serde(borrow, default)]
-    volume_mounts: Option<Vec<MapOf<MountRaw<'a>>>>,
-}
+type ContainerRaw<'a> = ContainerOf<'a, &'a RawValue, &'a RawValue>;
+
+type ContainerIn<'a> = ContainerOf<'a, Vec<MapOf<Named<'a>>>, Vec<MapOf<MountRaw<'a>>>>;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
