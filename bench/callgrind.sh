@@ -30,10 +30,10 @@ count() { # NAME PORT CMD... -> "NAME: N requests, I instructions per request"
   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=$out/$name.out "$@" >"$work/$name.log" 2>&1 &
   local pid=$!
   for _ in $(seq 240); do curl -sk -o /dev/null "https://127.0.0.1:$port/mutate" --data-binary @"$body" && break; sleep 0.5; done
-  callgrind_control -i on $pid >/dev/null
+  callgrind_control -i on $pid >/dev/null 2>&1
   local res; res=$(BODY_FILE="$body" wrk -t1 -c4 -d${secs}s -s bench/post.lua "https://127.0.0.1:$port/mutate")
-  callgrind_control -i off $pid >/dev/null
-  callgrind_control -d $pid >/dev/null
+  callgrind_control -i off $pid >/dev/null 2>&1
+  callgrind_control -d $pid >/dev/null 2>&1
   kill $pid; wait $pid 2>/dev/null || true
   local n; n=$(echo "$res" | sed -n 's/^RESULT requests=\([0-9]*\).*/\1/p')
   local total; total=$(callgrind_annotate $out/$name.out.1 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
