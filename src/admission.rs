@@ -68,12 +68,8 @@ struct ReviewIn<'a, O> {
     api_version: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     kind: Option<Cow<'a, str>>,
-    #[serde(borrow, default = "none")]
+    #[serde(borrow, default)]
     request: Option<RequestIn<'a, O>>,
-}
-
-fn none<T>() -> Option<T> {
-    None
 }
 
 /// The object of a review, found again (a second pass, for the rare uses of its raw JSON).

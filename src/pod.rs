@@ -36,15 +36,15 @@ pub struct PodIn<'a> {
     bound(deserialize = "C: Deserialize<'de>, L: Deserialize<'de>")
 )]
 struct SpecOf<'a, C, L> {
-    #[serde(default = "none")]
+    #[serde(default)]
     containers: Option<C>,
-    #[serde(default = "none")]
+    #[serde(default)]
     init_containers: Option<L>,
-    #[serde(default = "none")]
+    #[serde(default)]
     ephemeral_containers: Option<L>,
-    #[serde(default = "none")]
+    #[serde(default)]
     volumes: Option<L>,
-    #[serde(default = "none")]
+    #[serde(default)]
     image_pull_secrets: Option<L>,
     #[serde(borrow, default)]
     restart_policy: Option<Cow<'a, str>>,
@@ -54,10 +54,6 @@ struct SpecOf<'a, C, L> {
     os: Option<&'a RawValue>,
     #[serde(borrow, default)]
     affinity: Option<&'a RawValue>,
-}
-
-fn none<T>() -> Option<T> {
-    None
 }
 
 type SpecIn<'a> = SpecOf<'a, Vec<MapOf<ContainerIn<'a>>>, Vec<MapOf<Named<'a>>>>;
@@ -163,9 +159,9 @@ struct Named<'a> {
 struct ContainerOf<'a, E, M> {
     #[serde(borrow, default)]
     name: Option<Cow<'a, str>>,
-    #[serde(default = "none")]
+    #[serde(default)]
     env: Option<E>,
-    #[serde(default = "none")]
+    #[serde(default)]
     volume_mounts: Option<M>,
 }
 
