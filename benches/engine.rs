@@ -9,9 +9,9 @@ use kube::core::GroupVersionKind;
 use kube::core::admission::Operation;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use sidecar_injector::admission::{self, Decoded};
-use sidecar_injector::config::{Config, RawConfig, Source};
+use sidecar_injector::engine::config::{Config, RawConfig};
 use sidecar_injector::engine::{self, Request};
+use sidecar_injector::serve::admission::{self, Decoded};
 use std::hint::black_box;
 
 const REVIEW: &str = include_str!("fixtures/replicaset-review.json");
@@ -80,7 +80,7 @@ volumes:
 }
 
 fn benches(c: &mut Criterion) {
-    let config = Config::load(&Source::Embedded, "sidecar-injector").unwrap();
+    let config = Config::embedded("sidecar-injector").unwrap();
     let dynamic = Config::from_raw(&dynamic_config(), "sidecar-injector").unwrap();
     let small: Value = serde_json::from_str(REVIEW).unwrap();
     let small_pod = serde_json::value::to_raw_value(&small["request"]["object"]).unwrap();
@@ -107,7 +107,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| answer(&config, black_box(&big_body)))
     });
     c.bench_function("config/load-default", |b| {
-        b.iter(|| Config::load(black_box(&Source::Embedded), "ns").unwrap())
+        b.iter(|| Config::embedded(black_box("ns")).unwrap())
     });
     c.bench_function("config/load-pod-dependent", |b| {
         b.iter(|| Config::from_raw(black_box(&dynamic_config()), "ns").unwrap())

@@ -1,30 +1,21 @@
 //! sidecar-injector: a Kubernetes mutating admission webhook that injects sidecars, init
 //! containers, volumes and pull secrets from one `mutate.yaml` template.
 //!
-//! One pure engine ([`engine::decide`]) behind three doors: `/mutate` ([`admission`]),
-//! `/preview` and the `preview` command ([`preview`]).
+//! The crate is in layers, and imports only go down:
+//!
+//! | folder | what lives there | may import |
+//! |---|---|---|
+//! | [`engine`] | the pure injection engine: [`engine::decide`], the config and its checks, templates, overrides, the Pod view, patches, preview rendering | nothing of this crate outside `engine`; no tokio, axum, hyper, kube client, file or network I/O |
+//! | [`cluster`] | the optional API context: the client, namespaces, Events, the Lease, the live ConfigMap, the Pod survey, `check` and repair | `engine` |
+//! | [`serve`] | the webhook process: router and handlers, admission decoding, TLS, connections, file watches, metrics, the survey loop | `engine`, `cluster` |
+//! | [`cli`] | what only the command line needs: reading manifests for `preview`, writing certificates | `engine`, `cluster`, `serve` |
+//!
+//! `src/main.rs` is the command line itself (clap), on top of all four. One engine, several
+//! doors: `/mutate` ([`serve::admission`]), `/preview` and the `preview` command
+//! ([`engine::preview`]), and `check` ([`cluster::check`]) only translate in and out of
+//! [`engine::decide`].
 
-pub mod admission;
-pub mod certs;
-pub mod check;
+pub mod cli;
 pub mod cluster;
-pub mod config;
-pub mod connections;
-pub mod drift;
 pub mod engine;
-pub mod events;
-pub mod image;
-pub mod input;
-pub mod lease;
-pub mod live_config;
-pub mod metrics;
-pub mod namespaces;
-pub mod overrides;
-pub mod patch;
-pub mod pod;
-pub mod preview;
-pub mod server;
-pub mod template;
-pub mod tls;
-pub mod watch;
-pub mod yaml;
+pub mod serve;

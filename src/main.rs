@@ -2,9 +2,12 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use sidecar_injector::config::{Config, DEFAULT_OWN_NAMESPACE, Source};
+use sidecar_injector::cli::{certs, input};
+use sidecar_injector::cluster::{self, live_config};
 use sidecar_injector::engine::Outcome;
-use sidecar_injector::{certs, cluster, input, live_config, preview, server};
+use sidecar_injector::engine::config::{DEFAULT_OWN_NAMESPACE, Source};
+use sidecar_injector::engine::preview;
+use sidecar_injector::serve::{config_files, server};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -270,7 +273,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
 
 fn run_preview(args: PreviewArgs) -> Result<ExitCode> {
     let source = Source::from_arg(args.config.as_deref()).map_err(anyhow::Error::msg)?;
-    let config = Config::load(&source, &own_namespace())
+    let config = config_files::load(&source, &own_namespace())
         .with_context(|| format!("loading the configuration from {source}"))?;
     let inputs = input::expand(&args.files, args.recursive).map_err(anyhow::Error::msg)?;
     let map = |pairs: Vec<(String, String)>| {
@@ -380,7 +383,7 @@ fn read_namespaces(
 }
 
 fn run_check(args: CheckArgs) -> Result<ExitCode> {
-    use sidecar_injector::check::{self, Scope, State};
+    use sidecar_injector::cluster::check::{self, Scope, State};
     let source = Source::from_arg(args.config.as_deref()).map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -392,7 +395,7 @@ fn run_check(args: CheckArgs) -> Result<ExitCode> {
             Source::ConfigMap { namespace, name } => {
                 live_config::fetch(&client, namespace, name, &own_namespace()).await?
             }
-            _ => Config::load(&source, &own_namespace())
+            _ => config_files::load(&source, &own_namespace())
                 .with_context(|| format!("loading the configuration from {source}"))?,
         };
         let scope = match (args.all_namespaces, args.namespace) {
@@ -465,7 +468,7 @@ fn run_check(args: CheckArgs) -> Result<ExitCode> {
 
 fn validate(config: Option<PathBuf>) -> Result<ExitCode> {
     let source = Source::from_arg(config.as_deref()).map_err(anyhow::Error::msg)?;
-    match Config::load(&source, &own_namespace()) {
+    match config_files::load(&source, &own_namespace()) {
         Ok(c) => {
             for w in &c.warnings {
                 eprintln!("warning: {w}");

@@ -6,7 +6,7 @@
 mod common;
 
 use serde_json::Value;
-use sidecar_injector::yaml;
+use sidecar_injector::engine::yaml;
 use std::path::PathBuf;
 use std::process::Command;
 

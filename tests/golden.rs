@@ -3,10 +3,11 @@
 use kube::core::GroupVersionKind;
 use kube::core::admission::Operation;
 use serde_json::Value;
-use sidecar_injector::admission::{self, Decoded};
-use sidecar_injector::config::{Config, DEFAULT_OWN_NAMESPACE, Source};
+use sidecar_injector::engine::config::{DEFAULT_OWN_NAMESPACE, Source};
+use sidecar_injector::engine::yaml;
 use sidecar_injector::engine::{self, Request};
-use sidecar_injector::yaml;
+use sidecar_injector::serve::admission::{self, Decoded};
+use sidecar_injector::serve::config_files;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,7 +36,7 @@ fn run_case(dir: &Path) -> Outcome {
     } else {
         Source::Embedded
     };
-    let config = Config::load(&source, DEFAULT_OWN_NAMESPACE)
+    let config = config_files::load(&source, DEFAULT_OWN_NAMESPACE)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     let map = |key: &str| -> Option<BTreeMap<String, String>> {
         case.get(key).map(|v| {

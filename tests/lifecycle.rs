@@ -63,8 +63,8 @@ fn serial_of(resp: &reqwest::blocking::Response) -> String {
 
 fn pem_pair(dir: &Path) -> (Vec<u8>, Vec<u8>, String) {
     let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-    let w = sidecar_injector::certs::write(dir, &names).unwrap();
-    let pair = sidecar_injector::tls::load_pair(&w.cert, &w.key).unwrap();
+    let w = sidecar_injector::cli::certs::write(dir, &names).unwrap();
+    let pair = sidecar_injector::serve::tls::load_pair(&w.cert, &w.key).unwrap();
     (
         std::fs::read(&w.cert).unwrap(),
         std::fs::read(&w.key).unwrap(),
@@ -517,7 +517,7 @@ fn client_certificates_are_required_with_client_ca_file() {
     let tmp = tempfile::tempdir().unwrap();
     let client = client_certificate(&tmp.path().join("client"));
     let server_certs =
-        sidecar_injector::certs::write(&tmp.path().join("server"), &["localhost".to_owned()])
+        sidecar_injector::cli::certs::write(&tmp.path().join("server"), &["localhost".to_owned()])
             .unwrap();
     let log = tmp.path().join("log");
     let path = |p: &Path| p.display().to_string();

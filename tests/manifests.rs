@@ -16,8 +16,8 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
-use sidecar_injector::config::{DEFAULT_SETTINGS, DEFAULT_TEMPLATE};
-use sidecar_injector::yaml;
+use sidecar_injector::engine::config::{DEFAULT_SETTINGS, DEFAULT_TEMPLATE};
+use sidecar_injector::engine::yaml;
 use std::path::Path;
 use std::process::Command;
 

@@ -6,7 +6,7 @@ use kube::core::GroupVersionKind;
 use kube::core::admission::Operation;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
-use sidecar_injector::config::{Config, RawConfig};
+use sidecar_injector::engine::config::{Config, RawConfig};
 use sidecar_injector::engine::{self, Decision, Outcome, Reason, Request, STATUS_KEY};
 use std::collections::HashSet;
 use std::sync::OnceLock;
@@ -239,7 +239,10 @@ fn pod() -> impl Strategy<Value = Value> {
                     annotations.insert(engine::TEMPLATES_KEY.into(), t.into());
                 }
                 if let Some(v) = values {
-                    annotations.insert(sidecar_injector::overrides::VALUES_KEY.into(), v.into());
+                    annotations.insert(
+                        sidecar_injector::engine::overrides::VALUES_KEY.into(),
+                        v.into(),
+                    );
                 }
                 if had_annotations || !annotations.is_empty() {
                     meta["annotations"] = json!(annotations);

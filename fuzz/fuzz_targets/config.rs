@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sidecar_injector::config::{Config, RawConfig};
+use sidecar_injector::engine::config::{Config, RawConfig};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
             "spec": {"containers": [{"name": "c", "image": "i"}]}
         }))
         .expect("a pod");
-        let pod = sidecar_injector::pod::PodView::parse(&pod).expect("a Pod view");
+        let pod = sidecar_injector::engine::pod::PodView::parse(&pod).expect("a Pod view");
         let _ = config.fragment(&config.default_templates(), &pod, "ns", None);
     }
 });

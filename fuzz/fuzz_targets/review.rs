@@ -5,8 +5,8 @@
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use sidecar_injector::admission::{self, Decoded};
-use sidecar_injector::config::{Config, RawConfig};
+use sidecar_injector::serve::admission::{self, Decoded};
+use sidecar_injector::engine::config::{Config, RawConfig};
 use std::sync::OnceLock;
 
 fn config() -> &'static Config {

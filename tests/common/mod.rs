@@ -60,7 +60,7 @@ pub fn schema_valid_skipping(files: &[PathBuf], skip: &[&str]) -> usize {
         .map(|file| {
             let text =
                 std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-            let docs: Vec<Value> = sidecar_injector::yaml::documents(&text)
+            let docs: Vec<Value> = sidecar_injector::engine::yaml::documents(&text)
                 .unwrap_or_else(|e| panic!("{}: not YAML: {e}", file.display()));
             let docs: Vec<Value> = docs.into_iter().filter(|d| !d.is_null()).collect();
             schema::assert_valid(&file.display().to_string(), &docs, skip)

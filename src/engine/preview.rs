@@ -5,9 +5,9 @@
 //! [`engine::decide`] as `/mutate`; the patch is rebased onto the document, so `-o patch`
 //! prints patches that apply to the documents as given.
 
-use crate::config::Config;
+use crate::engine::config::Config;
+use crate::engine::patch::Patch;
 use crate::engine::{self, Decision, Outcome};
-use crate::patch::Patch;
 use kube::core::GroupVersionKind;
 use kube::core::admission::Operation;
 use serde::Serialize;
@@ -130,7 +130,7 @@ fn walk(
     at: &[String],
     opts: &Options,
     config: &Config,
-    ops: &mut Vec<crate::patch::Op>,
+    ops: &mut Vec<crate::engine::patch::Op>,
     found: &mut Vec<Found>,
     label_prefix: &str,
 ) {
@@ -270,12 +270,12 @@ pub fn read_documents(input: &str) -> Result<Vec<(Value, Option<String>)>, Strin
     }
     let mut docs = Vec::new();
     for chunk in split_yaml(input) {
-        match crate::yaml::from_str::<Value>(&chunk) {
+        match crate::engine::yaml::from_str::<Value>(&chunk) {
             Ok(Value::Null) => {}
             Ok(doc) => docs.push((doc, Some(chunk))),
             Err(_) => {
                 // The split was too naive for this stream; parse it whole, without raw texts.
-                return crate::yaml::documents::<Value>(input)
+                return crate::engine::yaml::documents::<Value>(input)
                     .map(|all| {
                         all.into_iter()
                             .filter(|d| !d.is_null())
@@ -333,7 +333,7 @@ pub fn format(docs: &[(Previewed, Option<String>)], format: Format) -> Result<St
                 }
                 match raw {
                     Some(text) if !p.changed() => out.push_str(text),
-                    _ => out.push_str(&crate::yaml::to_string(&p.result)?),
+                    _ => out.push_str(&crate::engine::yaml::to_string(&p.result)?),
                 }
                 // Only a separator needs a line of its own: an untouched last document keeps
                 // its last byte (a `|` block scalar ending the file has no final newline, and
@@ -354,8 +354,8 @@ pub fn format(docs: &[(Previewed, Option<String>)], format: Format) -> Result<St
                 if !p.changed() {
                     continue;
                 }
-                let before = crate::yaml::to_string(&p.original)?;
-                let after = crate::yaml::to_string(&p.result)?;
+                let before = crate::engine::yaml::to_string(&p.original)?;
+                let after = crate::engine::yaml::to_string(&p.result)?;
                 let label = p
                     .found
                     .first()
@@ -396,7 +396,7 @@ mod tests {
             Some("kind: ConfigMap\ndata:\n  run.sh: |\n    echo hi")
         );
         let config = Config::from_raw(
-            &crate::config::RawConfig::new(None, "containers: [{name: c, image: 'c:1'}]\n"),
+            &crate::engine::config::RawConfig::new(None, "containers: [{name: c, image: 'c:1'}]\n"),
             "injector",
         )
         .unwrap();

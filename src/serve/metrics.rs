@@ -109,7 +109,7 @@ impl Metrics {
             "Connections closed by the server to keep its slots, by reason",
             connections_shed.clone(),
         );
-        for reason in crate::connections::Shed::ALL {
+        for reason in crate::serve::connections::Shed::ALL {
             let _ = connections_shed.get_or_create(&ShedLabels {
                 reason: reason.as_str(),
             });

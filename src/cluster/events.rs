@@ -7,7 +7,7 @@
 //! Events, and kube's recorder folds repeats of the same Event into a series.
 
 use crate::engine::Reason;
-use crate::pod::PodView;
+use crate::engine::pod::PodView;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use std::collections::HashMap;
@@ -131,6 +131,17 @@ impl InjectionEvents {
             }
         });
         true
+    }
+}
+
+/// Who the Events this process records say they come from: the controller, and the Pod's
+/// name as its instance.
+pub fn reporter() -> kube::runtime::events::Reporter {
+    kube::runtime::events::Reporter {
+        controller: "sidecar-injector".into(),
+        instance: std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .ok(),
     }
 }
 

@@ -6,9 +6,9 @@
 //! has it; one with the annotation is compared, template by template, with the live hashes.
 //! This module only fetches, groups, prints and rolls.
 
-use crate::config::Config;
+use crate::cluster::namespaces;
+use crate::engine::config::Config;
 use crate::engine::{self, NamespaceContext, Outcome, STATUS_KEY, Status};
-use crate::namespaces;
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
@@ -71,12 +71,12 @@ pub fn judge(
     ns: Option<NamespaceContext<'_>>,
     config: &Config,
 ) -> (State, String) {
-    let view = match crate::pod::PodView::parse(pod) {
+    let view = match crate::engine::pod::PodView::parse(pod) {
         Ok(v) => v,
         Err(e) => return (State::Skipped, format!("invalid_object: {e}")),
     };
     if let Some(raw) = view.annotation(STATUS_KEY) {
-        let status = crate::pod::string_value(raw)
+        let status = crate::engine::pod::string_value(raw)
             .and_then(|s| serde_json::from_str::<Status>(&s).ok())
             .unwrap_or_default();
         return staleness(&status, config);
@@ -284,8 +284,8 @@ pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 /// The volume of the default templates that mounts the Docker socket from the host, if any
 /// (rendered for a sample Pod when the templates read the Pod).
 pub fn docker_socket_volume(config: &Config) -> Option<String> {
-    let sample = crate::config::sample_pod();
-    let pod = crate::pod::PodView::parse(&sample).ok()?;
+    let sample = crate::engine::config::sample_pod();
+    let pod = crate::engine::pod::PodView::parse(&sample).ok()?;
     let fragment = config
         .fragment(&config.default_templates(), &pod, "default", None)
         .ok()?;
@@ -635,7 +635,7 @@ async fn wait_rolled_out(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RawConfig;
+    use crate::engine::config::RawConfig;
 
     fn config() -> Config {
         Config::from_raw(
@@ -760,7 +760,7 @@ mod tests {
 
     #[test]
     fn the_docker_socket_is_found_and_the_advice_names_nodes_and_setting() {
-        let shipped = Config::load(&crate::config::Source::Embedded, "injector").unwrap();
+        let shipped = Config::embedded("injector").unwrap();
         assert_eq!(
             docker_socket_volume(&shipped).as_deref(),
             Some("docker-sock")

@@ -30,7 +30,7 @@ pub fn merge(
     let mut out = base.clone();
     let mut applied = false;
     for layer in layers {
-        let doc = match crate::yaml::from_str::<Value>(layer.text) {
+        let doc = match crate::engine::yaml::from_str::<Value>(layer.text) {
             Ok(Value::Object(m)) => m,
             Ok(Value::Null) => continue,
             Ok(other) => {

@@ -8,9 +8,9 @@
 //! `AdmissionResponse` would write a byte array, kube-rs/kube#1781). kube's
 //! `kube::core::admission` types stay the reference: the tests read the same reviews with them.
 
-use crate::config::{Config, FailurePolicy};
+use crate::engine::config::{Config, FailurePolicy};
+use crate::engine::pod::{PodRead, PodView};
 use crate::engine::{self, Decision, Outcome, Reason};
-use crate::pod::{PodRead, PodView};
 use base64::Engine as _;
 use kube::core::GroupVersionKind;
 use kube::core::admission::Operation;

@@ -5,7 +5,7 @@
 //! said where `kubectl describe configmap` shows it: a Warning Event on the ConfigMap naming
 //! each problem with its path.
 
-use crate::config::{Config, ConfigError, RawConfig};
+use crate::engine::config::{Config, ConfigError, RawConfig};
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;

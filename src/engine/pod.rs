@@ -669,7 +669,7 @@ mod tests {
                 let Ok(text) = std::fs::read_to_string(case.join(file)) else {
                     continue;
                 };
-                let value: Value = crate::yaml::from_str(&text).unwrap();
+                let value: Value = crate::engine::yaml::from_str(&text).unwrap();
                 let r = raw(&value.to_string());
                 let fast = PodView::parse(&r).unwrap();
                 assert!(

@@ -1,14 +1,14 @@
 //! `serve`: the axum router on a rustls listener, the plain metrics listener, hot reload of
 //! certificate and config, and the graceful drain on SIGTERM.
 
-use crate::admission::{self, Decoded};
-use crate::config::{Config, Source};
-use crate::connections::{self, Registry, Shed, Slot};
-use crate::metrics::Metrics;
-use crate::namespaces::{self, Namespaces};
-use crate::preview;
-use crate::tls::{self, CertResolver};
-use crate::watch;
+use crate::cluster::namespaces::{self, Namespaces};
+use crate::engine::config::{Config, Source};
+use crate::engine::preview;
+use crate::serve::admission::{self, Decoded};
+use crate::serve::connections::{self, Registry, Shed, Slot};
+use crate::serve::metrics::Metrics;
+use crate::serve::tls::{self, CertResolver};
+use crate::serve::{config_files, file_watch};
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use axum::Router;
@@ -82,12 +82,12 @@ pub struct ServeOptions {
 
 /// Shared by every request.
 pub struct AppState {
-    pub config: ArcSwap<Config>,
-    pub metrics: Metrics,
+    pub config: Arc<ArcSwap<Config>>,
+    pub metrics: Arc<Metrics>,
     /// Each namespace's labels and annotations, when the API can be read.
     pub namespaces: Option<Namespaces>,
     /// Warning Events for failed injections, when the API can be written.
-    pub events: Option<crate::events::InjectionEvents>,
+    pub events: Option<crate::cluster::events::InjectionEvents>,
     ready: AtomicBool,
     draining: AtomicBool,
 }
@@ -96,13 +96,13 @@ impl AppState {
     pub fn new(
         config: Config,
         namespaces: Option<Namespaces>,
-        events: Option<crate::events::InjectionEvents>,
+        events: Option<crate::cluster::events::InjectionEvents>,
     ) -> Arc<AppState> {
         let metrics = Metrics::new();
         metrics.config_loaded(&config.template_hash);
         Arc::new(AppState {
-            config: ArcSwap::from_pointee(config),
-            metrics,
+            config: Arc::new(ArcSwap::from_pointee(config)),
+            metrics: Arc::new(metrics),
             namespaces,
             events,
             ready: AtomicBool::new(true),
@@ -274,7 +274,7 @@ async fn preview_one(
     let Ok(text) = std::str::from_utf8(&body) else {
         return bad_request("the body is not UTF-8 text");
     };
-    let doc = match crate::yaml::from_str::<serde_json::Value>(text) {
+    let doc = match crate::engine::yaml::from_str::<serde_json::Value>(text) {
         Ok(d) if d.is_object() => d,
         Ok(_) => return bad_request("want one object (a Pod or a workload), in JSON or YAML"),
         Err(e) => return bad_request(&format!("the body is neither JSON nor YAML: {e}")),
@@ -325,7 +325,7 @@ pub async fn run(opts: ServeOptions) -> Result<()> {
     };
     let config = match (&opts.source, &client) {
         (Source::ConfigMap { namespace, name }, Some(client)) => {
-            crate::live_config::fetch(client, namespace, name, &opts.own_namespace).await?
+            crate::cluster::live_config::fetch(client, namespace, name, &opts.own_namespace).await?
         }
         (Source::ConfigMap { .. }, None) => {
             anyhow::bail!(
@@ -333,7 +333,7 @@ pub async fn run(opts: ServeOptions) -> Result<()> {
                 opts.source
             )
         }
-        _ => Config::load(&opts.source, &opts.own_namespace)
+        _ => config_files::load(&opts.source, &opts.own_namespace)
             .with_context(|| format!("loading the configuration from {}", opts.source))?,
     };
     for w in &config.warnings {
@@ -346,17 +346,20 @@ pub async fn run(opts: ServeOptions) -> Result<()> {
         );
         Namespaces::watch(client)
     });
-    let events = client
-        .clone()
-        .map(|client| crate::events::InjectionEvents::new(client, reporter()));
+    let events = client.clone().map(|client| {
+        crate::cluster::events::InjectionEvents::new(client, crate::cluster::events::reporter())
+    });
     let state = AppState::new(config, namespaces, events);
     if let Some(client) = &client {
         let identity = std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| format!("sidecar-injector-{}", std::process::id()));
-        crate::drift::spawn(
+        crate::serve::survey::spawn(
             client.clone(),
-            state.clone(),
+            crate::serve::survey::Handles {
+                config: state.config.clone(),
+                metrics: state.metrics.clone(),
+            },
             opts.own_namespace.clone(),
             identity,
         );
@@ -600,7 +603,7 @@ fn use_config(state: &AppState, config: Config) {
 }
 
 /// A new configuration failed its checks: keep the last good one.
-fn refuse_config(state: &AppState, e: &crate::config::ConfigError) {
+fn refuse_config(state: &AppState, e: &crate::engine::config::ConfigError) {
     for problem in &e.problems {
         error!(problem = %problem, "configuration refused; the last good one keeps serving");
     }
@@ -614,12 +617,12 @@ fn watch_config(opts: &ServeOptions, state: &Arc<AppState>, client: Option<&kube
             let loaded = state.config.load().template_hash.clone();
             let (ok, refused) = (state.clone(), state.clone());
             let mut first = true;
-            crate::live_config::watch(
+            crate::cluster::live_config::watch(
                 client.clone(),
                 namespace.clone(),
                 name.clone(),
                 opts.own_namespace.clone(),
-                reporter(),
+                crate::cluster::events::reporter(),
                 move |config| {
                     // The watch's first delivery is what was just loaded.
                     if std::mem::take(&mut first) && config.template_hash == loaded {
@@ -635,35 +638,28 @@ fn watch_config(opts: &ServeOptions, state: &Arc<AppState>, client: Option<&kube
             // A directory's file list is read again on every look: a template added to the
             // ConfigMap is a new file.
             let listed = opts.source.clone();
-            let files = move || listed.files();
+            let files = move || config_files::files(&listed);
             let (source, own_ns, state) = (
                 opts.source.clone(),
                 opts.own_namespace.clone(),
                 state.clone(),
             );
-            watch::spawn("config", files, WATCH_INTERVAL, move || match Config::load(
-                &source, &own_ns,
-            ) {
-                Ok(config) => use_config(&state, config),
-                Err(e) => refuse_config(&state, &e),
-            });
+            file_watch::spawn(
+                "config",
+                files,
+                WATCH_INTERVAL,
+                move || match config_files::load(&source, &own_ns) {
+                    Ok(config) => use_config(&state, config),
+                    Err(e) => refuse_config(&state, &e),
+                },
+            );
         }
-    }
-}
-
-/// Who the Events this server records say they come from.
-pub fn reporter() -> kube::runtime::events::Reporter {
-    kube::runtime::events::Reporter {
-        controller: "sidecar-injector".into(),
-        instance: std::env::var("POD_NAME")
-            .or_else(|_| std::env::var("HOSTNAME"))
-            .ok(),
     }
 }
 
 fn watch_certificate(opts: &ServeOptions, state: &Arc<AppState>, resolver: Arc<CertResolver>) {
     let (cert, key, state) = (opts.cert_file.clone(), opts.key_file.clone(), state.clone());
-    watch::spawn(
+    file_watch::spawn(
         "certificate",
         {
             let files = vec![cert.clone(), key.clone()];

@@ -5,9 +5,11 @@
 //! namespace, rolls the workloads `check --repair` would. Judging is `check`'s, which asks
 //! the engine.
 
-use crate::check::{self, Scope};
-use crate::lease::Elector;
-use crate::server::AppState;
+use crate::cluster::check::{self, Scope};
+use crate::cluster::lease::Elector;
+use crate::engine::config::Config;
+use crate::serve::metrics::Metrics;
+use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -18,8 +20,16 @@ pub const LEASE_NAME: &str = "sidecar-injector-repair";
 const LEASE_SECONDS: i32 = 15;
 const RENEW_EVERY: Duration = Duration::from_secs(5);
 
+/// What the survey reads and writes of the webhook process: the live config and the metrics.
+/// Handed in by `serve`, so this module needs nothing else of it.
+pub struct Handles {
+    pub config: Arc<ArcSwap<Config>>,
+    pub metrics: Arc<Metrics>,
+}
+
 /// Starts the survey (and repair) loop and the Lease keeper on the current runtime.
-pub fn spawn(client: kube::Client, state: Arc<AppState>, own_namespace: String, identity: String) {
+pub fn spawn(client: kube::Client, state: Handles, own_namespace: String, identity: String) {
+    let state = Arc::new(state);
     let leader = Arc::new(AtomicBool::new(false));
     {
         let (client, leader, ns, id) = (
@@ -87,7 +97,7 @@ pub fn spawn(client: kube::Client, state: Arc<AppState>, own_namespace: String, 
 }
 
 /// Says once whether nodes lack the Docker socket the template mounts; true once said.
-async fn nodes(client: &kube::Client, state: &AppState) -> bool {
+async fn nodes(client: &kube::Client, state: &Handles) -> bool {
     let config = state.config.load();
     let Some(volume) = check::docker_socket_volume(&config) else {
         state.metrics.nodes_without_docker(0);
@@ -110,9 +120,9 @@ async fn nodes(client: &kube::Client, state: &AppState) -> bool {
 
 async fn repair(
     client: &kube::Client,
-    state: &AppState,
+    state: &Handles,
     reports: &[check::PodReport],
-    settings: &crate::config::Repair,
+    settings: &crate::engine::config::Repair,
     identity: &str,
     leader: &AtomicBool,
     limiter: &mut check::Limiter,
@@ -125,7 +135,7 @@ async fn repair(
     let opts = check::RepairOptions {
         max_per_minute: settings.max_per_minute,
         rollout_timeout: Duration::from_secs(300),
-        reporter: crate::server::reporter(),
+        reporter: crate::cluster::events::reporter(),
     };
     // One workload at a time, and only while this replica still holds the Lease.
     let keep_going = || leader.load(Ordering::Relaxed);

@@ -1,0 +1,12 @@
+//! The optional API context. Everything here talks to the Kubernetes API and hands the engine
+//! data; none of it decides what to inject. Used by `serve` and the command line; it imports
+//! only [`crate::engine`].
+
+pub mod check;
+mod client;
+pub mod events;
+pub mod lease;
+pub mod live_config;
+pub mod namespaces;
+
+pub use client::client;

@@ -1,0 +1,12 @@
+//! The webhook process: the router and its handlers, admission decoding, TLS and connection
+//! slots, file watches for certificates and config, metrics, and the survey loop. It imports
+//! [`crate::engine`] and [`crate::cluster`], never the command line.
+
+pub mod admission;
+pub mod config_files;
+pub mod connections;
+pub mod file_watch;
+pub mod metrics;
+pub mod server;
+pub mod survey;
+pub mod tls;
