@@ -3,7 +3,7 @@
 mod common;
 
 use serde_json::Value;
-use sidecar_injector::yaml;
+use sidecar_injector::engine::yaml;
 use std::path::Path;
 use std::process::Output;
 
@@ -452,8 +452,10 @@ fn several_files_and_directories_are_read_in_order() {
 #[test]
 fn every_example_configmap_validates_and_the_collector_is_the_default() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configmaps");
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let docs = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md"),
+    )
+    .unwrap();
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -474,8 +476,8 @@ fn every_example_configmap_validates_and_the_collector_is_the_default() {
         );
         let name = f.file_name().unwrap().to_string_lossy();
         assert!(
-            readme.contains(&format!("examples/configmaps/{name}")),
-            "README shows {name}"
+            docs.contains(&format!("examples/configmaps/{name}")),
+            "docs/configuration.md shows {name}"
         );
     }
     let hash = |args: &[&str]| {
@@ -491,17 +493,17 @@ fn every_example_configmap_validates_and_the_collector_is_the_default() {
         hash(&["validate"]),
         "metrics-collector.yaml is the embedded default"
     );
-    let raw = sidecar_injector::config::parse_configmap(
+    let raw = sidecar_injector::engine::config::parse_configmap(
         &std::fs::read_to_string(example("metrics-collector.yaml")).unwrap(),
     )
     .unwrap();
     assert_eq!(
         raw.settings.as_deref(),
-        Some(sidecar_injector::config::DEFAULT_SETTINGS)
+        Some(sidecar_injector::engine::config::DEFAULT_SETTINGS)
     );
     assert_eq!(
         raw.templates["default"],
-        sidecar_injector::config::DEFAULT_TEMPLATE
+        sidecar_injector::engine::config::DEFAULT_TEMPLATE
     );
 }
 
