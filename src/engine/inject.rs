@@ -309,9 +309,22 @@ pub(super) fn plan<'a>(
         spec.volumes.is_some(),
         shared(&add_volumes),
     );
-    let mut init_items = shared(&add_init);
+    // What the ServiceAccount plugin would add to each new container when the apiserver
+    // re-runs it after our patch: added here, so its second pass changes nothing and the
+    // apiserver does not call us a second time.
+    let token = service_account_token(spec);
+    let with_token = |items: &[&Item]| -> Vec<Shared> {
+        items
+            .iter()
+            .map(|i| match token {
+                Some(volume) => token_mounted(i, volume),
+                None => i.json.clone(),
+            })
+            .collect()
+    };
+    let mut init_items = with_token(&add_init);
     if native {
-        init_items.extend(shared(&add_sidecars));
+        init_items.extend(with_token(&add_sidecars));
     }
     b.extend_list(
         &["spec", "initContainers"],
@@ -323,7 +336,7 @@ pub(super) fn plan<'a>(
         b.extend_list(
             &["spec", "containers"],
             spec.containers.is_some(),
-            shared(&add_sidecars),
+            with_token(&add_sidecars),
         );
     }
 
@@ -360,6 +373,29 @@ pub(super) fn plan<'a>(
         );
     }
     Ok((b.into_patch(), status, warnings))
+}
+
+/// The ServiceAccount admission plugin's token volume: the first volume named
+/// `kube-api-access-*`, unless the Pod turns automounting off. The plugin runs before the
+/// webhooks, so a Pod that will get a token has it when we see it.
+pub(super) fn service_account_token<'s>(spec: &'s Spec<'_>) -> Option<&'s str> {
+    if spec.automount_token_off {
+        return None;
+    }
+    spec.volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.as_ref())
+        .find(|n| n.starts_with(TOKEN_VOLUME_PREFIX))
+}
+
+/// The container with the token mount the ServiceAccount plugin gives every container that
+/// has nothing mounted at its path, as that plugin writes it.
+pub(super) fn token_mounted(item: &Item, volume: &str) -> Shared {
+    match &item.token_mount {
+        Some(t) => t.with_volume(volume),
+        None => item.json.clone(),
+    }
 }
 
 /// `appContainers`: env and volumeMounts for each of the Pod's own containers. What a

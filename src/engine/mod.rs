@@ -31,6 +31,11 @@ pub mod template;
 pub mod yaml;
 
 use inject::inject;
+/// The ServiceAccount admission plugin's projected token volume is `kube-api-access-XXXXX`.
+pub const TOKEN_VOLUME_PREFIX: &str = "kube-api-access-";
+/// Where that plugin mounts it in every container.
+pub const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
 /// Pod annotation or label: `"true"` opts in, `"false"` opts out.
 pub const INJECT_KEY: &str = "sidecar-injector.io/inject";
 /// Pod annotation written by the injector: what it injected; a Pod that has it is not injected again.

@@ -25,6 +25,12 @@ impl Shared {
         Shared(Arc::from(raw))
     }
 
+    /// JSON text already known to be valid (null if it is not, which a caller never gives).
+    pub fn from_json(json: String) -> Shared {
+        let raw = RawValue::from_string(json).unwrap_or_else(|_| RawValue::NULL.to_owned());
+        Shared(Arc::from(raw))
+    }
+
     pub fn to_value(&self) -> Value {
         serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
     }

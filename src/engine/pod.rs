@@ -49,6 +49,8 @@ struct SpecOf<'a, C, L> {
     #[serde(borrow, default)]
     restart_policy: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
+    automount_service_account_token: Option<&'a RawValue>,
+    #[serde(borrow, default)]
     node_selector: Option<&'a RawValue>,
     #[serde(borrow, default)]
     os: Option<&'a RawValue>,
@@ -197,6 +199,8 @@ pub struct Spec<'a> {
     pub volumes: Option<Vec<Entry<'a>>>,
     pub image_pull_secrets: Option<Vec<Entry<'a>>>,
     pub restart_policy: Option<Cow<'a, str>>,
+    /// `spec.automountServiceAccountToken: false`: the ServiceAccount plugin mounts no token.
+    pub automount_token_off: bool,
     /// When the Pod will run on Windows: what says so (`spec.os.name: windows`...).
     pub windows: Option<String>,
 }
@@ -301,9 +305,15 @@ impl<'a> SpecIn<'a> {
             volumes: numbered(self.volumes, "volumes", named),
             image_pull_secrets: numbered(self.image_pull_secrets, "imagePullSecrets", named),
             windows: runs_on_windows(self.os, self.node_selector, self.affinity),
+            automount_token_off: is_false(self.automount_service_account_token),
             restart_policy: self.restart_policy,
         }
     }
+}
+
+/// A field that is the JSON `false` (anything else, or nothing, is not).
+fn is_false(raw: Option<&RawValue>) -> bool {
+    raw.is_some_and(|r| r.get().trim() == "false")
 }
 
 impl<'a> PodView<'a> {
@@ -415,6 +425,7 @@ impl<'a> PodView<'a> {
             volumes: entries(s.volumes, "volumes")?,
             image_pull_secrets: entries(s.image_pull_secrets, "imagePullSecrets")?,
             windows: runs_on_windows(s.os, s.node_selector, s.affinity),
+            automount_token_off: is_false(s.automount_service_account_token),
             restart_policy: s.restart_policy,
         }))
     }

@@ -323,10 +323,15 @@ impl Review<'_> {
             out.deny(message);
         }
         out.warnings = warnings;
-        out.audit_annotations = Some(AuditOut {
-            decision: decision.outcome().as_str(),
-            reason: decision.reason.as_str(),
-        });
+        // The apiserver keeps the first value written under a key and logs every attempt to
+        // change it: a second call for a Pod we already injected (a reinvocation) says nothing,
+        // so the first call's `injected` stands.
+        if decision.reason != Reason::AlreadyInjected {
+            out.audit_annotations = Some(AuditOut {
+                decision: decision.outcome().as_str(),
+                reason: decision.reason.as_str(),
+            });
+        }
         encode(&self.api_version, out)
     }
 }

@@ -1,6 +1,8 @@
 //! A template's rendered fragment (what it adds to a Pod), and joining several of them.
 
 use super::*;
+use crate::engine::TOKEN_MOUNT_PATH;
+use std::sync::Arc;
 
 /// What the template adds to a Pod, rendered, checked, and with images under the repository.
 #[derive(Debug, Clone, Default)]
@@ -20,6 +22,29 @@ pub struct Item {
     pub json: Shared,
     /// Containers only: the same container as a native sidecar (`restartPolicy: Always`).
     pub native: Option<Box<Item>>,
+    /// Containers and init containers that mount nothing at the ServiceAccount token path:
+    /// their JSON with the token mount appended, split where the volume's name goes.
+    pub token_mount: Option<Arc<TokenMount>>,
+}
+
+/// A container's JSON with the ServiceAccount token mount appended, around the volume's
+/// name (a JSON string): the name differs per Pod, the rest is written once, at load.
+#[derive(Debug)]
+pub struct TokenMount {
+    before: String,
+    after: String,
+}
+
+impl TokenMount {
+    /// The container mounting `volume` at the token path.
+    pub fn with_volume(&self, volume: &str) -> Shared {
+        let name = serde_json::to_string(volume).unwrap_or_else(|_| "\"\"".into());
+        let mut json = String::with_capacity(self.before.len() + name.len() + self.after.len());
+        json.push_str(&self.before);
+        json.push_str(&name);
+        json.push_str(&self.after);
+        Shared::from_json(json)
+    }
 }
 
 impl Item {
@@ -28,6 +53,15 @@ impl Item {
             json: Shared::new(&value),
             value,
             native: None,
+            token_mount: None,
+        }
+    }
+
+    /// An init container: it may get the token mount.
+    pub(super) fn init_container(value: Value) -> Item {
+        Item {
+            token_mount: TokenMount::of(&value),
+            ..Item::new(value)
         }
     }
 
@@ -37,8 +71,8 @@ impl Item {
             m.insert("restartPolicy".into(), Value::String("Always".into()));
         }
         Item {
-            native: Some(Box::new(Item::new(native))),
-            ..Item::new(value)
+            native: Some(Box::new(Item::init_container(native))),
+            ..Item::init_container(value)
         }
     }
 
@@ -47,6 +81,41 @@ impl Item {
             .get("name")
             .and_then(Value::as_str)
             .unwrap_or_default()
+    }
+}
+
+impl TokenMount {
+    /// `None` when the container already mounts something at the token path: the
+    /// ServiceAccount plugin leaves such a container alone, and so do we.
+    fn of(container: &Value) -> Option<Arc<TokenMount>> {
+        let mounts = container.get("volumeMounts").and_then(Value::as_array);
+        if mounts
+            .into_iter()
+            .flatten()
+            .any(|m| m.get("mountPath").and_then(Value::as_str) == Some(TOKEN_MOUNT_PATH))
+        {
+            return None;
+        }
+        // A placeholder no template can hold (a control character), found again after
+        // serializing: everything around it is the same for every Pod.
+        const MARK: &str = "\u{1}token-volume\u{1}";
+        let mut value = container.clone();
+        let mount = json!({"name": MARK, "readOnly": true, "mountPath": TOKEN_MOUNT_PATH});
+        match value.get_mut("volumeMounts") {
+            Some(Value::Array(list)) => list.push(mount),
+            _ => {
+                value
+                    .as_object_mut()?
+                    .insert("volumeMounts".into(), json!([mount]));
+            }
+        }
+        let text = serde_json::to_string(&value).ok()?;
+        let mark = serde_json::to_string(MARK).ok()?;
+        let (before, after) = text.split_once(&mark)?;
+        Some(Arc::new(TokenMount {
+            before: before.to_owned(),
+            after: after.to_owned(),
+        }))
     }
 }
 

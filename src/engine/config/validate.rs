@@ -289,7 +289,7 @@ impl Fragment {
         let items = |v: Vec<Value>| v.into_iter().map(Item::new).collect();
         Ok(Fragment {
             image_pull_secrets: items(secrets),
-            init_containers: items(inits),
+            init_containers: inits.into_iter().map(Item::init_container).collect(),
             containers: containers.into_iter().map(Item::container).collect(),
             volumes: items(volumes),
             app_env: items(env),
