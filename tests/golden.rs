@@ -168,6 +168,13 @@ fn golden_cases() {
             }
         }
     }
+    // A rewrite is never a green run: the files are the engine's own output until a person
+    // has read the diff (git diff tests/golden) and committed it.
+    assert!(
+        !update,
+        "UPDATE_GOLDEN: {} cases rewritten; review `git diff tests/golden`, then run without it",
+        dirs.len()
+    );
     assert!(
         failures.is_empty(),
         "{} golden mismatches (UPDATE_GOLDEN=1 to rewrite, then review):\n{}",

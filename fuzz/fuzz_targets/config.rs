@@ -1,5 +1,6 @@
 //! Config loading: any config.yaml and mutate.yaml -> validated config or a list of problems.
-//! Never a panic; a config that loads renders for a plain Pod.
+//! Never a panic; a config that loads renders for the sample Pod it was checked against
+//! (asserted).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -13,12 +14,12 @@ fuzz_target!(|data: &[u8]| {
         None => (None, text.into_owned()),
     };
     if let Ok(config) = Config::from_raw(&RawConfig::new(settings, template), "sidecar-injector") {
-        let pod = serde_json::value::to_raw_value(&serde_json::json!({
-            "metadata": {"name": "p", "labels": {"app": "a"}, "annotations": {"x": "{{ 7 * 7 }}"}},
-            "spec": {"containers": [{"name": "c", "image": "i"}]}
-        }))
-        .expect("a pod");
-        let pod = sidecar_injector::engine::pod::PodView::parse(&pod).expect("a Pod view");
-        let _ = config.fragment(&config.default_templates(), &pod, "ns", None);
+        // Loading rendered the default templates against this Pod in this namespace and
+        // refused the config if they failed: so rendering them again cannot fail.
+        let sample = sidecar_injector::engine::config::sample_pod();
+        let pod = sidecar_injector::engine::pod::PodView::parse(&sample).expect("a Pod view");
+        if let Err(e) = config.fragment(&config.default_templates(), &pod, "default", None) {
+            panic!("a config that loaded does not render for the sample Pod: {e}");
+        }
     }
 });

@@ -374,15 +374,13 @@ pub async fn run(opts: ServeOptions) -> Result<()> {
     watch_config(&opts, &state, client.as_ref());
     watch_certificate(&opts, &state, resolver);
 
-    let listener = TcpListener::bind(opts.listen)
-        .await
-        .with_context(|| format!("listening on {}", opts.listen))?;
-    let metrics_listener = TcpListener::bind(opts.metrics_listen)
-        .await
-        .with_context(|| format!("listening on {}", opts.metrics_listen))?;
+    let listener = bind(opts.listen, "--listen").await?;
+    let metrics_listener = bind(opts.metrics_listen, "--metrics-listen").await?;
+    // The bound addresses: with port 0 the system picked them, and this line says which.
+    let bound = |l: &TcpListener, asked: SocketAddr| l.local_addr().unwrap_or(asked);
     info!(
-        listen = %opts.listen,
-        metrics = %opts.metrics_listen,
+        listen = %bound(&listener, opts.listen),
+        metrics = %bound(&metrics_listener, opts.metrics_listen),
         ready_in_ms = started.elapsed().as_millis() as u64,
         "serving"
     );
@@ -655,6 +653,27 @@ fn watch_config(opts: &ServeOptions, state: &Arc<AppState>, client: Option<&kube
             );
         }
     }
+}
+
+/// Binds `addr`; an error names the flag that sets it and what to do.
+async fn bind(addr: SocketAddr, flag: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => format!(
+                "another process listens on {addr}: stop it, or give this one another address with {flag} (e.g. {flag} 127.0.0.1:{})",
+                addr.port().saturating_add(1)
+            ),
+            std::io::ErrorKind::PermissionDenied => format!(
+                "ports below 1024 need privileges: choose a higher port with {flag}"
+            ),
+            std::io::ErrorKind::AddrNotAvailable => format!(
+                "{} is not an address of this machine: choose one with {flag} (0.0.0.0 for all)",
+                addr.ip()
+            ),
+            _ => format!("choose another address with {flag}"),
+        };
+        anyhow::anyhow!("listening on {addr}: {e}; {hint}")
+    })
 }
 
 fn watch_certificate(opts: &ServeOptions, state: &Arc<AppState>, resolver: Arc<CertResolver>) {

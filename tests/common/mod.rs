@@ -26,22 +26,18 @@ pub fn spawn_serve(args: &[String], log: &Path) -> (Child, u16, u16) {
     spawn_serve_with_env(args, &[], log)
 }
 
-/// [`spawn_serve`] with these environment variables set.
+/// [`spawn_serve`] with these environment variables set. The server binds port 0 and its
+/// "serving" log line says which ports it got: no port is picked here and then raced for.
+/// When the server exits before serving, the ports are 0 and the caller sees the exit.
 pub fn spawn_serve_with_env(
     args: &[String],
     env: &[(&str, &str)],
     log: &Path,
 ) -> (Child, u16, u16) {
-    let (port, metrics_port) = (free_port(), free_port());
     let log_file = std::fs::File::create(log).expect("log file");
-    let child = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .arg("serve")
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--metrics-listen",
-            &format!("127.0.0.1:{metrics_port}"),
-        ])
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
         .args(args)
         .env("LOG_LEVEL", "debug")
         .envs(env.iter().copied())
@@ -49,7 +45,60 @@ pub fn spawn_serve_with_env(
         .stderr(log_file)
         .spawn()
         .expect("start the server");
-    (child, port, metrics_port)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(ports) = text.lines().find_map(serving_ports) {
+            return (child, ports.0, ports.1);
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            return (child, 0, 0);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!(
+        "serve logged no \"serving\" line within 60 s:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// The TLS and metrics ports of serve's "serving" line, in its text or JSON log format.
+fn serving_ports(line: &str) -> Option<(u16, u16)> {
+    if !line.contains("serving") {
+        return None;
+    }
+    // The text format colours its fields: drop the escape sequences (ESC [ ... m).
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    let line = plain.as_str();
+    let port_of = |key: &str| -> Option<u16> {
+        let at = line
+            .find(&format!("{key}="))
+            .map(|i| i + key.len() + 1)
+            .or_else(|| {
+                line.find(&format!("\"{key}\":\""))
+                    .map(|i| i + key.len() + 4)
+            })?;
+        let addr: String = line[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+            .collect();
+        addr.rsplit(':').next()?.parse().ok()
+    };
+    Some((port_of("listen")?, port_of("metrics")?))
 }
 
 /// Validates every document of YAML files against the Kubernetes types, strictly
