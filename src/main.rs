@@ -38,7 +38,8 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Find running Pods that missed the sidecar or run an old template; --repair rolls
-    /// their workloads. Exit code 1 when any Pod is missing the sidecar.
+    /// their workloads. Exit code 0 all well, 1 when a Pod is missing the sidecar, 2 when
+    /// the check could not run.
     Check(CheckArgs),
     /// Write a CA and a serving certificate for the webhook's Service, and print the caBundle.
     Certs {
@@ -186,6 +187,12 @@ fn own_namespace() -> String {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `check` tells a monitor apart: 1 is what it found (a Pod missing the sidecar), 2 is
+    // that it could not look (no API access, no permission, no config).
+    let could_not_run = match cli.command {
+        Command::Check(_) => ExitCode::from(2),
+        _ => ExitCode::FAILURE,
+    };
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Preview(args) => run_preview(args),
@@ -202,7 +209,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            could_not_run
         }
     }
 }
@@ -435,8 +442,25 @@ fn run_check(args: CheckArgs) -> Result<ExitCode> {
                 &opts,
                 &mut limiter,
                 &|| true,
-                |ns, owner| {
-                    eprintln!("restarted {ns}/{owner}; waiting for its rollout");
+                |progress| match progress {
+                    check::Progress::Waiting {
+                        wait,
+                        next,
+                        per_minute,
+                    } => {
+                        let until = time::OffsetDateTime::now_utc() + wait;
+                        eprintln!(
+                            "repair: at most {per_minute} restart(s) a minute (--max-per-minute): \
+                             waiting {} s, until {:02}:{:02}:{:02} UTC, before restarting {next}",
+                            wait.as_secs(),
+                            until.hour(),
+                            until.minute(),
+                            until.second()
+                        );
+                    }
+                    check::Progress::Restarted { namespace, owner } => {
+                        eprintln!("restarted {namespace}/{owner}; waiting for its rollout");
+                    }
                 },
             )
             .await?;

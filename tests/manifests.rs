@@ -355,7 +355,8 @@ fn the_base_renders_to_a_complete_hardened_install() {
     let mwc: MutatingWebhookConfiguration = one(&docs, "MutatingWebhookConfiguration");
     let hook = &mwc.webhooks.unwrap()[0];
     assert_eq!(hook.admission_review_versions, vec!["v1".to_owned()]);
-    assert_eq!(hook.side_effects, "None");
+    // Events are recorded, never for a dry run.
+    assert_eq!(hook.side_effects, "NoneOnDryRun");
     assert_eq!(hook.failure_policy.as_deref(), Some("Ignore"));
     assert_eq!(hook.reinvocation_policy.as_deref(), Some("IfNeeded"));
     assert!(hook.timeout_seconds.unwrap() <= 10);

@@ -537,3 +537,49 @@ fn an_override_is_a_value_and_cannot_add_structure_or_run_template_code() {
         .clone();
     assert_eq!(level, "{{ 7 * 7 }}\"\n- name: evil\n  image: evil:1");
 }
+
+#[test]
+fn check_that_cannot_reach_a_cluster_exits_2_not_the_1_of_a_missing_sidecar() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("no-such-kubeconfig");
+    let out = common::run(
+        common::BIN,
+        &[
+            "check",
+            "-A",
+            "--kubeconfig",
+            &kubeconfig.display().to_string(),
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no-such-kubeconfig"), "{stderr}");
+}
+
+#[test]
+fn a_port_in_use_names_the_flag_that_moves_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs").display().to_string();
+    let out = common::run(
+        common::BIN,
+        &[
+            "serve",
+            "--listen",
+            &addr,
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--dev-certs-dir",
+            &certs,
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("listening on {addr}")) && stderr.contains("with --listen"),
+        "{stderr}"
+    );
+}

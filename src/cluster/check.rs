@@ -476,6 +476,18 @@ impl Limiter {
     }
 }
 
+/// What repair is doing, for the command line to print and serve to log.
+pub enum Progress<'a> {
+    /// The rate limit holds the next restart back for `wait`.
+    Waiting {
+        wait: Duration,
+        next: &'a str,
+        per_minute: u32,
+    },
+    /// `owner` was restarted; its rollout is being waited for.
+    Restarted { namespace: &'a str, owner: &'a str },
+}
+
 /// Restarts each workload the way `kubectl rollout restart` does, one at a time, waiting
 /// for its rollout to finish before the next, at most `max_per_minute` a minute (counted by
 /// `limiter`), while `keep_going` says so. Each restart is an Event on the workload. Returns
@@ -487,18 +499,18 @@ pub async fn repair(
     opts: &RepairOptions,
     limiter: &mut Limiter,
     keep_going: &(dyn Fn() -> bool + Sync),
-    mut on_restart: impl FnMut(&str, &str),
+    mut progress: impl FnMut(Progress<'_>),
 ) -> Result<Vec<String>> {
     let recorder = Recorder::new(client.clone(), opts.reporter.clone());
     let mut done = Vec::new();
     for (namespace, owner) in workloads {
         let wait = limiter.wait(opts.max_per_minute, Instant::now());
         if !wait.is_zero() {
-            tracing::info!(
-                wait_s = wait.as_secs(),
-                "repair: at most {} restarts a minute; waiting",
-                opts.max_per_minute
-            );
+            progress(Progress::Waiting {
+                wait,
+                next: owner,
+                per_minute: opts.max_per_minute,
+            });
             tokio::time::sleep(wait).await;
         }
         if !keep_going() {
@@ -519,7 +531,7 @@ pub async fn repair(
             other => bail!("{owner}: {other} is not a workload repair restarts"),
         };
         limiter.started(Instant::now());
-        on_restart(namespace, owner);
+        progress(Progress::Restarted { namespace, owner });
         let note = why
             .get(&(namespace.clone(), owner.clone()))
             .cloned()

@@ -16,9 +16,43 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client> {
                 .await
                 .with_context(|| format!("using the kubeconfig {}", path.display()))?
         }
-        None => kube::Config::infer()
-            .await
-            .context("no kubeconfig (KUBECONFIG, ~/.kube/config) and not in a cluster")?,
+        None => kube::Config::infer().await.map_err(|e| {
+            let named = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty());
+            let home = std::env::var_os("HOME")
+                .map(|h| Path::new(&h).join(".kube/config"))
+                .filter(|p| p.exists());
+            match (named, home) {
+                // A kubeconfig is there and does not work: its error is the one to read.
+                (Some(_), _) | (None, Some(_)) => {
+                    anyhow::Error::new(e).context("the kubeconfig (KUBECONFIG, ~/.kube/config) does not work")
+                }
+                (None, None) => anyhow::anyhow!(
+                    "no kubeconfig (KUBECONFIG is not set, ~/.kube/config does not exist) and not in a cluster: give one with --kubeconfig FILE or KUBECONFIG"
+                ),
+            }
+        })?,
     };
     kube::Client::try_from(config).context("making the API client")
+}
+
+/// An API error as a user reads it: the apiserver's own message and reason, and what to do,
+/// instead of the client's debug dump of the Status.
+pub fn api_error(e: kube::Error, what: &str) -> anyhow::Error {
+    match e {
+        kube::Error::Api(status) => {
+            let hint = match status.code {
+                404 => " (it does not exist: check the name and namespace, or install it)",
+                401 => " (the credentials were refused: renew the kubeconfig's token)",
+                403 => " (this identity lacks the permission: kubectl auth can-i shows which)",
+                _ => "",
+            };
+            anyhow::anyhow!(
+                "{what}: {} ({} {}){hint}",
+                status.message,
+                status.code,
+                status.reason
+            )
+        }
+        other => anyhow::Error::new(other).context(what.to_owned()),
+    }
 }

@@ -5,7 +5,7 @@
 //! said where `kubectl describe configmap` shows it: a Warning Event on the ConfigMap naming
 //! each problem with its path.
 
-use crate::engine::config::{Config, ConfigError, RawConfig};
+use crate::engine::config::{CONFIGMAP_PREFIX, Config, ConfigError, RawConfig};
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -22,10 +22,12 @@ pub async fn fetch(
     own_namespace: &str,
 ) -> Result<Config> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let cm = api
-        .get(name)
-        .await
-        .with_context(|| format!("reading ConfigMap {namespace}/{name}"))?;
+    let cm = api.get(name).await.map_err(|e| {
+        crate::cluster::api_error(
+            e,
+            &format!("reading ConfigMap {namespace}/{name} (--config {CONFIGMAP_PREFIX}{namespace}/{name})"),
+        )
+    })?;
     load(&cm, own_namespace).with_context(|| format!("loading ConfigMap {namespace}/{name}"))
 }
 

@@ -9,4 +9,4 @@ pub mod lease;
 pub mod live_config;
 pub mod namespaces;
 
-pub use client::client;
+pub use client::{api_error, client};

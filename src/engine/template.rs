@@ -433,8 +433,13 @@ fn render_node(env: &Environment<'static>, node: &Node, ctx: &JinjaValue) -> Res
                 let captured = tmpl.render_captured(ctx).map_err(fail)?;
                 let v = captured.state().lookup("result").unwrap_or_default();
                 if v.is_undefined() {
+                    let source = tmpl.source();
+                    let expr = source
+                        .strip_prefix("{% set result = (")
+                        .and_then(|s| s.strip_suffix(") %}"))
+                        .unwrap_or(source);
                     return Err(format!(
-                        "{name}: the expression is undefined (use `| default(...)` for optional fields)"
+                        "{name}: `{{{{ {expr} }}}}` is undefined: something it reads is not set (define it in config.yaml's values, or use `| default(...)` for an optional field)"
                     ));
                 }
                 let json = serde_json::to_value(&v).map_err(|e| format!("{name}: {e}"))?;

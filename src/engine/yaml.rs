@@ -16,12 +16,21 @@ fn options() -> serde_saphyr::Options {
 
 /// One YAML (or JSON) document.
 pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, String> {
-    serde_saphyr::from_str_with_options(text, options()).map_err(|e| e.to_string())
+    serde_saphyr::from_str_with_options(text, options()).map_err(|e| message(&e.to_string()))
 }
 
 /// Every non-empty document of a stream, in order.
 pub fn documents<T: DeserializeOwned>(text: &str) -> Result<Vec<T>, String> {
-    serde_saphyr::from_multiple_with_options(text, options()).map_err(|e| e.to_string())
+    serde_saphyr::from_multiple_with_options(text, options()).map_err(|e| message(&e.to_string()))
+}
+
+/// The parser's message, with advice meant for a program using the library turned into
+/// advice for whoever wrote the YAML.
+fn message(error: &str) -> String {
+    error.replace(
+        ", set DuplicateKeyPolicy in Options if acceptable",
+        " (a key may appear once in a map: remove or merge the repeated one)",
+    )
 }
 
 /// One document as YAML, ending in a newline.
@@ -31,6 +40,15 @@ pub fn to_string<T: Serialize>(value: &T) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_duplicate_key_gets_advice_for_the_author_not_the_library_user() {
+        let e = super::from_str::<Value>("policy: enabled\npolicy: disabled\n").unwrap_err();
+        assert!(e.contains("duplicate mapping key: policy"), "{e}");
+        assert!(e.contains("remove or merge the repeated one"), "{e}");
+        assert!(!e.contains("DuplicateKeyPolicy"), "{e}");
+    }
+
     use serde_json::{Value, json};
 
     #[test]

@@ -64,13 +64,11 @@ pub fn spawn(client: kube::Client, state: Handles, own_namespace: String, identi
         });
     }
     tokio::spawn(async move {
-        let mut docker_said = false;
+        let mut advice_said: Option<String> = None;
         let mut limiter = check::Limiter::default();
         loop {
             let config = state.config.load_full();
-            if !docker_said {
-                docker_said = nodes(&client, &state).await;
-            }
+            nodes(&client, &state, &mut advice_said).await;
             match check::survey(&client, &config, &Scope::AllInjected, check::SERVE_PAGE).await {
                 Ok(reports) => {
                     for (s, n) in check::counts(&reports) {
@@ -96,25 +94,29 @@ pub fn spawn(client: kube::Client, state: Handles, own_namespace: String, identi
     });
 }
 
-/// Says once whether nodes lack the Docker socket the template mounts; true once said.
-async fn nodes(client: &kube::Client, state: &Handles) -> bool {
+/// Every survey: the nodes that lack the Docker socket the template mounts, as a metric
+/// that follows node and config changes; the advice is logged when it changes, not every round.
+async fn nodes(client: &kube::Client, state: &Handles, said: &mut Option<String>) {
     let config = state.config.load();
     let Some(volume) = check::docker_socket_volume(&config) else {
         state.metrics.nodes_without_docker(0);
-        return true;
+        *said = None;
+        return;
     };
     match check::nodes_without_docker(client).await {
         Ok((without, total)) => {
             state.metrics.nodes_without_docker(without.len());
-            if let Some(advice) = check::docker_socket_advice(&volume, &without, total) {
-                tracing::warn!(nodes = without.len(), "{advice}");
+            let advice = check::docker_socket_advice(&volume, &without, total);
+            if advice.is_some() && advice != *said {
+                tracing::warn!(
+                    nodes = without.len(),
+                    "{}",
+                    advice.as_deref().unwrap_or_default()
+                );
             }
-            true
+            *said = advice;
         }
-        Err(e) => {
-            tracing::debug!(error = format!("{e:#}"), "nodes cannot be listed");
-            false
-        }
+        Err(e) => tracing::debug!(error = format!("{e:#}"), "nodes cannot be listed"),
     }
 }
 
@@ -146,14 +148,20 @@ async fn repair(
         &opts,
         limiter,
         &keep_going,
-        |ns, owner| {
-            state.metrics.repaired();
-            tracing::info!(
-                namespace = ns,
-                workload = owner,
-                identity,
-                "repair: restarted"
-            );
+        |progress| match progress {
+            check::Progress::Waiting {
+                wait,
+                next,
+                per_minute,
+            } => tracing::info!(
+                wait_s = wait.as_secs(),
+                next,
+                "repair: at most {per_minute} restarts a minute; waiting"
+            ),
+            check::Progress::Restarted { namespace, owner } => {
+                state.metrics.repaired();
+                tracing::info!(namespace, workload = owner, identity, "repair: restarted");
+            }
         },
     )
     .await;

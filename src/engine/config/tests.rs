@@ -236,3 +236,16 @@ fn a_configmap_with_named_templates_and_a_bad_key() {
         "{err}"
     );
 }
+
+#[test]
+fn an_undefined_value_names_its_expression_and_the_way_out() {
+    let text = "containers:\n- name: c\n  image: busybox\n  env:\n  - {name: A, value: '{{ values.typo }}'}\n";
+    let err = Config::from_raw(&raw("values: {tipo: x}\n", text), "ns")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("mutate.yaml: containers[0].env[0].value: `{{ values.typo }}` is undefined"),
+        "{err}"
+    );
+    assert!(err.contains("config.yaml's values"), "{err}");
+}
