@@ -255,6 +255,35 @@ fn pod() -> impl Strategy<Value = Value> {
         )
 }
 
+/// An oracle written from the templates, not from the engine: the Pod conflicts when it
+/// already has a container or volume of a name a chosen template adds, with another
+/// definition. Generated containers always differ from the templates' (their image); a
+/// generated volume is an emptyDir, so it differs from the hostPath `docker-sock` and
+/// `cgroup` and equals the agent's emptyDir `metrics-agent`. Pull secrets are names only,
+/// and app env and mounts a container already has are left to it: neither conflicts.
+fn expected_conflict(pod: &Value) -> bool {
+    let chosen: Vec<&str> = match pod["metadata"]["annotations"][engine::TEMPLATES_KEY].as_str() {
+        Some(list) => list.split(',').map(str::trim).collect(),
+        None => vec!["default", "agent"],
+    };
+    let (mut containers, mut volumes) = (Vec::new(), Vec::new());
+    if chosen.contains(&"default") {
+        containers.push("metrics-collector");
+        volumes.extend(["docker-sock", "cgroup"]);
+    }
+    if chosen.contains(&"agent") {
+        containers.push("agent-init");
+    }
+    let has = |field: &str, wanted: &[&str]| {
+        pod["spec"][field]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|i| wanted.contains(&i["name"].as_str().unwrap_or_default()))
+    };
+    has("containers", &containers) || has("initContainers", &containers) || has("volumes", &volumes)
+}
+
 /// Every field of `orig` is in `result` with the same value; lists may only have grown at the end.
 fn keeps(orig: &Value, result: &Value, at: &str) -> Result<(), String> {
     match (orig, result) {
@@ -302,13 +331,16 @@ proptest! {
     #[test]
     fn injection_is_sound(pod in pod()) {
         let d = decide(&pod);
+        let conflict = expected_conflict(&pod);
         match d.outcome() {
             Outcome::Failed => {
+                prop_assert!(conflict, "failed where no conflict is expected: {:?} {}", d.reason, d.message);
                 prop_assert_eq!(d.reason, Reason::Conflict, "{}", d.message);
                 prop_assert!(d.patch.0.is_empty());
             }
             Outcome::Skipped => prop_assert!(false, "a plain Pod in team-a is never skipped: {}", d.message),
             Outcome::Injected => {
+                prop_assert!(!conflict, "injected where a conflict is expected: {}", d.message);
                 let mut result = pod.clone();
                 d.patch.apply(&mut result).map_err(|e| TestCaseError::fail(format!("patch does not apply: {e}")))?;
                 keeps(&pod, &result, "").map_err(TestCaseError::fail)?;
