@@ -20,6 +20,8 @@ use kube::{Client, Config};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const COLLECTOR: &str = "bitbucket-pipelines-metrics-collector";
@@ -510,11 +512,25 @@ async fn with_the_webhook_down_ignore_admits_unchanged_and_fail_refuses() {
     let dead = format!("https://127.0.0.1:{}/mutate", common::free_port());
     let ca = ca_bundle(&env);
     register(&env, "e2e-down", "e2e-down", &dead, &ca, "Ignore");
-    let pod = eventually("Ignore to admit the Pod", 30, || async {
-        create_pod(&c, &ns, pod_json("ignored", json!({})))
-            .await
-            .ok()
-    })
+    // A create before the configuration takes effect would pass too: the apiserver's own
+    // count of calls that failed open under Ignore proves this Pod went to the dead webhook.
+    let failed_open = || {
+        apiserver_webhook_count(
+            &env,
+            "apiserver_admission_webhook_fail_open_count",
+            "e2e-down.e2e.test",
+        )
+    };
+    let before = failed_open();
+    let pod = eventually(
+        "Ignore to admit a Pod after trying the dead webhook",
+        30,
+        || async {
+            let name = format!("ignored-{}", common::free_port());
+            let p = create_pod(&c, &ns, pod_json(&name, json!({}))).await.ok()?;
+            (failed_open() > before).then_some(p)
+        },
+    )
     .await;
     assert_eq!(containers(&pod), ["app"], "admitted without the sidecar");
 
@@ -689,12 +705,22 @@ async fn a_later_webhook_changing_the_pod_reinvokes_us_and_nothing_is_added_twic
         json!({"sidecar-injection": "enabled", "e2e-second": "on"}),
     )
     .await;
-    let pod = eventually("both webhooks to mutate", 60, || async {
+    let (pod, calls) = eventually("both webhooks to mutate", 60, || async {
         let name = format!("twice-{}", common::free_port());
+        let before = our_webhook_calls(&env);
         let p = create_pod(&c, &ns, pod_json(&name, json!({}))).await.ok()?;
-        containers(&p).contains(&"second".to_owned()).then_some(p)
+        let calls = our_webhook_calls(&env) - before;
+        containers(&p)
+            .contains(&"second".to_owned())
+            .then_some((p, calls))
     })
     .await;
+    // The apiserver's own count: called again because the later webhook changed the Pod
+    // (the ServiceAccount plugin alone no longer makes it call us twice: the cost test).
+    assert_eq!(
+        calls, 2.0,
+        "the apiserver called us {calls} times for this Pod"
+    );
     let all = containers(&pod);
     assert!(injected(&pod), "{all:?}");
     assert_eq!(
@@ -742,62 +768,131 @@ async fn certificate_rotation_while_200_pods_are_created_loses_none() {
     let ns = opted_in(&c, "e2e-rotate").await;
     webhook_in_effect(&c, &ns).await;
     let certs = env.work.join("certs");
-    let serial = || {
-        Command::new("openssl")
-            .args(["x509", "-noout", "-serial", "-in"])
-            .arg(certs.join("tls.crt"))
+    let port: u16 = std::env::var("E2E_WEBHOOK_PORT")
+        .expect("E2E_WEBHOOK_PORT")
+        .parse()
+        .expect("a port");
+    // The serial of the certificate the webhook serves now, as a client sees it.
+    let served = move || -> String {
+        let hello = Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+            .args(["-servername", "127.0.0.1"])
+            .stdin(std::process::Stdio::null())
             .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .map(|o| o.stdout)
+            .unwrap_or_default();
+        let mut x509 = Command::new("openssl")
+            .args(["x509", "-noout", "-serial"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("openssl");
+        if let Some(mut stdin) = x509.stdin.take() {
+            use std::io::Write as _;
+            let _ = stdin.write_all(&hello);
+        }
+        x509.wait_with_output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
             .unwrap_or_default()
     };
-    let first = serial();
-    // Rotate three times during the loop: a new pair from the same CA, written beside the
-    // old one and renamed over it (what a Secret volume's ..data swap amounts to).
-    let rotate_dir = certs.clone();
-    let rotator = std::thread::spawn(move || {
-        for _ in 0..3 {
-            std::thread::sleep(Duration::from_secs(2));
-            let tmp = rotate_dir.join("next");
-            let _ = std::fs::remove_dir_all(&tmp);
-            std::fs::create_dir_all(&tmp).unwrap();
-            for f in ["ca.crt", "ca.key"] {
-                std::fs::copy(rotate_dir.join(f), tmp.join(f)).unwrap();
+    let first = served();
+    assert!(
+        first.starts_with("serial="),
+        "the served certificate: {first:?}"
+    );
+    // Three rotations while Pods are created: each starts 40 creations after the last one
+    // was served (the first after 40), writes a
+    // new pair from the same CA beside the old one and renames it over it (what a Secret
+    // volume's ..data swap amounts to), then waits until the webhook serves it. The phase
+    // counter tells each creation whether it came before, during or after each rotation.
+    let created = Arc::new(AtomicUsize::new(0));
+    let phase = Arc::new(AtomicUsize::new(0)); // 2r+1 while rotation r is under way, 2r+2 after
+    let rotator = {
+        let (created, phase, dir) = (created.clone(), phase.clone(), certs.clone());
+        std::thread::spawn(move || {
+            let mut serials = vec![first];
+            let mut next = 40;
+            for r in 0..3 {
+                while created.load(Ordering::SeqCst) < next {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                phase.store(2 * r + 1, Ordering::SeqCst);
+                let tmp = dir.join("next");
+                let _ = std::fs::remove_dir_all(&tmp);
+                std::fs::create_dir_all(&tmp).unwrap();
+                for f in ["ca.crt", "ca.key"] {
+                    std::fs::copy(dir.join(f), tmp.join(f)).unwrap();
+                }
+                let out = Command::new(common::BIN)
+                    .args(["certs", "--san", "127.0.0.1", "--out"])
+                    .arg(&tmp)
+                    .output()
+                    .unwrap();
+                assert!(out.status.success());
+                std::fs::rename(tmp.join("tls.key"), dir.join("tls.key.next")).unwrap();
+                std::fs::rename(tmp.join("tls.crt"), dir.join("tls.crt")).unwrap();
+                std::fs::rename(dir.join("tls.key.next"), dir.join("tls.key")).unwrap();
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    let now = served();
+                    if now.starts_with("serial=") && Some(&now) != serials.last() {
+                        serials.push(now);
+                        break;
+                    }
+                    assert!(Instant::now() < deadline, "rotation {r} was never served");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                phase.store(2 * r + 2, Ordering::SeqCst);
+                next = created.load(Ordering::SeqCst) + 40;
             }
-            let out = Command::new(common::BIN)
-                .args(["certs", "--san", "127.0.0.1", "--out"])
-                .arg(&tmp)
-                .output()
-                .unwrap();
-            assert!(out.status.success());
-            std::fs::rename(tmp.join("tls.key"), rotate_dir.join("tls.key.next")).unwrap();
-            std::fs::rename(tmp.join("tls.crt"), rotate_dir.join("tls.crt")).unwrap();
-            std::fs::rename(rotate_dir.join("tls.key.next"), rotate_dir.join("tls.key")).unwrap();
-        }
-    });
-    let (mut created, mut failed, mut uninjected) = (0, Vec::new(), 0);
-    for i in 0..200 {
+            serials
+        })
+    };
+    let (mut failed, mut uninjected) = (Vec::new(), 0);
+    let mut by_phase = [0usize; 7];
+    let mut i = 0;
+    // 200 creations at least, and on until the last rotation is served and followed by some.
+    while i < 200 || phase.load(Ordering::SeqCst) < 6 || by_phase[6] < 20 {
+        assert!(i < 2000, "the rotations never finished");
+        let at_start = phase.load(Ordering::SeqCst);
         // Admission is what is tested: the Pods stay Pending (no node has this label), so
         // kwok is not kept busy for the tests after this one.
         let mut pod = pod_json(&format!("p{i}"), json!({}));
         pod["spec"]["nodeSelector"] = json!({"e2e-pending": "true"});
         match create_pod(&c, &ns, pod).await {
-            Ok(p) => {
-                created += 1;
-                if !injected(&p) {
-                    uninjected += 1;
-                }
-            }
+            Ok(p) if injected(&p) => {}
+            Ok(_) => uninjected += 1,
             Err(e) => failed.push(e.to_string()),
         }
+        // A creation that started in a phase and ended in another overlapped a rotation.
+        let at_end = phase.load(Ordering::SeqCst);
+        by_phase[if at_start == at_end {
+            at_start
+        } else {
+            at_start | 1
+        }] += 1;
+        i += 1;
+        created.fetch_add(1, Ordering::SeqCst);
     }
-    rotator.join().expect("the rotations");
+    let serials = rotator.join().expect("the rotations");
     println!(
-        "rotation: {created} created, {} failed, {uninjected} not injected",
+        "rotation: {i} created, {} failed, {uninjected} not injected; creations by phase \
+         (before, during 1, between, during 2, between, during 3, after): {by_phase:?}; served serials {serials:?}",
         failed.len()
     );
     assert!(failed.is_empty(), "{failed:?}");
     assert_eq!(uninjected, 0, "every Pod injected through the rotations");
-    assert_ne!(serial(), first, "the certificate did change");
+    assert_eq!(
+        serials.len(),
+        4,
+        "three new certificates served: {serials:?}"
+    );
+    for (p, n) in by_phase.iter().enumerate() {
+        assert!(
+            *n > 0,
+            "no creation in phase {p}: creations must come before, during and after each rotation {by_phase:?}"
+        );
+    }
 }
 
 /// The apiserver's view of our cost: 500 Pods created where the webhook is called and 500
@@ -892,12 +987,20 @@ async fn the_apiserver_s_view_of_our_cost_over_500_pod_creations() {
 /// How many times the apiserver has called our webhook so far, by its own counter
 /// (`apiserver_admission_webhook_admission_duration_seconds_count`, summed over its labels).
 fn our_webhook_calls(env: &Env) -> f64 {
+    apiserver_webhook_count(
+        env,
+        "apiserver_admission_webhook_admission_duration_seconds_count",
+        "inject.sidecar-injector.io",
+    )
+}
+
+/// An apiserver counter about one webhook, summed over its other labels.
+fn apiserver_webhook_count(env: &Env, metric: &str, webhook: &str) -> f64 {
     let metrics = ok(&kubectl(env, &["get", "--raw", "/metrics"], None));
     metrics
         .lines()
         .filter(|l| {
-            l.starts_with("apiserver_admission_webhook_admission_duration_seconds_count{")
-                && l.contains("name=\"inject.sidecar-injector.io\"")
+            l.starts_with(&format!("{metric}{{")) && l.contains(&format!("name=\"{webhook}\""))
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
@@ -1414,27 +1517,45 @@ async fn a_live_configmap_is_served_at_once_and_a_broken_one_is_refused_with_an_
     })
     .await;
 
-    // A new version: a Pod created 2 s after the apply gets it.
+    // A new version is served as soon as the watch delivers it.
+    let applied = Instant::now();
     apply(configmap_manifest(
         &home,
         "live",
         "collector:2.0",
         "IfNotPresent",
     ));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    dry_run_until(&c, &ns, "the new template to be served", |p| {
+        collector_image(p) == "collector:2.0"
+    })
+    .await;
+    println!(
+        "live ConfigMap: served {:?} after the apply",
+        applied.elapsed()
+    );
     let pod = create_pod(&c, &ns, pod_json("second", json!({})))
         .await
         .unwrap();
     assert_eq!(collector_image(&pod), "collector:2.0");
 
-    // A broken version: refused, the last good one serves, and the ConfigMap says why.
+    // A broken version: once it has been refused (the metric says it was processed), the
+    // last good one serves, and the ConfigMap says why.
     apply(configmap_manifest(
         &home,
         "live",
         "collector:3.0",
         "Sometimes",
     ));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    eventually("the broken ConfigMap to be refused", 30, || async {
+        (metric(
+            metrics_port,
+            "sidecar_injector_config_reloads_total{result=\"failure\"}",
+        )
+        .await
+            >= 1.0)
+            .then_some(())
+    })
+    .await;
     let pod = create_pod(&c, &ns, pod_json("third", json!({})))
         .await
         .unwrap();
