@@ -5,22 +5,11 @@ mod common;
 use common::{Server, apply, patch_of, review, simple_pod, write};
 use serde_json::{Value, json};
 
-fn post(server: &Server, body: &Value) -> Value {
-    let resp = server
-        .blocking_client()
-        .post(server.url("/mutate"))
-        .json(body)
-        .send()
-        .expect("POST /mutate");
-    assert_eq!(resp.status(), 200);
-    resp.json().expect("a JSON answer")
-}
-
 #[test]
 fn injects_with_a_canonical_answer_and_a_second_admission_changes_nothing() {
     let server = Server::start(&[]);
     let pod = simple_pod("web");
-    let answer = post(&server, &review("uid-1", "team-a", &pod));
+    let answer = server.mutate(&review("uid-1", "team-a", &pod));
     assert_eq!(answer["apiVersion"], "admission.k8s.io/v1");
     assert_eq!(answer["kind"], "AdmissionReview");
     assert_eq!(answer["response"]["uid"], "uid-1");
@@ -65,7 +54,7 @@ fn injects_with_a_canonical_answer_and_a_second_admission_changes_nothing() {
         .unwrap();
     assert_eq!(cgroup["readOnly"], true);
 
-    let again = post(&server, &review("uid-2", "team-a", &injected));
+    let again = server.mutate(&review("uid-2", "team-a", &injected));
     assert_eq!(again["response"]["uid"], "uid-2");
     assert_eq!(again["response"]["allowed"], true);
     let r = again["response"].as_object().unwrap();
@@ -78,7 +67,7 @@ fn injects_with_a_canonical_answer_and_a_second_admission_changes_nothing() {
 #[test]
 fn skips_answer_without_patch_fields_and_echo_v1beta1() {
     let server = Server::start(&[]);
-    let answer = post(&server, &review("u-ks", "kube-system", &simple_pod("dns")));
+    let answer = server.mutate(&review("u-ks", "kube-system", &simple_pod("dns")));
     let r = answer["response"].as_object().unwrap();
     assert_eq!(r["allowed"], true);
     assert!(!r.contains_key("patch") && !r.contains_key("patchType"));
@@ -86,7 +75,7 @@ fn skips_answer_without_patch_fields_and_echo_v1beta1() {
 
     let mut old = review("u-beta", "team-a", &simple_pod("x"));
     old["apiVersion"] = json!("admission.k8s.io/v1beta1");
-    let answer = post(&server, &old);
+    let answer = server.mutate(&old);
     assert_eq!(answer["apiVersion"], "admission.k8s.io/v1beta1");
     assert_eq!(answer["response"]["uid"], "u-beta");
     assert!(patch_of(&answer).is_some());
@@ -115,7 +104,7 @@ fn bad_bodies_get_400_and_413_and_the_server_keeps_serving() {
     // A review with a uid but an unreadable request is answered as a review.
     let mut odd = review("u-odd", "team-a", &simple_pod("x"));
     odd["request"]["operation"] = json!("TELEPORT");
-    let answer = post(&server, &odd);
+    let answer = server.mutate(&odd);
     assert_eq!(answer["response"]["uid"], "u-odd");
     assert_eq!(answer["response"]["allowed"], true);
     assert!(
@@ -147,7 +136,7 @@ fn conflicting_pod() -> Value {
 fn a_conflict_follows_the_failure_policy() {
     let dir = tempfile::tempdir().unwrap();
     let ignore = Server::start(&["--config", &config_file(dir.path(), "Ignore")]);
-    let answer = post(&ignore, &review("u-i", "team-a", &conflicting_pod()));
+    let answer = ignore.mutate(&review("u-i", "team-a", &conflicting_pod()));
     assert_eq!(answer["response"]["allowed"], true);
     assert!(patch_of(&answer).is_none());
     let warning = answer["response"]["warnings"][0].as_str().unwrap();
@@ -159,7 +148,7 @@ fn a_conflict_follows_the_failure_policy() {
 
     let dir = tempfile::tempdir().unwrap();
     let fail = Server::start(&["--config", &config_file(dir.path(), "Fail")]);
-    let answer = post(&fail, &review("u-f", "team-a", &conflicting_pod()));
+    let answer = fail.mutate(&review("u-f", "team-a", &conflicting_pod()));
     assert_eq!(answer["response"]["allowed"], false);
     assert_eq!(answer["response"]["status"]["code"], 403);
     assert!(
@@ -198,8 +187,8 @@ fn preview_over_http_and_metrics_with_reasons() {
         .unwrap();
     assert_eq!(resp.status(), 400);
 
-    post(&server, &review("m1", "kube-system", &simple_pod("a")));
-    post(&server, &review("m2", "team-a", &simple_pod("b")));
+    server.mutate(&review("m1", "kube-system", &simple_pod("a")));
+    server.mutate(&review("m2", "team-a", &simple_pod("b")));
     let metrics = server.metrics();
     assert!(
         metrics.contains(
@@ -302,13 +291,13 @@ fn every_decision_reason_is_exported_from_the_start() {
 fn a_minimal_review_is_answered_as_the_full_one_and_only_a_uid_is_required() {
     let server = Server::start(&[]);
     let pod = simple_pod("web");
-    let full = post(&server, &review("uid-full", "team-a", &pod));
+    let full = server.mutate(&review("uid-full", "team-a", &pod));
     // What a Go client leaves out reads as zero values: no userInfo, requestKind, dryRun...
     let minimal = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
         "request": {"uid": "uid-min", "kind": {"group": "", "version": "v1", "kind": "Pod"},
             "resource": {"group": "", "version": "v1", "resource": "pods"},
             "operation": "CREATE", "namespace": "team-a", "object": pod}});
-    let answer = post(&server, &minimal);
+    let answer = server.mutate(&minimal);
     assert_eq!(answer["response"]["uid"], "uid-min");
     assert_eq!(answer["response"]["allowed"], true);
     assert!(answer["response"].get("warnings").is_none(), "{answer}");

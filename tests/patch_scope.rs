@@ -17,17 +17,6 @@ use serde_json::{Value, json};
 const TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 const COLLECTOR: &str = "bitbucket-pipelines-metrics-collector";
 
-fn post(server: &Server, body: &Value) -> Value {
-    let resp = server
-        .blocking_client()
-        .post(server.url("/mutate"))
-        .json(body)
-        .send()
-        .expect("POST /mutate");
-    assert_eq!(resp.status(), 200);
-    resp.json().expect("a JSON answer")
-}
-
 /// A Pod as the ServiceAccount plugin leaves it before the webhooks: the projected token
 /// volume, and its mount in every container.
 fn pod_with_token(name: &str, restart_policy: Option<&str>) -> Value {
@@ -120,10 +109,7 @@ fn after_our_patch_the_service_account_plugin_has_nothing_left_to_mount() {
         let pod = pod_with_token(name, restart);
         let (as_received, changed) = service_account_plugin(&pod);
         assert!(!changed, "the plugin's first pass is already done: {pod}");
-        let answer = post(
-            &server,
-            &review(&format!("u-{name}"), "team-a", &as_received),
-        );
+        let answer = server.mutate(&review(&format!("u-{name}"), "team-a", &as_received));
         let patch = patch_of(&answer).expect("injected");
         let injected = apply(&as_received, &patch);
         let collector = container(&injected, list, COLLECTOR);
@@ -154,7 +140,7 @@ fn without_a_token_volume_or_with_automount_off_no_token_is_mounted() {
     let plain = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "plain"},
         "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}});
     for pod in [off, plain] {
-        let answer = post(&server, &review("u", "team-a", &pod));
+        let answer = server.mutate(&review("u", "team-a", &pod));
         let injected = apply(&pod, &patch_of(&answer).expect("injected"));
         let collector = container(&injected, "containers", COLLECTOR);
         assert!(token_mounts(collector).is_empty(), "{collector}");
@@ -168,10 +154,10 @@ fn a_second_call_for_an_injected_pod_writes_no_audit_annotation() {
     // overwrite it; the first call said `injected`, so the second says nothing.
     let server = Server::start(&[]);
     let pod = pod_with_token("web", None);
-    let first = post(&server, &review("u-1", "team-a", &pod));
+    let first = server.mutate(&review("u-1", "team-a", &pod));
     assert_eq!(first["response"]["auditAnnotations"]["reason"], "injected");
     let injected = apply(&pod, &patch_of(&first).expect("injected"));
-    let second = post(&server, &review("u-2", "team-a", &injected));
+    let second = server.mutate(&review("u-2", "team-a", &injected));
     let r = second["response"].as_object().expect("a response");
     assert!(patch_of(&second).is_none(), "nothing added twice");
     assert!(!r.contains_key("auditAnnotations"), "{second}");
@@ -193,7 +179,7 @@ fn the_patch_touches_no_unknown_field_no_false_boolean_and_no_quantity_it_does_n
             }]
         }
     });
-    let answer = post(&server, &review("u", "team-a", &pod));
+    let answer = server.mutate(&review("u", "team-a", &pod));
     let patch = patch_of(&answer).expect("injected");
     for op in patch.as_array().expect("a list of operations") {
         let path = op["path"].as_str().expect("a path");
@@ -229,7 +215,7 @@ fn a_token_volume_name_that_needs_escaping_stays_one_json_string() {
     let mut pod = pod_with_token("odd", None);
     pod["spec"]["volumes"][0]["name"] = json!(name);
     pod["spec"]["containers"][0]["volumeMounts"][0]["name"] = json!(name);
-    let answer = post(&server, &review("u", "team-a", &pod));
+    let answer = server.mutate(&review("u", "team-a", &pod));
     let injected = apply(&pod, &patch_of(&answer).expect("injected"));
     let collector = container(&injected, "containers", COLLECTOR);
     assert_eq!(

@@ -200,6 +200,19 @@ impl Server {
             .expect("client")
     }
 
+    /// POSTs an AdmissionReview to /mutate, as the apiserver does; the answer must be a 200
+    /// with a JSON body.
+    pub fn mutate(&self, review: &Value) -> Value {
+        let resp = self
+            .blocking_client()
+            .post(self.url("/mutate"))
+            .json(review)
+            .send()
+            .expect("POST /mutate");
+        assert_eq!(resp.status(), 200);
+        resp.json().expect("a JSON answer")
+    }
+
     pub fn metrics(&self) -> String {
         reqwest::blocking::get(self.metrics_url())
             .and_then(|r| r.text())
