@@ -322,3 +322,47 @@ fn a_minimal_review_is_answered_as_the_full_one_and_only_a_uid_is_required() {
     assert_eq!(resp.status(), 400);
     assert!(resp.text().unwrap().contains("uid"));
 }
+
+#[test]
+fn requests_do_not_wait_for_an_api_that_never_answers() {
+    // An "apiserver" that accepts connections and never says a word: every API call of the
+    // namespace cache and the survey hangs. Admission must not wait for them.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    write(
+        &kubeconfig,
+        &format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: silent\n  cluster: {{server: \"https://{}\", insecure-skip-tls-verify: true}}\ncontexts:\n- name: silent\n  context: {{cluster: silent, user: u}}\ncurrent-context: silent\nusers:\n- name: u\n  user: {{token: x}}\n",
+            silent.local_addr().unwrap()
+        ),
+    );
+    let server = Server::start(&["--kubeconfig", &kubeconfig.display().to_string()]);
+    let client = server.blocking_client();
+    for i in 0..5 {
+        let started = std::time::Instant::now();
+        let resp = client
+            .post(server.url("/mutate"))
+            .json(&review(
+                &format!("u-{i}"),
+                &format!("ns-{i}"),
+                &simple_pod("p"),
+            ))
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .expect("answered while the API hangs");
+        assert_eq!(resp.status(), 200);
+        let answer: Value = resp.json().unwrap();
+        assert!(
+            patch_of(&answer).is_some(),
+            "injected by the request alone: {answer}"
+        );
+        // Generous: a namespace lookup may take its 1 s limit, never the API's silence.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "answer {i} took {:?}",
+            started.elapsed()
+        );
+    }
+    drop(silent);
+}
