@@ -69,6 +69,10 @@ impl Namespaces {
                         health.store(true, Ordering::Relaxed);
                         tracing::info!("namespace cache synced");
                     }
+                    // The watcher says Init as it *starts* a relist, before any call to
+                    // the API: no sign of health yet (it was logged as a recovery, and let
+                    // requests wait on lookups of an API still down).
+                    Ok(watcher::Event::Init) => {}
                     Ok(_) if failing => {
                         failing = false;
                         health.store(true, Ordering::Relaxed);
