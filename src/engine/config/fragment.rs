@@ -45,6 +45,39 @@ impl TokenMount {
         json.push_str(&self.after);
         Shared::from_json(json)
     }
+
+    /// `None` when the container already mounts something at the token path: the
+    /// ServiceAccount plugin leaves such a container alone, and so do we.
+    fn of(container: &Value) -> Option<Arc<TokenMount>> {
+        let mounts = container.get("volumeMounts").and_then(Value::as_array);
+        if mounts
+            .into_iter()
+            .flatten()
+            .any(|m| m.get("mountPath").and_then(Value::as_str) == Some(TOKEN_MOUNT_PATH))
+        {
+            return None;
+        }
+        // A placeholder no template can hold (a control character), found again after
+        // serializing: everything around it is the same for every Pod.
+        const MARK: &str = "\u{1}token-volume\u{1}";
+        let mut value = container.clone();
+        let mount = json!({"name": MARK, "readOnly": true, "mountPath": TOKEN_MOUNT_PATH});
+        match value.get_mut("volumeMounts") {
+            Some(Value::Array(list)) => list.push(mount),
+            _ => {
+                value
+                    .as_object_mut()?
+                    .insert("volumeMounts".into(), json!([mount]));
+            }
+        }
+        let text = serde_json::to_string(&value).ok()?;
+        let mark = serde_json::to_string(MARK).ok()?;
+        let (before, after) = text.split_once(&mark)?;
+        Some(Arc::new(TokenMount {
+            before: before.to_owned(),
+            after: after.to_owned(),
+        }))
+    }
 }
 
 impl Item {
@@ -81,41 +114,6 @@ impl Item {
             .get("name")
             .and_then(Value::as_str)
             .unwrap_or_default()
-    }
-}
-
-impl TokenMount {
-    /// `None` when the container already mounts something at the token path: the
-    /// ServiceAccount plugin leaves such a container alone, and so do we.
-    fn of(container: &Value) -> Option<Arc<TokenMount>> {
-        let mounts = container.get("volumeMounts").and_then(Value::as_array);
-        if mounts
-            .into_iter()
-            .flatten()
-            .any(|m| m.get("mountPath").and_then(Value::as_str) == Some(TOKEN_MOUNT_PATH))
-        {
-            return None;
-        }
-        // A placeholder no template can hold (a control character), found again after
-        // serializing: everything around it is the same for every Pod.
-        const MARK: &str = "\u{1}token-volume\u{1}";
-        let mut value = container.clone();
-        let mount = json!({"name": MARK, "readOnly": true, "mountPath": TOKEN_MOUNT_PATH});
-        match value.get_mut("volumeMounts") {
-            Some(Value::Array(list)) => list.push(mount),
-            _ => {
-                value
-                    .as_object_mut()?
-                    .insert("volumeMounts".into(), json!([mount]));
-            }
-        }
-        let text = serde_json::to_string(&value).ok()?;
-        let mark = serde_json::to_string(MARK).ok()?;
-        let (before, after) = text.split_once(&mark)?;
-        Some(Arc::new(TokenMount {
-            before: before.to_owned(),
-            after: after.to_owned(),
-        }))
     }
 }
 
