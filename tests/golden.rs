@@ -114,12 +114,83 @@ fn run_case(dir: &Path) -> Outcome {
         .patch
         .apply(&mut injected)
         .unwrap_or_else(|e| panic!("{}: patch does not apply: {e}", dir.display()));
+    // The status annotation carries the live hashes; checked here, then kept out of the
+    // expected files, so a template change does not rewrite every case.
+    let status = injected
+        .pointer("/metadata/annotations/sidecar-injector.io~1status")
+        .and_then(Value::as_str)
+        .map(|s| serde_json::from_str::<Value>(s).unwrap());
+    if let Some(status) = status
+        .as_ref()
+        .filter(|_| decision.outcome() == engine::Outcome::Injected)
+    {
+        let templates = status["templates"].as_object().unwrap();
+        let named: Vec<&str> = templates.keys().map(String::as_str).collect();
+        // The status names the templates sorted; the combined hash is over the order they
+        // were injected in: one of the orders.
+        let mut orders = vec![named.clone()];
+        if named.len() == 2 {
+            orders.push(vec![named[1], named[0]]);
+        }
+        assert!(
+            orders.iter().any(|order| {
+                let chosen: Vec<_> = order.iter().map(|n| &config.templates[*n]).collect();
+                status["templateHash"] == sidecar_injector::engine::config::combined_hash(&chosen)
+            }),
+            "{}: templateHash {} is not the hash of {named:?}",
+            dir.display(),
+            status["templateHash"]
+        );
+        assert!(
+            named.len() <= 2,
+            "{}: a case of more templates: extend this check",
+            dir.display()
+        );
+        for (name, hash) in templates {
+            assert_eq!(
+                hash,
+                &config.templates[name].hash,
+                "{}: {name}",
+                dir.display()
+            );
+        }
+    }
+    let placeholders = |text: String| -> String {
+        let mut text = text;
+        for (name, t) in &config.templates {
+            text = text.replace(&t.hash, &format!("<hash of {name}>"));
+        }
+        text.replace(&config.template_hash, "<hash of the templates>")
+    };
     Outcome {
-        decision: text,
-        patch: serde_json::to_string_pretty(&serde_json::to_value(&decision.patch).unwrap())
-            .unwrap()
-            + "\n",
-        injected: yaml::to_string(&injected).unwrap(),
+        decision: placeholders(text),
+        patch: placeholders(
+            serde_json::to_string_pretty(&serde_json::to_value(&decision.patch).unwrap()).unwrap()
+                + "\n",
+        ),
+        injected: placeholders(yaml::to_string(&injected).unwrap()),
+    }
+}
+
+/// The expected Pod is the expected patch applied to the Pod by json-patch (an RFC 6902
+/// implementation of its own, reading the patch as text): the two expected files agree.
+fn expected_files_agree(dir: &Path) -> Result<(), String> {
+    let pod = read_yaml(&dir.join("pod.yaml"));
+    let patch: json_patch::Patch = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("patch.json")).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("patch.json: {e}"))?;
+    let mut applied = pod;
+    json_patch::patch(&mut applied, &patch)
+        .map_err(|e| format!("patch.json does not apply: {e}"))?;
+    let want = read_yaml(&dir.join("pod.injected.yaml"));
+    if applied == want {
+        Ok(())
+    } else {
+        Err(format!(
+            "pod.injected.yaml is not patch.json applied to pod.yaml:\n{}",
+            yaml::to_string(&applied).unwrap()
+        ))
     }
 }
 
@@ -166,6 +237,9 @@ fn golden_cases() {
                     path.display()
                 ));
             }
+        }
+        if !update && let Err(e) = expected_files_agree(dir) {
+            failures.push(format!("{}: {e}", dir.display()));
         }
     }
     // A rewrite is never a green run: the files are the engine's own output until a person
