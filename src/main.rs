@@ -2,8 +2,10 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use sidecar_injector::cli::{certs, input};
-use sidecar_injector::cluster::{self, live_config};
+use sidecar_injector::cli::check::{self, CheckArgs};
+use sidecar_injector::cli::doctor::{self, DoctorArgs};
+use sidecar_injector::cli::{certs, context, input};
+use sidecar_injector::cluster;
 use sidecar_injector::engine::Outcome;
 use sidecar_injector::engine::config::{DEFAULT_OWN_NAMESPACE, Source};
 use sidecar_injector::engine::preview;
@@ -37,10 +39,13 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Find running Pods that missed the sidecar or run an old template; --repair rolls
-    /// their workloads. Exit code 0 all well, 1 when a Pod is missing the sidecar, 2 when
-    /// the check could not run.
+    /// Find running Pods that missed the sidecar, run an old template, or cannot run what was
+    /// injected; --repair rolls their workloads. Exit code 0 all well, 1 when a Pod is
+    /// missing or failing, 2 when the check could not run.
     Check(CheckArgs),
+    /// Check the installed injector end to end, one line per check (✔, or ✖ with the fix).
+    /// Exit code 0 all pass, 1 a problem, 2 when doctor could not run.
+    Doctor(DoctorArgs),
     /// Write a CA and a serving certificate for the webhook's Service, and print the caBundle.
     Certs {
         #[arg(long, default_value = "sidecar-injector")]
@@ -91,41 +96,6 @@ struct ServeArgs {
     /// goes by the request alone.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
-}
-
-#[derive(clap::Args)]
-struct CheckArgs {
-    /// The configuration the webhook serves: its ConfigMap manifest or directory, or
-    /// configmap:NAMESPACE/NAME. Default: the embedded default.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Default: as kubectl finds it (KUBECONFIG, ~/.kube/config).
-    #[arg(long)]
-    kubeconfig: Option<PathBuf>,
-    /// The namespace to check (default: the kubeconfig's).
-    #[arg(short = 'n', long, conflicts_with = "all_namespaces")]
-    namespace: Option<String>,
-    /// Every namespace the webhook injects (labelled, not in neverInjectNamespaces).
-    #[arg(short = 'A', long)]
-    all_namespaces: bool,
-    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
-    output: CheckFormat,
-    /// Restart each Deployment, StatefulSet and DaemonSet owning a missing or stale Pod, one
-    /// at a time, waiting for each rollout. Bare Pods and Job Pods are only reported.
-    #[arg(long)]
-    repair: bool,
-    /// With --repair: at most this many workloads restarted a minute.
-    #[arg(long, default_value_t = 1)]
-    max_per_minute: u32,
-    /// With --repair: how long one rollout may take before repair stops.
-    #[arg(long, default_value_t = 300)]
-    rollout_timeout_seconds: u64,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum CheckFormat {
-    Table,
-    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -187,10 +157,11 @@ fn own_namespace() -> String {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // `check` tells a monitor apart: 1 is what it found (a Pod missing the sidecar), 2 is
-    // that it could not look (no API access, no permission, no config).
+    // `check` and `doctor` tell a monitor apart: 1 is what they found (a Pod missing the
+    // sidecar or failing, a check failing), 2 is that they could not look (no API access, no
+    // permission, no config).
     let could_not_run = match cli.command {
-        Command::Check(_) => ExitCode::from(2),
+        Command::Check(_) | Command::Doctor(_) => ExitCode::from(2),
         _ => ExitCode::FAILURE,
     };
     let result = match cli.command {
@@ -198,6 +169,7 @@ fn main() -> ExitCode {
         Command::Preview(args) => run_preview(args),
         Command::Validate { config } => validate(config),
         Command::Check(args) => run_check(args),
+        Command::Doctor(args) => run_doctor(args),
         Command::Certs {
             service,
             namespace,
@@ -279,9 +251,27 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
 }
 
 fn run_preview(args: PreviewArgs) -> Result<ExitCode> {
-    let source = Source::from_arg(args.config.as_deref()).map_err(anyhow::Error::msg)?;
-    let config = config_files::load(&source, &own_namespace())
-        .with_context(|| format!("loading the configuration from {source}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
+    // With a cluster: the config it serves (unless --config), decided for its nodes.
+    let client = match &args.kubeconfig {
+        Some(kubeconfig) => Some(runtime.block_on(cluster::client(Some(kubeconfig)))?),
+        None => None,
+    };
+    let chosen = runtime.block_on(context::choose(
+        client.as_ref(),
+        args.config.as_deref(),
+        &own_namespace(),
+    ))?;
+    if client.is_some() {
+        eprintln!("{}", chosen.described);
+    }
+    if let Some(why) = chosen.config.docker_socket.explain() {
+        eprintln!("{why}");
+    }
+    let config = chosen.config;
     let inputs = input::expand(&args.files, args.recursive).map_err(anyhow::Error::msg)?;
     let map = |pairs: Vec<(String, String)>| {
         (!pairs.is_empty()).then(|| pairs.into_iter().collect::<BTreeMap<_, _>>())
@@ -305,12 +295,12 @@ fn run_preview(args: PreviewArgs) -> Result<ExitCode> {
                 .map(|(i, (doc, raw))| (input, i, doc, raw)),
         );
     }
-    if let Some(kubeconfig) = &args.kubeconfig {
+    if let Some(client) = &client {
         let mut names = std::collections::BTreeSet::new();
         for (_, _, doc, _) in &documents {
             preview::namespaces_of(doc, &opts, &mut names);
         }
-        opts.cluster_namespaces = read_namespaces(kubeconfig, names)?;
+        opts.cluster_namespaces = runtime.block_on(read_namespaces(client, names))?;
     }
     let mut previewed = Vec::new();
     let mut failed = false;
@@ -353,141 +343,49 @@ fn run_preview(args: PreviewArgs) -> Result<ExitCode> {
 
 /// Each namespace's labels and annotations, from the cluster; one that does not exist is said
 /// on stderr and left out (its Pods are previewed without namespace context).
-fn read_namespaces(
-    kubeconfig: &std::path::Path,
+async fn read_namespaces(
+    client: &kube::Client,
     names: std::collections::BTreeSet<String>,
 ) -> Result<BTreeMap<String, preview::KnownNamespace>> {
     use k8s_openapi::api::core::v1::Namespace;
     use kube::api::{Api, PartialObjectMeta};
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting tokio")?;
-    runtime.block_on(async {
-        let client = cluster::client(Some(kubeconfig)).await?;
-        let api: Api<PartialObjectMeta<Namespace>> = Api::all(client);
-        let mut out = BTreeMap::new();
-        for name in names {
-            match api
-                .get_opt(&name)
-                .await
-                .with_context(|| format!("reading namespace {name:?}"))?
-            {
-                Some(ns) => {
-                    out.insert(
-                        name,
-                        preview::KnownNamespace {
-                            labels: ns.metadata.labels.unwrap_or_default(),
-                            annotations: ns.metadata.annotations.unwrap_or_default(),
-                        },
-                    );
-                }
-                None => eprintln!("warning: namespace {name:?} does not exist in the cluster"),
+    let api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
+    let mut out = BTreeMap::new();
+    for name in names {
+        match api
+            .get_opt(&name)
+            .await
+            .with_context(|| format!("reading namespace {name:?}"))?
+        {
+            Some(ns) => {
+                out.insert(
+                    name,
+                    preview::KnownNamespace {
+                        labels: ns.metadata.labels.unwrap_or_default(),
+                        annotations: ns.metadata.annotations.unwrap_or_default(),
+                    },
+                );
             }
+            None => eprintln!("warning: namespace {name:?} does not exist in the cluster"),
         }
-        Ok(out)
-    })
+    }
+    Ok(out)
 }
 
 fn run_check(args: CheckArgs) -> Result<ExitCode> {
-    use sidecar_injector::cluster::check::{self, Scope, State};
-    let source = Source::from_arg(args.config.as_deref()).map_err(anyhow::Error::msg)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("starting tokio")?;
-    runtime.block_on(async {
-        let client = cluster::client(args.kubeconfig.as_deref()).await?;
-        let config = match &source {
-            Source::ConfigMap { namespace, name } => {
-                live_config::fetch(&client, namespace, name, &own_namespace()).await?
-            }
-            _ => config_files::load(&source, &own_namespace())
-                .with_context(|| format!("loading the configuration from {source}"))?,
-        };
-        let scope = match (args.all_namespaces, args.namespace) {
-            (true, _) => Scope::AllInjected,
-            (false, Some(ns)) => Scope::Namespace(ns),
-            (false, None) => Scope::Namespace(client.default_namespace().to_owned()),
-        };
-        if let Some(volume) = check::docker_socket_volume(&config) {
-            let (without, total) = check::nodes_without_docker(&client).await?;
-            if let Some(advice) = check::docker_socket_advice(&volume, &without, total) {
-                eprintln!("warning: {advice}");
-            }
-        }
-        let mut reports = check::survey(&client, &config, &scope, check::CHECK_PAGE).await?;
-        if args.repair {
-            let (workloads, untouched) = check::to_repair(&reports);
-            for r in untouched {
-                eprintln!(
-                    "not repaired: {}/{} ({}, {}): bare Pods and Job Pods are never deleted; recreate them",
-                    r.namespace, r.pod, r.owner, r.state.as_str()
-                );
-            }
-            let why = check::repair_notes(&reports);
-            let opts = check::RepairOptions {
-                max_per_minute: args.max_per_minute,
-                rollout_timeout: Duration::from_secs(args.rollout_timeout_seconds),
-                reporter: kube::runtime::events::Reporter {
-                    controller: "sidecar-injector".into(),
-                    instance: std::env::var("HOSTNAME").ok(),
-                },
-            };
-            let mut limiter = check::Limiter::default();
-            let done = check::repair(
-                &client,
-                &workloads,
-                &why,
-                &opts,
-                &mut limiter,
-                &|| true,
-                |progress| match progress {
-                    check::Progress::Waiting {
-                        wait,
-                        next,
-                        per_minute,
-                    } => {
-                        let until = time::OffsetDateTime::now_utc() + wait;
-                        eprintln!(
-                            "repair: at most {per_minute} restart(s) a minute (--max-per-minute): \
-                             waiting {} s, until {:02}:{:02}:{:02} UTC, before restarting {next}",
-                            wait.as_secs(),
-                            until.hour(),
-                            until.minute(),
-                            until.second()
-                        );
-                    }
-                    check::Progress::Restarted { namespace, owner } => {
-                        eprintln!("restarted {namespace}/{owner}; waiting for its rollout");
-                    }
-                },
-            )
-            .await?;
-            eprintln!("repair: {} workload(s) rolled out", done.len());
-            if !done.is_empty() {
-                reports = check::survey(&client, &config, &scope, check::CHECK_PAGE).await?;
-            }
-        }
-        match args.output {
-            CheckFormat::Table => print!("{}", check::table(&reports)),
-            CheckFormat::Json => println!(
-                "{}",
-                serde_json::to_string_pretty(&reports).context("writing JSON")?
-            ),
-        }
-        let counts = check::counts(&reports);
-        let summary: Vec<String> = counts
-            .iter()
-            .map(|(s, n)| format!("{n} {}", s.as_str()))
-            .collect();
-        eprintln!("{} Pods: {}", reports.len(), summary.join(", "));
-        Ok(if counts[&State::Missing] > 0 {
-            ExitCode::from(1)
-        } else {
-            ExitCode::SUCCESS
-        })
-    })
+        .context("starting tokio")?
+        .block_on(check::run(args, &own_namespace()))
+}
+
+fn run_doctor(args: DoctorArgs) -> Result<ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?
+        .block_on(doctor::run(args))
 }
 
 fn validate(config: Option<PathBuf>) -> Result<ExitCode> {

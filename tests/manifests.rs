@@ -212,15 +212,14 @@ fn the_base_renders_to_a_complete_hardened_install() {
                 s(&[]),
                 s(&["create", "patch"])
             ),
-            (s(&[""]), s(&["pods", "nodes"]), s(&[]), s(&["list"])),
+            (
+                s(&[""]),
+                s(&["pods", "nodes", "events"]),
+                s(&[]),
+                s(&["list"])
+            ),
             (s(&["apps"]), s(&["replicasets"]), s(&[]), s(&["get"])),
             (s(&["batch"]), s(&["jobs"]), s(&[]), s(&["get"])),
-            (
-                s(&["apps"]),
-                s(&["deployments", "statefulsets", "daemonsets"]),
-                s(&[]),
-                s(&["get", "patch"])
-            ),
         ]
     );
     assert_eq!(
@@ -574,4 +573,91 @@ fn certs_san_adds_an_ip_address_for_a_webhook_registered_by_url() {
         "sidecar-injector.sidecar-injector.svc"
     ));
     assert!(!verify("-verify_ip", "127.0.0.2"));
+}
+
+/// Every permission `doctor` checks the injector's ServiceAccount for is granted by the
+/// shipped RBAC (base, and the repair component for `repair.enabled`), and every rule
+/// granted is one of them: the two lists cannot drift apart. Restarting workloads is only
+/// in the component.
+#[test]
+fn doctor_checks_exactly_the_permissions_the_rbac_grants() {
+    use sidecar_injector::cluster::doctor::needed;
+    let base = render(&root().join("manifests"));
+    let component = render(&root().join("manifests/components/repair"));
+    let rules_of =
+        |docs: &[Value], namespaced: bool| -> Vec<k8s_openapi::api::rbac::v1::PolicyRule> {
+            docs.iter()
+                .filter(|d| d["kind"] == if namespaced { "Role" } else { "ClusterRole" })
+                .flat_map(|d| {
+                    serde_json::from_value::<Vec<k8s_openapi::api::rbac::v1::PolicyRule>>(
+                        d["rules"].clone(),
+                    )
+                    .unwrap()
+                })
+                .collect()
+        };
+    let grants = |rules: &[k8s_openapi::api::rbac::v1::PolicyRule],
+                  p: &sidecar_injector::cluster::doctor::Permission| {
+        rules.iter().any(|r| {
+            r.api_groups.iter().flatten().any(|g| g == p.group)
+                && r.resources.iter().flatten().any(|x| x == p.resource)
+                && r.verbs.iter().any(|v| v == p.verb)
+                && r.resource_names.as_ref().is_none_or(|names| {
+                    names.is_empty() || p.name.as_ref().is_some_and(|n| names.contains(n))
+                })
+        })
+    };
+    let (cluster, ns) = (rules_of(&base, false), rules_of(&base, true));
+    let granted = |p: &sidecar_injector::cluster::doctor::Permission, cluster: &[_]| {
+        grants(cluster, p) || (p.namespace.as_deref() == Some("sidecar-injector") && grants(&ns, p))
+    };
+    for p in needed("sidecar-injector", "sidecar-injector", false) {
+        assert!(granted(&p, &cluster), "the base does not grant {p:?}");
+    }
+    let restarts: Vec<_> = needed("sidecar-injector", "sidecar-injector", true)
+        .into_iter()
+        .filter(|p| p.group == "apps" && p.verb == "patch")
+        .collect();
+    assert_eq!(restarts.len(), 3);
+    for p in &restarts {
+        assert!(
+            !granted(p, &cluster),
+            "the base grants {p:?}: only the component may"
+        );
+    }
+    let mut with_component = cluster.clone();
+    with_component.extend(rules_of(&component, false));
+    for p in needed("sidecar-injector", "sidecar-injector", true) {
+        assert!(
+            granted(&p, &with_component),
+            "base + repair do not grant {p:?}"
+        );
+    }
+    // And nothing more: each verb on each resource granted is one doctor checks.
+    let all = needed("sidecar-injector", "sidecar-injector", true);
+    for r in cluster
+        .iter()
+        .chain(&ns)
+        .chain(&rules_of(&component, false))
+    {
+        for g in r.api_groups.iter().flatten() {
+            for res in r.resources.iter().flatten() {
+                for v in &r.verbs {
+                    assert!(
+                        all.iter()
+                            .any(|p| p.group == g && p.resource == res && p.verb == v),
+                        "granted but never used: {v} {res} ({g})"
+                    );
+                }
+            }
+        }
+    }
+    let binding = component
+        .iter()
+        .find(|d| d["kind"] == "ClusterRoleBinding")
+        .unwrap();
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "sidecar-injector", "namespace": "sidecar-injector"}])
+    );
 }

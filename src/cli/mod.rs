@@ -2,4 +2,7 @@
 //! and writing a CA and serving certificate for `certs`.
 
 pub mod certs;
+pub mod check;
+pub mod context;
+pub mod doctor;
 pub mod input;

@@ -1,5 +1,5 @@
-//! `check` and repair: which running Pods missed the sidecar or run an old template, and
-//! rolling the workloads that own them.
+//! `check`: which running Pods missed the sidecar, run an old template, or cannot run what
+//! was injected. Rolling their workloads is [`crate::cluster::repair`].
 //!
 //! The engine is the only judge: a Pod without the status annotation is put to
 //! [`engine::decide`] as the Pod it would be if created now, in its namespace as the cluster
@@ -9,22 +9,17 @@
 use crate::cluster::namespaces;
 use crate::engine::config::Config;
 use crate::engine::{self, NamespaceContext, Outcome, STATUS_KEY, Status};
-use anyhow::{Context, Result, bail};
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use anyhow::{Context, Result};
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{Api, ListParams, PartialObjectMeta, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, Pod};
+use kube::api::{Api, ListParams, PartialObjectMeta};
 use kube::core::GroupVersionKind;
 use kube::core::admission::Operation;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
-
-/// The annotation repair sets on a workload's Pod template, as `kubectl rollout restart`
-/// sets `kubectl.kubernetes.io/restartedAt`.
-pub const RESTARTED_AT_KEY: &str = "sidecar-injector.io/restartedAt";
+use std::time::Duration;
 
 /// A Pod's state against the live configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -38,10 +33,19 @@ pub enum State {
     Missing,
     /// Not injected, and the webhook would not inject it (with the engine's reason).
     Skipped,
+    /// Injected, but an injected container cannot run (the reason names it and kubelet's
+    /// reason).
+    Failing,
 }
 
 impl State {
-    pub const ALL: [State; 4] = [State::Current, State::Stale, State::Missing, State::Skipped];
+    pub const ALL: [State; 5] = [
+        State::Current,
+        State::Stale,
+        State::Missing,
+        State::Skipped,
+        State::Failing,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -49,6 +53,7 @@ impl State {
             State::Stale => "stale",
             State::Missing => "missing",
             State::Skipped => "skipped",
+            State::Failing => "failing",
         }
     }
 }
@@ -100,6 +105,76 @@ pub fn judge(
         Outcome::Injected => (State::Missing, "the webhook would inject it now".into()),
         _ => (State::Skipped, d.reason.as_str().into()),
     }
+}
+
+/// Kubelet's reasons for a container that cannot run.
+pub const CANNOT_RUN: [&str; 5] = [
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "CrashLoopBackOff",
+];
+/// How long a Pod may wait in ContainerCreating on a failed mount of an injected volume.
+pub const MOUNT_GRACE: Duration = Duration::from_secs(60);
+
+/// Why an injected Pod cannot run what was injected, if it cannot: an injected container
+/// waiting for one of [`CANNOT_RUN`], or the Pod kept in ContainerCreating for over
+/// [`MOUNT_GRACE`] by a failed mount of an injected volume. `failed_mounts` are the messages
+/// of the Pod's FailedMount Events; `age`, how long the Pod has existed.
+pub fn failing(pod: &Pod, failed_mounts: &[String], age: Duration) -> Option<String> {
+    let status = pod
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(STATUS_KEY)
+        .and_then(|s| serde_json::from_str::<Status>(s).ok())?;
+    let pod_status = pod.status.as_ref()?;
+    let statuses = pod_status
+        .init_container_statuses
+        .iter()
+        .chain(pod_status.container_statuses.iter())
+        .flatten();
+    for c in statuses {
+        if !status.containers.contains(&c.name) && !status.init_containers.contains(&c.name) {
+            continue;
+        }
+        let Some(waiting) = c.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
+            continue;
+        };
+        let reason = waiting.reason.as_deref().unwrap_or_default();
+        if CANNOT_RUN.contains(&reason) {
+            return Some(match waiting.message.as_deref().filter(|m| !m.is_empty()) {
+                Some(m) => format!("{}: {reason}: {m}", c.name),
+                None => format!("{}: {reason}", c.name),
+            });
+        }
+    }
+    if age < MOUNT_GRACE {
+        return None;
+    }
+    let creating = pod_status.container_statuses.iter().flatten().any(|c| {
+        c.state
+            .as_ref()
+            .and_then(|s| s.waiting.as_ref())
+            .and_then(|w| w.reason.as_deref())
+            == Some("ContainerCreating")
+    });
+    if !creating {
+        return None;
+    }
+    failed_mounts.iter().find_map(|m| {
+        status
+            .volumes
+            .iter()
+            .find(|v| m.contains(&format!("volume \"{v}\"")))
+            .map(|v| {
+                format!(
+                    "volume {v}: FailedMount for over {} s: {m}",
+                    MOUNT_GRACE.as_secs()
+                )
+            })
+    })
 }
 
 /// Current when every template the status names has the live hash.
@@ -184,6 +259,7 @@ pub async fn survey(
         let name = ns.metadata.name.clone().unwrap_or_default();
         let pods: Api<Pod> = Api::namespaced(client.clone(), &name);
         let mut owners = Owners::new(client.clone(), &name);
+        let mounts = failed_mounts(client, &name).await;
         // Page by page: memory stays flat however many Pods there are.
         let mut params = ListParams::default().limit(page);
         loop {
@@ -196,7 +272,15 @@ pub async fn survey(
                     continue; // on its way out: a rollout's old Pod
                 }
                 let raw = serde_json::value::to_raw_value(&pod).context("a Pod as JSON")?;
-                let (state, reason) = judge(&raw, &name, Some(namespaces::context(ns)), config);
+                let (mut state, mut reason) =
+                    judge(&raw, &name, Some(namespaces::context(ns)), config);
+                if matches!(state, State::Current | State::Stale) {
+                    let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+                    let mounts = mounts.get(pod_name).map(Vec::as_slice).unwrap_or_default();
+                    if let Some(why) = failing(&pod, mounts, age(&pod)) {
+                        (state, reason) = (State::Failing, why);
+                    }
+                }
                 reports.push(PodReport {
                     namespace: name.clone(),
                     pod: pod.metadata.name.clone().unwrap_or_default(),
@@ -213,6 +297,37 @@ pub async fn survey(
     }
     reports.sort_by(|a, b| (&a.namespace, &a.owner, &a.pod).cmp(&(&b.namespace, &b.owner, &b.pod)));
     Ok(reports)
+}
+
+/// The messages of kubelet's FailedMount Events in a namespace, by Pod. Without the
+/// permission to list Events, none: a Pod is then only `failing` by its own status.
+async fn failed_mounts(client: &kube::Client, namespace: &str) -> HashMap<String, Vec<String>> {
+    let api: Api<CoreEvent> = Api::namespaced(client.clone(), namespace);
+    let params = ListParams::default().fields("reason=FailedMount,involvedObject.kind=Pod");
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    match api.list(&params).await {
+        Ok(list) => {
+            for e in list.items {
+                if let (Some(pod), Some(message)) = (e.involved_object.name, e.message) {
+                    out.entry(pod).or_default().push(message);
+                }
+            }
+        }
+        Err(e) => tracing::debug!(namespace, error = %e, "FailedMount Events cannot be listed"),
+    }
+    out
+}
+
+/// How long the Pod has existed.
+fn age(pod: &Pod) -> Duration {
+    pod.metadata
+        .creation_timestamp
+        .as_ref()
+        .and_then(|t| {
+            let elapsed = k8s_openapi::jiff::Timestamp::now().duration_since(t.0);
+            Duration::try_from(elapsed).ok()
+        })
+        .unwrap_or_default()
 }
 
 /// The workload that owns a Pod, followed through its ReplicaSet or Job.
@@ -278,76 +393,6 @@ fn controller_of(
         .map(|o| format!("{}/{}", o.kind, o.name))
 }
 
-/// The host path of the Docker socket.
-pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
-
-/// The volume of the default templates that mounts the Docker socket from the host, if any
-/// (rendered for a sample Pod when the templates read the Pod).
-pub fn docker_socket_volume(config: &Config) -> Option<String> {
-    let sample = crate::engine::config::sample_pod();
-    let pod = crate::engine::pod::PodView::parse(&sample).ok()?;
-    let fragment = config
-        .fragment(&config.default_templates(), &pod, "default", None)
-        .ok()?;
-    fragment
-        .volumes
-        .iter()
-        .find(|v| {
-            v.value
-                .pointer("/hostPath/path")
-                .and_then(serde_json::Value::as_str)
-                == Some(DOCKER_SOCKET)
-        })
-        .map(|v| v.name().to_owned())
-}
-
-/// Nodes whose container runtime is not Docker (`status.nodeInfo.containerRuntimeVersion`
-/// not `docker://...`): `(name, runtime)`, and how many nodes there are.
-pub async fn nodes_without_docker(client: &kube::Client) -> Result<(Vec<(String, String)>, usize)> {
-    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
-    let list = nodes
-        .list(&ListParams::default())
-        .await
-        .context("listing nodes")?;
-    let total = list.items.len();
-    let without = list
-        .items
-        .into_iter()
-        .filter_map(|n| {
-            let runtime = n.status?.node_info?.container_runtime_version;
-            (!runtime.starts_with("docker://"))
-                .then(|| (n.metadata.name.unwrap_or_default(), runtime))
-        })
-        .collect();
-    Ok((without, total))
-}
-
-/// What to say when the template mounts the Docker socket and some nodes have no Docker.
-pub fn docker_socket_advice(
-    volume: &str,
-    without: &[(String, String)],
-    total: usize,
-) -> Option<String> {
-    if without.is_empty() {
-        return None;
-    }
-    let names: Vec<String> = without
-        .iter()
-        .take(10)
-        .map(|(n, r)| format!("{n} ({r})"))
-        .collect();
-    let more = if without.len() > 10 {
-        format!(" and {} more", without.len() - 10)
-    } else {
-        String::new()
-    };
-    Some(format!(
-        "{} of {total} nodes run no Docker: {}{more}. The template mounts {DOCKER_SOCKET} (volume {volume:?}, a hostPath of type Socket), which does not exist there: injected Pods scheduled on them stay in ContainerCreating (FailedMount). Set values.mountDockerSocket: false in config.yaml.",
-        without.len(),
-        names.join(", ")
-    ))
-}
-
 /// Counts by state, in [`State::ALL`] order.
 pub fn counts(reports: &[PodReport]) -> BTreeMap<State, usize> {
     let mut out: BTreeMap<State, usize> = State::ALL.iter().map(|s| (*s, 0)).collect();
@@ -396,252 +441,6 @@ pub fn table(reports: &[PodReport]) -> String {
         out.push('\n');
     }
     out
-}
-
-/// The workloads repair can roll: Deployments, StatefulSets and DaemonSets owning a Pod that
-/// is missing the sidecar or runs an old template, as `(namespace, Kind/name)`, and the
-/// Pods no repair touches (bare Pods, Job Pods, ...), reported only.
-pub fn to_repair(reports: &[PodReport]) -> (Vec<(String, String)>, Vec<&PodReport>) {
-    let mut workloads = Vec::new();
-    let mut untouched = Vec::new();
-    for r in reports
-        .iter()
-        .filter(|r| matches!(r.state, State::Missing | State::Stale))
-    {
-        let kind = r.owner.split('/').next().unwrap_or_default();
-        if matches!(kind, "Deployment" | "StatefulSet" | "DaemonSet") {
-            let w = (r.namespace.clone(), r.owner.clone());
-            if !workloads.contains(&w) {
-                workloads.push(w);
-            }
-        } else {
-            untouched.push(r);
-        }
-    }
-    (workloads, untouched)
-}
-
-/// For each workload to repair, its Pods that need it (`web-1 missing, web-2 stale`): the
-/// note of its restart Event.
-pub fn repair_notes(reports: &[PodReport]) -> BTreeMap<(String, String), String> {
-    let mut why: BTreeMap<(String, String), String> = BTreeMap::new();
-    for r in reports
-        .iter()
-        .filter(|r| matches!(r.state, State::Missing | State::Stale))
-    {
-        let e = why
-            .entry((r.namespace.clone(), r.owner.clone()))
-            .or_default();
-        if !e.is_empty() {
-            e.push_str(", ");
-        }
-        e.push_str(&format!("{} {}", r.pod, r.state.as_str()));
-    }
-    why
-}
-
-/// How repair goes.
-#[derive(Debug, Clone)]
-pub struct RepairOptions {
-    /// At most this many workloads restarted in any minute.
-    pub max_per_minute: u32,
-    /// How long one rollout may take before repair stops.
-    pub rollout_timeout: Duration,
-    /// Who the Events say did it.
-    pub reporter: Reporter,
-}
-
-/// At most so many restarts in any minute; kept across repair rounds.
-#[derive(Debug, Default)]
-pub struct Limiter {
-    started: Vec<Instant>,
-}
-
-impl Limiter {
-    /// How long to wait before the next restart may start, at `now`.
-    pub fn wait(&mut self, per_minute: u32, now: Instant) -> Duration {
-        let minute = Duration::from_secs(60);
-        self.started
-            .retain(|t| now.saturating_duration_since(*t) < minute);
-        match self.started.first() {
-            Some(first) if self.started.len() >= per_minute.max(1) as usize => {
-                minute.saturating_sub(now.saturating_duration_since(*first))
-            }
-            _ => Duration::ZERO,
-        }
-    }
-
-    pub fn started(&mut self, at: Instant) {
-        self.started.push(at);
-    }
-}
-
-/// What repair is doing, for the command line to print and serve to log.
-pub enum Progress<'a> {
-    /// The rate limit holds the next restart back for `wait`.
-    Waiting {
-        wait: Duration,
-        next: &'a str,
-        per_minute: u32,
-    },
-    /// `owner` was restarted; its rollout is being waited for.
-    Restarted { namespace: &'a str, owner: &'a str },
-}
-
-/// Restarts each workload the way `kubectl rollout restart` does, one at a time, waiting
-/// for its rollout to finish before the next, at most `max_per_minute` a minute (counted by
-/// `limiter`), while `keep_going` says so. Each restart is an Event on the workload. Returns
-/// the workloads restarted.
-pub async fn repair(
-    client: &kube::Client,
-    workloads: &[(String, String)],
-    why: &BTreeMap<(String, String), String>,
-    opts: &RepairOptions,
-    limiter: &mut Limiter,
-    keep_going: &(dyn Fn() -> bool + Sync),
-    mut progress: impl FnMut(Progress<'_>),
-) -> Result<Vec<String>> {
-    let recorder = Recorder::new(client.clone(), opts.reporter.clone());
-    let mut done = Vec::new();
-    for (namespace, owner) in workloads {
-        let wait = limiter.wait(opts.max_per_minute, Instant::now());
-        if !wait.is_zero() {
-            progress(Progress::Waiting {
-                wait,
-                next: owner,
-                per_minute: opts.max_per_minute,
-            });
-            tokio::time::sleep(wait).await;
-        }
-        if !keep_going() {
-            break;
-        }
-        let (kind, name) = owner.split_once('/').unwrap_or_default();
-        let now = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
-        let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT_KEY: now}}}}});
-        let params = PatchParams::default();
-        let reference = match kind {
-            "Deployment" => restart::<Deployment>(client, namespace, name, &patch, &params).await?,
-            "StatefulSet" => {
-                restart::<StatefulSet>(client, namespace, name, &patch, &params).await?
-            }
-            "DaemonSet" => restart::<DaemonSet>(client, namespace, name, &patch, &params).await?,
-            other => bail!("{owner}: {other} is not a workload repair restarts"),
-        };
-        limiter.started(Instant::now());
-        progress(Progress::Restarted { namespace, owner });
-        let note = why
-            .get(&(namespace.clone(), owner.clone()))
-            .cloned()
-            .unwrap_or_default();
-        let event = Event {
-            type_: EventType::Normal,
-            reason: "SidecarRepair".into(),
-            note: Some(format!("restarted by sidecar-injector: {note}")),
-            action: "Restart".into(),
-            secondary: None,
-        };
-        if let Err(e) = recorder.publish(&event, &reference).await {
-            tracing::warn!(workload = %owner, namespace = %namespace, error = %e, "could not record the repair Event");
-        }
-        tracing::info!(workload = %owner, namespace = %namespace, "repair: restarted; waiting for the rollout");
-        wait_rolled_out(client, namespace, kind, name, opts.rollout_timeout).await?;
-        done.push(format!("{namespace}/{owner}"));
-    }
-    Ok(done)
-}
-
-async fn restart<K>(
-    client: &kube::Client,
-    namespace: &str,
-    name: &str,
-    patch: &serde_json::Value,
-    params: &PatchParams,
-) -> Result<k8s_openapi::api::core::v1::ObjectReference>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let obj = api
-        .patch(name, params, &Patch::Merge(patch))
-        .await
-        .with_context(|| format!("restarting {}/{name} in {namespace}", K::kind(&())))?;
-    Ok(obj.object_ref(&()))
-}
-
-/// Waits until the workload's new Pods are all updated and available, as `kubectl rollout
-/// status` does.
-async fn wait_rolled_out(
-    client: &kube::Client,
-    namespace: &str,
-    kind: &str,
-    name: &str,
-    timeout: Duration,
-) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let done = match kind {
-            "Deployment" => {
-                let d = Api::<Deployment>::namespaced(client.clone(), namespace)
-                    .get(name)
-                    .await?;
-                let (generation, want) = (
-                    d.metadata.generation.unwrap_or_default(),
-                    d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-                );
-                d.status.is_some_and(|s| {
-                    s.observed_generation.unwrap_or_default() >= generation
-                        && s.updated_replicas.unwrap_or_default() >= want
-                        && s.replicas.unwrap_or_default() == s.updated_replicas.unwrap_or_default()
-                        && s.available_replicas.unwrap_or_default() >= want
-                })
-            }
-            "StatefulSet" => {
-                let s = Api::<StatefulSet>::namespaced(client.clone(), namespace)
-                    .get(name)
-                    .await?;
-                let (generation, want) = (
-                    s.metadata.generation.unwrap_or_default(),
-                    s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-                );
-                s.status.is_some_and(|st| {
-                    st.observed_generation.unwrap_or_default() >= generation
-                        && st.updated_replicas.unwrap_or_default() >= want
-                        && st.ready_replicas.unwrap_or_default() >= want
-                        && st.update_revision.is_some()
-                        && st.current_revision == st.update_revision
-                })
-            }
-            "DaemonSet" => {
-                let d = Api::<DaemonSet>::namespaced(client.clone(), namespace)
-                    .get(name)
-                    .await?;
-                let generation = d.metadata.generation.unwrap_or_default();
-                d.status.is_some_and(|s| {
-                    s.observed_generation.unwrap_or_default() >= generation
-                        && s.updated_number_scheduled.unwrap_or_default()
-                            >= s.desired_number_scheduled
-                        && s.number_available.unwrap_or_default() >= s.desired_number_scheduled
-                })
-            }
-            _ => true,
-        };
-        if done {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "{kind}/{name} in {namespace} did not finish rolling out within {} s",
-                timeout.as_secs()
-            );
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
 }
 
 #[cfg(test)]
@@ -724,70 +523,86 @@ mod tests {
         assert!(reason.contains("gone is no longer configured"), "{reason}");
     }
 
-    #[test]
-    fn repair_takes_workloads_and_leaves_bare_and_job_pods() {
-        let r = |owner: &str, state| PodReport {
-            namespace: "ns".into(),
-            pod: "p".into(),
-            owner: owner.into(),
-            state,
-            reason: String::new(),
-        };
-        let reports = [
-            r("Deployment/web", State::Missing),
-            r("Deployment/web", State::Stale),
-            r("StatefulSet/db", State::Current),
-            r("Job/once", State::Missing),
-            r("Pod/bare", State::Stale),
-            r("DaemonSet/agent", State::Skipped),
-        ];
-        let (workloads, untouched) = to_repair(&reports);
-        assert_eq!(workloads, [("ns".to_owned(), "Deployment/web".to_owned())]);
-        let left: Vec<&str> = untouched.iter().map(|r| r.owner.as_str()).collect();
-        assert_eq!(left, ["Job/once", "Pod/bare"]);
-        let t = table(&reports);
-        assert!(t.starts_with("NAMESPACE  OWNER"), "{t}");
-        assert_eq!(t.lines().count(), 7);
-        assert_eq!(counts(&reports)[&State::Missing], 2);
+    fn injected_pod(statuses: serde_json::Value) -> Pod {
+        let status = serde_json::json!({"templateHash": "h", "containers": ["collector"],
+            "initContainers": ["agent-init"], "volumes": ["docker-sock", "cgroup"]});
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-1", "annotations": {STATUS_KEY: status.to_string()}},
+            "spec": {"containers": [{"name": "app"}, {"name": "collector"}]},
+            "status": statuses,
+        }))
+        .unwrap()
+    }
+
+    fn waiting(name: &str, reason: &str, message: &str) -> serde_json::Value {
+        serde_json::json!({"name": name, "image": "x", "imageID": "", "ready": false,
+            "restartCount": 0, "state": {"waiting": {"reason": reason, "message": message}}})
     }
 
     #[test]
-    fn the_limiter_allows_so_many_restarts_a_minute() {
-        let mut l = Limiter::default();
-        let t0 = Instant::now();
-        assert_eq!(l.wait(2, t0), Duration::ZERO);
-        l.started(t0);
-        assert_eq!(l.wait(2, t0 + Duration::from_secs(1)), Duration::ZERO);
-        l.started(t0 + Duration::from_secs(1));
+    fn an_injected_container_kubelet_cannot_run_makes_the_pod_failing_with_its_reason() {
+        let secret = injected_pod(serde_json::json!({"containerStatuses": [
+            waiting("app", "ContainerCreating", ""),
+            waiting("collector", "CreateContainerConfigError",
+                "secret \"bitbucket-pipelines-metrics\" not found"),
+        ]}));
         assert_eq!(
-            l.wait(2, t0 + Duration::from_secs(10)),
-            Duration::from_secs(50)
+            failing(&secret, &[], Duration::ZERO).as_deref(),
+            Some(
+                "collector: CreateContainerConfigError: secret \"bitbucket-pipelines-metrics\" not found"
+            )
         );
-        assert_eq!(l.wait(2, t0 + Duration::from_secs(60)), Duration::ZERO);
-        assert_eq!(
-            l.wait(1, t0 + Duration::from_secs(60)),
-            Duration::from_secs(1)
-        );
+        for reason in CANNOT_RUN {
+            let pod = injected_pod(serde_json::json!({"initContainerStatuses": [
+                waiting("agent-init", reason, "")]}));
+            assert_eq!(
+                failing(&pod, &[], Duration::ZERO),
+                Some(format!("agent-init: {reason}")),
+                "{reason}"
+            );
+        }
+        // The Pod's own container failing is not the injector's doing.
+        let own = injected_pod(serde_json::json!({"containerStatuses": [
+            waiting("app", "ImagePullBackOff", "no such image")]}));
+        assert_eq!(failing(&own, &[], Duration::ZERO), None);
+        // Nor is a Pod without the status annotation.
+        let mut plain = own.clone();
+        plain.metadata.annotations = None;
+        assert_eq!(failing(&plain, &[], Duration::ZERO), None);
     }
 
     #[test]
-    fn the_docker_socket_is_found_and_the_advice_names_nodes_and_setting() {
-        let shipped = Config::embedded("injector").unwrap();
+    fn a_failed_mount_of_an_injected_volume_is_failing_after_a_minute_in_container_creating() {
+        let creating = injected_pod(serde_json::json!({"containerStatuses": [
+            waiting("app", "ContainerCreating", ""),
+            waiting("collector", "ContainerCreating", "")]}));
+        let socket = "MountVolume.SetUp failed for volume \"docker-sock\" : hostPath type check failed: /var/run/docker.sock is not a socket file".to_owned();
+        let other = "MountVolume.SetUp failed for volume \"data\" : not found".to_owned();
+        let long = MOUNT_GRACE + Duration::from_secs(1);
+        let why = failing(&creating, std::slice::from_ref(&socket), long).unwrap();
+        assert!(
+            why.starts_with("volume docker-sock: FailedMount for over 60 s: MountVolume"),
+            "{why}"
+        );
         assert_eq!(
-            docker_socket_volume(&shipped).as_deref(),
-            Some("docker-sock")
+            failing(
+                &creating,
+                std::slice::from_ref(&socket),
+                Duration::from_secs(30)
+            ),
+            None,
+            "within the minute"
         );
-        assert_eq!(docker_socket_volume(&config()), None);
-        let nodes = [("kwok-node-1".to_owned(), "containerd://2.1.0".to_owned())];
-        let advice = docker_socket_advice("docker-sock", &nodes, 3).unwrap();
-        assert!(
-            advice.starts_with("1 of 3 nodes run no Docker: kwok-node-1 (containerd://2.1.0)"),
-            "{advice}"
+        assert_eq!(
+            failing(&creating, &[other], long),
+            None,
+            "not an injected volume"
         );
-        assert!(
-            advice.contains("values.mountDockerSocket: false"),
-            "{advice}"
+        let running = injected_pod(serde_json::json!({"containerStatuses": []}));
+        assert_eq!(
+            failing(&running, &[socket], long),
+            None,
+            "no longer creating"
         );
-        assert_eq!(docker_socket_advice("docker-sock", &[], 3), None);
     }
 }

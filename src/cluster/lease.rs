@@ -9,6 +9,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, PostParams};
 
+/// The Lease the repairing replica of `serve` holds, in the injector's namespace.
+pub const REPAIR_LEASE: &str = "sidecar-injector-repair";
+
 /// One replica's claim on a Lease.
 pub struct Elector {
     api: Api<Lease>,

@@ -4,9 +4,14 @@
 
 pub mod check;
 mod client;
+pub mod doctor;
 pub mod events;
+pub mod installed;
 pub mod lease;
 pub mod live_config;
 pub mod namespaces;
+pub mod nodes;
+pub mod probe;
+pub mod repair;
 
 pub use client::{api_error, client};

@@ -62,7 +62,14 @@ pub(super) fn inject(pod: &PodView<'_>, req: &Request<'_>, config: &Config) -> D
         Err(e) => return fragment_failure(e).with_warnings(warnings),
     };
     let native = native_sidecars(pod, spec.restart_policy.as_deref(), req, config);
-    match plan(pod, &spec, &fragment, native, &templates) {
+    match plan(
+        pod,
+        &spec,
+        &fragment,
+        native,
+        &templates,
+        config.docker_socket.pod_note(),
+    ) {
         Ok((patch, status, mut plan_warnings)) => {
             warnings.append(&mut plan_warnings);
             if let Some(w) = pod_security_problem(req, &fragment, &status) {
@@ -232,6 +239,7 @@ pub(super) fn plan<'a>(
     f: &Fragment,
     native: bool,
     templates: &[&NamedTemplate],
+    note: Option<String>,
 ) -> Result<Plan, Failure> {
     let mut warnings = Vec::new();
     let containers_by_name = by_name(&[
@@ -350,6 +358,7 @@ pub(super) fn plan<'a>(
         init_containers: names(&add_init),
         volumes: names(&add_volumes),
         image_pull_secrets: names(&add_secrets),
+        notes: note.into_iter().collect(),
     };
     let status_json = serde_json::to_string(&status).map_err(|e| Failure {
         reason: Reason::TemplateError,

@@ -225,6 +225,9 @@ pub struct Status {
     pub init_containers: Vec<String>,
     pub volumes: Vec<String>,
     pub image_pull_secrets: Vec<String>,
+    /// Why something the templates can add is not there (`values.mountDockerSocket: auto`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// Decides, and builds the patch. Pure: the same request and config give the same answer.

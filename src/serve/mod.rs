@@ -8,5 +8,6 @@ pub mod connections;
 pub mod file_watch;
 pub mod metrics;
 pub mod server;
+pub mod serving_config;
 pub mod survey;
 pub mod tls;

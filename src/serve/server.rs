@@ -7,10 +7,10 @@ use crate::engine::preview;
 use crate::serve::admission::{self, Decoded};
 use crate::serve::connections::{self, Registry, Shed, Slot};
 use crate::serve::metrics::Metrics;
+use crate::serve::serving_config::ServingConfig;
 use crate::serve::tls::{self, CertResolver};
 use crate::serve::{config_files, file_watch};
 use anyhow::{Context, Result};
-use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, Request, State};
@@ -82,7 +82,7 @@ pub struct ServeOptions {
 
 /// Shared by every request.
 pub struct AppState {
-    pub config: Arc<ArcSwap<Config>>,
+    pub config: Arc<ServingConfig>,
     pub metrics: Arc<Metrics>,
     /// Each namespace's labels and annotations, when the API can be read.
     pub namespaces: Option<Namespaces>,
@@ -101,7 +101,7 @@ impl AppState {
         let metrics = Metrics::new();
         metrics.config_loaded(&config.template_hash);
         Arc::new(AppState {
-            config: Arc::new(ArcSwap::from_pointee(config)),
+            config: Arc::new(ServingConfig::new(config)),
             metrics: Arc::new(metrics),
             namespaces,
             events,
@@ -349,7 +349,21 @@ pub async fn run(opts: ServeOptions) -> Result<()> {
     let events = client.clone().map(|client| {
         crate::cluster::events::InjectionEvents::new(client, crate::cluster::events::reporter())
     });
+    // The configuration as its source gives it, before the nodes decide: the live
+    // ConfigMap's first delivery is this one.
+    let loaded_hash = config.template_hash.clone();
     let state = AppState::new(config, namespaces, events);
+    match &client {
+        // Before the listener opens: no Pod is injected on a guess about the nodes.
+        Some(client) => {
+            crate::serve::survey::first_nodes(client, &state.config, &state.metrics).await
+        }
+        None => {
+            if let Some(why) = state.config.load().docker_socket.explain() {
+                info!("{why}");
+            }
+        }
+    }
     if let Some(client) = &client {
         let identity = std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
@@ -371,7 +385,7 @@ pub async fn run(opts: ServeOptions) -> Result<()> {
     let tls_config = tls::server_config(resolver.clone(), opts.client_ca_file.as_deref())?;
     let acceptor = TlsAcceptor::from(Arc::new(tls_config));
 
-    watch_config(&opts, &state, client.as_ref());
+    watch_config(&opts, &state, client.as_ref(), loaded_hash);
     watch_certificate(&opts, &state, resolver);
 
     let listener = bind(opts.listen, "--listen").await?;
@@ -589,15 +603,19 @@ async fn stopped(mut rx: signal_watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-/// A new configuration passed its checks: serve it.
+/// A new configuration passed its checks: serve it (decided for the nodes last seen).
 fn use_config(state: &AppState, config: Config) {
     for w in &config.warnings {
         warn!(warning = %w, "configuration");
     }
-    info!(template_hash = %config.template_hash, "configuration reloaded");
-    state.metrics.config_reload(true);
-    state.metrics.config_loaded(&config.template_hash);
-    state.config.store(Arc::new(config));
+    match state.config.store(config) {
+        Ok(config) => {
+            info!(template_hash = %config.template_hash, "configuration reloaded");
+            state.metrics.config_reload(true);
+            state.metrics.config_loaded(&config.template_hash);
+        }
+        Err(e) => refuse_config(state, &e),
+    }
 }
 
 /// A new configuration failed its checks: keep the last good one.
@@ -608,11 +626,15 @@ fn refuse_config(state: &AppState, e: &crate::engine::config::ConfigError) {
     state.metrics.config_reload(false);
 }
 
-fn watch_config(opts: &ServeOptions, state: &Arc<AppState>, client: Option<&kube::Client>) {
+fn watch_config(
+    opts: &ServeOptions,
+    state: &Arc<AppState>,
+    client: Option<&kube::Client>,
+    loaded: String,
+) {
     match (&opts.source, client) {
         (Source::Embedded, _) => {}
         (Source::ConfigMap { namespace, name }, Some(client)) => {
-            let loaded = state.config.load().template_hash.clone();
             let (ok, refused) = (state.clone(), state.clone());
             let mut first = true;
             crate::cluster::live_config::watch(

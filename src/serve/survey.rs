@@ -1,21 +1,23 @@
 //! Inside `serve`: the Pods' states against the live templates, surveyed every
-//! `repair.intervalSeconds` (metric `pods{state}`), the nodes that cannot run the Docker
-//! socket mount (logged once, metric `nodes_without_docker`), and, with `repair.enabled`, the
+//! `repair.intervalSeconds` (metric `pods{state}`), the nodes (which decide
+//! `values.mountDockerSocket: auto`; with the socket mounted anyway, those that cannot run it
+//! are logged once and counted in `nodes_without_docker`), and, with `repair.enabled`, the
 //! repair loop: one replica, elected by the Lease `sidecar-injector-repair` in the injector's
 //! namespace, rolls the workloads `check --repair` would. Judging is `check`'s, which asks
 //! the engine.
 
 use crate::cluster::check::{self, Scope};
 use crate::cluster::lease::Elector;
-use crate::engine::config::Config;
+use crate::cluster::{nodes, repair};
+use crate::engine::config::docker_socket::{self, Nodes};
 use crate::serve::metrics::Metrics;
-use arc_swap::ArcSwap;
+use crate::serve::serving_config::ServingConfig;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// The Lease the repairing replica holds.
-pub const LEASE_NAME: &str = "sidecar-injector-repair";
+pub use crate::cluster::lease::REPAIR_LEASE as LEASE_NAME;
 /// How long a Lease lasts unless renewed, and how often the holder renews it.
 const LEASE_SECONDS: i32 = 15;
 const RENEW_EVERY: Duration = Duration::from_secs(5);
@@ -23,7 +25,7 @@ const RENEW_EVERY: Duration = Duration::from_secs(5);
 /// What the survey reads and writes of the webhook process: the live config and the metrics.
 /// Handed in by `serve`, so this module needs nothing else of it.
 pub struct Handles {
-    pub config: Arc<ArcSwap<Config>>,
+    pub config: Arc<ServingConfig>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -65,10 +67,10 @@ pub fn spawn(client: kube::Client, state: Handles, own_namespace: String, identi
     }
     tokio::spawn(async move {
         let mut advice_said: Option<String> = None;
-        let mut limiter = check::Limiter::default();
+        let mut limiter = repair::Limiter::default();
         loop {
             let config = state.config.load_full();
-            nodes(&client, &state, &mut advice_said).await;
+            survey_nodes(&client, &state, &mut advice_said).await;
             match check::survey(&client, &config, &Scope::AllInjected, check::SERVE_PAGE).await {
                 Ok(reports) => {
                     for (s, n) in check::counts(&reports) {
@@ -94,30 +96,66 @@ pub fn spawn(client: kube::Client, state: Handles, own_namespace: String, identi
     });
 }
 
-/// Every survey: the nodes that lack the Docker socket the template mounts, as a metric
-/// that follows node and config changes; the advice is logged when it changes, not every round.
-async fn nodes(client: &kube::Client, state: &Handles, said: &mut Option<String>) {
-    let config = state.config.load();
-    let Some(volume) = check::docker_socket_volume(&config) else {
-        state.metrics.nodes_without_docker(0);
-        *said = None;
-        return;
-    };
-    match check::nodes_without_docker(client).await {
-        Ok((without, total)) => {
-            state.metrics.nodes_without_docker(without.len());
-            let advice = check::docker_socket_advice(&volume, &without, total);
-            if advice.is_some() && advice != *said {
-                tracing::warn!(
-                    nodes = without.len(),
-                    "{}",
-                    advice.as_deref().unwrap_or_default()
-                );
-            }
-            *said = advice;
-        }
+/// Before serving: the nodes decide `values.mountDockerSocket: auto`. When they cannot be
+/// read, `auto` mounts the socket (as without API access) and the log says what to grant.
+pub async fn first_nodes(client: &kube::Client, config: &ServingConfig, metrics: &Metrics) {
+    match tokio::time::timeout(FIRST_NODES_WITHIN, nodes::list(client)).await {
+        Ok(Ok(nodes)) => seen(config, metrics, nodes, &mut None),
+        Ok(Err(e)) => tracing::warn!(
+            error = format!("{e:#}"),
+            "the nodes cannot be read: values.mountDockerSocket: auto mounts the Docker socket until they can; grant list on nodes (manifests/ does)"
+        ),
+        Err(_) => tracing::warn!(
+            within_s = FIRST_NODES_WITHIN.as_secs(),
+            "the nodes were not read in time: values.mountDockerSocket: auto mounts the Docker socket until the survey reads them"
+        ),
+    }
+}
+
+/// How long `serve` waits for the nodes before it serves anyway.
+const FIRST_NODES_WITHIN: Duration = Duration::from_secs(10);
+
+/// Every survey: the nodes decide `auto` again (a new configuration is served when that
+/// changes what it injects, and the log says why, once), and, when the templates mount the
+/// socket anyway, the nodes without Docker are a metric and a warning logged when it changes.
+async fn survey_nodes(client: &kube::Client, state: &Handles, said: &mut Option<String>) {
+    match nodes::list(client).await {
+        Ok(nodes) => seen(&state.config, &state.metrics, nodes, said),
         Err(e) => tracing::debug!(error = format!("{e:#}"), "nodes cannot be listed"),
     }
+}
+
+fn seen(config: &ServingConfig, metrics: &Metrics, nodes: Nodes, said: &mut Option<String>) {
+    match config.nodes_seen(nodes.clone()) {
+        Some(Ok(c)) => {
+            tracing::info!(
+                template_hash = %c.template_hash,
+                "{}",
+                c.docker_socket.explain().unwrap_or_default()
+            );
+            metrics.config_loaded(&c.template_hash);
+        }
+        Some(Err(e)) => {
+            for problem in &e.problems {
+                tracing::error!(problem = %problem, "the configuration decided for the nodes does not load; the last good one keeps serving");
+            }
+        }
+        None => {}
+    }
+    let advice = docker_socket::socket_volume(&config.load())
+        .and_then(|volume| docker_socket::advice(&volume, &nodes));
+    metrics.nodes_without_docker(match advice {
+        Some(_) => nodes.without_docker().len(),
+        None => 0,
+    });
+    if advice.is_some() && advice != *said {
+        tracing::warn!(
+            nodes = nodes.without_docker().len(),
+            "{}",
+            advice.as_deref().unwrap_or_default()
+        );
+    }
+    *said = advice;
 }
 
 async fn repair(
@@ -127,21 +165,21 @@ async fn repair(
     settings: &crate::engine::config::Repair,
     identity: &str,
     leader: &AtomicBool,
-    limiter: &mut check::Limiter,
+    limiter: &mut repair::Limiter,
 ) {
-    let (workloads, _) = check::to_repair(reports);
+    let (workloads, _) = repair::to_repair(reports);
     if workloads.is_empty() {
         return;
     }
-    let why = check::repair_notes(reports);
-    let opts = check::RepairOptions {
+    let why = repair::repair_notes(reports);
+    let opts = repair::RepairOptions {
         max_per_minute: settings.max_per_minute,
         rollout_timeout: Duration::from_secs(300),
         reporter: crate::cluster::events::reporter(),
     };
     // One workload at a time, and only while this replica still holds the Lease.
     let keep_going = || leader.load(Ordering::Relaxed);
-    let result = check::repair(
+    let result = repair::repair(
         client,
         &workloads,
         &why,
@@ -149,7 +187,7 @@ async fn repair(
         limiter,
         &keep_going,
         |progress| match progress {
-            check::Progress::Waiting {
+            repair::Progress::Waiting {
                 wait,
                 next,
                 per_minute,
@@ -158,7 +196,7 @@ async fn repair(
                 next,
                 "repair: at most {per_minute} restarts a minute; waiting"
             ),
-            check::Progress::Restarted { namespace, owner } => {
+            repair::Progress::Restarted { namespace, owner } => {
                 state.metrics.repaired();
                 tracing::info!(namespace, workload = owner, identity, "repair: restarted");
             }

@@ -5,13 +5,16 @@
 //! `mutate.yaml` is the template named `default`, and each `NAME.mutate.yaml` the template
 //! named `NAME`.
 
+pub mod docker_socket;
 mod fragment;
+pub mod secrets;
 mod settings;
 mod source;
 #[cfg(test)]
 mod tests;
 mod validate;
 
+use docker_socket::{DockerSocket, Nodes};
 use fragment::merge_fragments;
 pub use fragment::{Fragment, FragmentError, Item};
 use settings::parse_settings;
@@ -104,6 +107,11 @@ pub struct Config {
     pub template_hash: String,
     /// Things worth a look that do not stop the config from loading.
     pub warnings: Vec<String>,
+    /// How `values.mountDockerSocket` was decided (`auto`: from `nodes`).
+    pub docker_socket: DockerSocket,
+    /// What it was built from, to build it again when the nodes change.
+    raw: RawConfig,
+    nodes: Option<Nodes>,
 }
 
 /// One template of the ConfigMap, compiled.
@@ -156,11 +164,23 @@ impl Config {
     /// Parses, validates and pre-renders every template. Collects every problem rather than
     /// stopping at one.
     pub fn from_raw(raw: &RawConfig, own_namespace: &str) -> Result<Config, ConfigError> {
+        Config::with_cluster(raw, own_namespace, None)
+    }
+
+    /// The same, with the cluster's nodes when they are known (`values.mountDockerSocket:
+    /// auto` is decided by them).
+    pub fn with_cluster(
+        raw: &RawConfig,
+        own_namespace: &str,
+        nodes: Option<&Nodes>,
+    ) -> Result<Config, ConfigError> {
         let mut problems = raw.key_problems.clone();
         let settings = parse_settings(raw.settings.as_deref().unwrap_or("{}"), &mut problems);
-        let Some(settings) = settings else {
+        let Some(mut settings) = settings else {
             return Err(ConfigError { problems });
         };
+        let docker_socket = DockerSocket::decide(&settings.values, nodes);
+        docker_socket.apply(&mut settings.values);
         let mut warnings = Vec::new();
         let mut templates = BTreeMap::new();
         for (name, text) in &raw.templates {
@@ -200,6 +220,9 @@ impl Config {
             prerendered: None,
             template_hash: String::new(),
             warnings,
+            docker_socket,
+            raw: raw.clone(),
+            nodes: nodes.cloned(),
         };
         let defaults = config.default_templates();
         let template_hash = combined_hash(&defaults);
@@ -229,6 +252,28 @@ impl Config {
         config.template_hash = template_hash;
         config.prerendered = prerendered;
         Ok(config)
+    }
+
+    /// This configuration built again for `nodes`, when they change how it decides
+    /// (`mountDockerSocket: auto`); `None` when it stays as it is.
+    pub fn for_nodes(&self, nodes: &Nodes) -> Option<Result<Config, ConfigError>> {
+        if self.nodes.as_ref() == Some(nodes) {
+            return None;
+        }
+        let values = parse_settings(
+            self.raw.settings.as_deref().unwrap_or("{}"),
+            &mut Vec::new(),
+        )
+        .map(|s| s.values)
+        .unwrap_or_default();
+        if DockerSocket::decide(&values, Some(nodes)) == self.docker_socket {
+            return None;
+        }
+        Some(Config::with_cluster(
+            &self.raw,
+            &self.own_namespace,
+            Some(nodes),
+        ))
     }
 
     /// The templates of `config.yaml`'s `templates`, in order.
@@ -277,6 +322,20 @@ impl Config {
         if let (true, None, Some(f)) = (is_default, values, &self.prerendered) {
             return Ok(Cow::Borrowed(f));
         }
+        // An override may say `auto` too: it is decided as the configuration's was.
+        let decided;
+        let values = match values {
+            Some(v)
+                if v.get(docker_socket::KEY).and_then(Value::as_str)
+                    == Some(docker_socket::AUTO) =>
+            {
+                let mut v = v.clone();
+                DockerSocket::decide(&v, self.nodes.as_ref()).apply(&mut v);
+                decided = v;
+                Some(&decided)
+            }
+            other => other,
+        };
         let mut parts = Vec::with_capacity(templates.len());
         for t in templates {
             let f = match (&t.prerendered, values) {

@@ -1,0 +1,110 @@
+//! The configuration a command judges against, and where it came from: `--config` when
+//! given; else, with API access, the ConfigMap the installed injector serves
+//! ([`cluster::installed`]); else the embedded default. With API access, the nodes decide
+//! `values.mountDockerSocket: auto` as they do for `serve`.
+
+use crate::cluster::{installed, live_config, nodes};
+use crate::engine::config::{Config, Source};
+use crate::serve::config_files;
+use anyhow::{Context, Result};
+use std::path::Path;
+
+/// A configuration, and a line saying which one it is.
+pub struct Chosen {
+    pub config: Config,
+    /// `config: ConfigMap sidecar-injector/sidecar-injector (...)`.
+    pub described: String,
+    /// What was found of the installed injector, when it was looked for.
+    pub installed: Option<installed::Installed>,
+    /// Why the nodes could not be read, if they could not.
+    pub nodes_error: Option<String>,
+}
+
+/// The configuration for `--config` (`explicit`), or the installed one, or the default.
+pub async fn choose(
+    client: Option<&kube::Client>,
+    explicit: Option<&Path>,
+    own_namespace: &str,
+) -> Result<Chosen> {
+    let source = Source::from_arg(explicit).map_err(anyhow::Error::msg)?;
+    let (config, described, installed) = match (explicit, &source, client) {
+        (Some(_), Source::ConfigMap { namespace, name }, Some(client)) => (
+            live_config::fetch(client, namespace, name, namespace).await?,
+            format!("config: --config {source}"),
+            None,
+        ),
+        (Some(_), Source::ConfigMap { .. }, None) => {
+            anyhow::bail!("--config {source}: needs API access (--kubeconfig, or KUBECONFIG)")
+        }
+        (Some(_), _, _) | (None, _, None) => (
+            config_files::load(&source, own_namespace)
+                .with_context(|| format!("loading the configuration from {source}"))?,
+            format!("config: {source}"),
+            None,
+        ),
+        (None, _, Some(client)) => {
+            let found = installed::find(client).await?;
+            let (config, described) = installed_config(client, &found).await?;
+            (config, described, Some(found))
+        }
+    };
+    let mut chosen = Chosen {
+        config,
+        described,
+        installed,
+        nodes_error: None,
+    };
+    if let Some(client) = client {
+        match nodes::list(client).await {
+            Ok(nodes) => {
+                if let Some(decided) = chosen.config.for_nodes(&nodes) {
+                    chosen.config = decided.map_err(anyhow::Error::msg)?;
+                }
+            }
+            Err(e) => chosen.nodes_error = Some(format!("{e:#}")),
+        }
+    }
+    Ok(chosen)
+}
+
+/// The configuration the installed injector serves: its ConfigMap, or the embedded default
+/// when that does not exist; and a line saying which.
+pub async fn installed_config(
+    client: &kube::Client,
+    found: &installed::Installed,
+) -> Result<(Config, String)> {
+    let (ns, name) = &found.configmap;
+    Ok(match found.read_configmap(client).await? {
+        Some(cm) => (
+            live_config::load(&cm, &found.namespace).with_context(|| {
+                format!("loading ConfigMap {ns}/{name}, which the installed injector serves")
+            })?,
+            format!(
+                "config: ConfigMap {ns}/{name}, as installed ({}); --config chooses another",
+                found.found_by
+            ),
+        ),
+        None => (
+            Config::embedded(&found.namespace).map_err(anyhow::Error::msg)?,
+            format!(
+                "config: the embedded default: ConfigMap {ns}/{name} does not exist ({}); --config chooses another",
+                found.found_by
+            ),
+        ),
+    })
+}
+
+impl Chosen {
+    /// What to say on stderr: which config, and how `auto` was decided.
+    pub fn say(&self) {
+        eprintln!("{}", self.described);
+        if let Some(e) = &self.nodes_error {
+            eprintln!(
+                "warning: the nodes cannot be read ({e}): values.mountDockerSocket: auto is taken as mounted"
+            );
+        }
+        if let Some(why) = self.config.docker_socket.explain() {
+            eprintln!("{why}");
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! `sidecar-injector doctor`: the installed injector checked end to end, one line per check
+//! (✔, ✖ with the fix, or - when it could not be checked). Exit 0 when nothing fails, 1 when
+//! something does, 2 (an error) when doctor could not look.
+
+use crate::cli::context;
+use crate::cluster::doctor::{self, Finding, Outcome};
+use crate::cluster::installed;
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct DoctorArgs {
+    /// Default: as kubectl finds it (KUBECONFIG, ~/.kube/config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: crate::cli::check::Format,
+}
+
+pub async fn run(args: DoctorArgs) -> Result<ExitCode> {
+    let client = crate::cluster::client(args.kubeconfig.as_deref()).await?;
+    let found = installed::find(&client).await?;
+    let (config_finding, config) = match context::installed_config(&client, &found).await {
+        Ok((mut config, described)) => {
+            if let Ok(nodes) = crate::cluster::nodes::list(&client).await
+                && let Some(Ok(decided)) = config.for_nodes(&nodes)
+            {
+                config = decided;
+            }
+            let message = format!(
+                "{} (template hash {})",
+                described.trim_start_matches("config: "),
+                config.template_hash
+            );
+            (Finding::pass("config", message), Some(config))
+        }
+        Err(e) => (
+            Finding::fail(
+                "config",
+                format!("{e:#}"),
+                "correct the ConfigMap (sidecar-injector validate --config FILE shows every problem); serve keeps its last good one meanwhile",
+            ),
+            None,
+        ),
+    };
+    let mut findings = doctor::run(&client, &found, config.as_ref()).await?;
+    // After the webhook's own checks, before the dry run's context.
+    let at = findings
+        .iter()
+        .position(|f| f.check == "opted-in namespaces")
+        .unwrap_or(findings.len());
+    findings.insert(at, config_finding);
+    match args.output {
+        crate::cli::check::Format::Table => print!("{}", doctor::table(&findings)),
+        crate::cli::check::Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&findings).context("writing JSON")?
+        ),
+    }
+    let failed = findings
+        .iter()
+        .filter(|f| f.outcome == Outcome::Fail)
+        .count();
+    eprintln!(
+        "{} checks: {} passed, {failed} failed, {} skipped",
+        findings.len(),
+        findings
+            .iter()
+            .filter(|f| f.outcome == Outcome::Pass)
+            .count(),
+        findings
+            .iter()
+            .filter(|f| f.outcome == Outcome::Skipped)
+            .count()
+    );
+    Ok(if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

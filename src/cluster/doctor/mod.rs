@@ -1,0 +1,459 @@
+//! `sidecar-injector doctor`: is the installed injector working, and if not, what to do. In
+//! the spirit of `linkerd check`: one finding per check, each passing, failing (with its
+//! fix), or skipped (with why). The checks only read, except the server-side dry run, which
+//! stores nothing.
+
+mod access;
+mod tls;
+
+use crate::cluster::installed::Installed;
+use crate::cluster::{nodes, probe};
+use crate::engine::config::docker_socket::{self, DockerSocket};
+use crate::engine::config::{Config, secrets};
+use anyhow::Result;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ListParams, PartialObjectMeta};
+use serde::Serialize;
+
+pub use access::{Permission, needed};
+pub use tls::host_port;
+
+/// The fix for a caBundle that does not verify the serving certificate.
+pub const INSTALL_CA: &str = "set the caBundle to the CA that signed the serving certificate: base64 -w0 certs/ca.crt, patched into /webhooks/0/clientConfig/caBundle (README: Install), or install with the cert-manager overlay";
+/// The certificate must outlive this many days.
+pub const EXPIRY_DAYS: i64 = 14;
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Pass,
+    Fail,
+    /// Could not be checked; says why.
+    Skipped,
+}
+
+/// One line of `doctor`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub check: String,
+    pub outcome: Outcome,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+impl Finding {
+    pub fn pass(check: &str, message: String) -> Finding {
+        Finding {
+            check: check.to_owned(),
+            outcome: Outcome::Pass,
+            message,
+            fix: None,
+        }
+    }
+    pub fn fail(check: &str, message: String, fix: &str) -> Finding {
+        Finding {
+            check: check.to_owned(),
+            outcome: Outcome::Fail,
+            message,
+            fix: Some(fix.to_owned()),
+        }
+    }
+    pub fn skip(check: &str, message: String) -> Finding {
+        Finding {
+            check: check.to_owned(),
+            outcome: Outcome::Skipped,
+            message,
+            fix: None,
+        }
+    }
+}
+
+/// Every check, in order. `config` is the configuration the injector serves, when it loads
+/// (its own finding is the caller's). An error means doctor could not look at all.
+pub async fn run(
+    client: &kube::Client,
+    installed: &Installed,
+    config: Option<&Config>,
+) -> Result<Vec<Finding>> {
+    let mut out = Vec::new();
+    let webhook = installed.webhook();
+    match (&installed.configuration, webhook) {
+        (None, _) => out.push(Finding::fail(
+            "webhook configuration",
+            format!(
+                "MutatingWebhookConfiguration {} does not exist: the apiserver calls no injector",
+                crate::cluster::installed::WEBHOOK_CONFIGURATION
+            ),
+            "install it: kubectl apply -k manifests/ (README: Install)",
+        )),
+        (Some(_), None) => out.push(Finding::fail(
+            "webhook configuration",
+            "MutatingWebhookConfiguration sidecar-injector has no webhook".into(),
+            "apply manifests/base/mutatingwebhookconfiguration.yaml again",
+        )),
+        (Some(_), Some(w)) => {
+            out.push(Finding::pass(
+                "webhook configuration",
+                format!(
+                    "MutatingWebhookConfiguration sidecar-injector, webhook {}",
+                    w.name
+                ),
+            ));
+            out.push(Finding::pass("settings", settings(w)));
+        }
+    }
+    let mut served = None;
+    if let Some(w) = webhook {
+        let ca = w
+            .client_config
+            .ca_bundle
+            .as_ref()
+            .map(|b| b.0.as_slice())
+            .filter(|b| !b.is_empty());
+        match (&w.client_config.url, &w.client_config.service) {
+            (Some(url), _) => {
+                let (reach, ca_finding, s) = tls::by_url(url, ca).await;
+                out.push(reach);
+                out.extend(ca_finding);
+                served = s;
+            }
+            (None, Some(service)) => {
+                out.push(endpoints(client, &service.namespace, &service.name).await);
+                let (ca_finding, s) = tls::by_service(client, installed, w, ca).await;
+                out.push(ca_finding);
+                served = s;
+            }
+            (None, None) => out.push(Finding::fail(
+                "webhook reachable",
+                "the webhook names neither a Service nor a URL".into(),
+                "apply manifests/base/mutatingwebhookconfiguration.yaml again",
+            )),
+        }
+    }
+    out.push(expiry(served.as_ref()));
+
+    let label = config.map_or("sidecar-injection", |c| c.settings.namespace_label.as_str());
+    let opted = opted_in(client, label, config).await?;
+    out.push(if opted.is_empty() {
+        Finding::fail(
+            "opted-in namespaces",
+            format!("no namespace carries {label}=enabled: nothing is injected"),
+            &format!("kubectl label namespace NAME {label}=enabled"),
+        )
+    } else {
+        let mut shown = opted
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if opted.len() > 10 {
+            shown.push_str(&format!(" and {} more", opted.len() - 10));
+        }
+        Finding::pass("opted-in namespaces", format!("{}: {shown}", opted.len()))
+    });
+    out.push(match opted.first() {
+        None => Finding::skip("dry run", "no opted-in namespace to try a Pod in".into()),
+        Some(ns) => match probe::injected_dry_run(client, ns).await {
+            Ok(containers) => Finding::pass(
+                "dry run",
+                format!("a server-side dry-run Pod in {ns} comes back injected (containers {containers:?})"),
+            ),
+            Err(e) => Finding::fail(
+                "dry run",
+                format!("{e:#}"),
+                "fix the checks above that fail; else read the injector's log and the apiserver's",
+            ),
+        },
+    });
+    match config {
+        Some(config) => {
+            out.push(secrets_present(client, config, &opted).await);
+            out.push(node_runtimes(client, config).await);
+        }
+        None => {
+            out.push(Finding::skip(
+                "secrets",
+                "the configuration does not load".into(),
+            ));
+            out.push(Finding::skip(
+                "node runtimes",
+                "the configuration does not load".into(),
+            ));
+        }
+    }
+    let account = installed
+        .pods
+        .iter()
+        .find_map(|p| p.spec.as_ref()?.service_account_name.clone())
+        .unwrap_or_else(|| "sidecar-injector".to_owned());
+    let user = format!("system:serviceaccount:{}:{account}", installed.namespace);
+    let repair = config.is_some_and(|c| c.settings.repair.enabled);
+    let want = needed(&installed.namespace, &installed.configmap.1, repair);
+    out.push(access::review(client, &user, &want).await?);
+    Ok(out)
+}
+
+/// failurePolicy, timeout and the namespaces never sent: information.
+fn settings(w: &k8s_openapi::api::admissionregistration::v1::MutatingWebhook) -> String {
+    let excluded: Vec<String> = w
+        .namespace_selector
+        .iter()
+        .flat_map(|s| s.match_expressions.iter().flatten())
+        .filter(|e| e.key == "kubernetes.io/metadata.name" && e.operator == "NotIn")
+        .flat_map(|e| e.values.iter().flatten().cloned())
+        .collect();
+    format!(
+        "failurePolicy {}, timeoutSeconds {}, namespaces never sent: {}",
+        w.failure_policy.as_deref().unwrap_or("Fail"),
+        w.timeout_seconds.unwrap_or(10),
+        if excluded.is_empty() {
+            "none".to_owned()
+        } else {
+            excluded.join(", ")
+        }
+    )
+}
+
+/// The Service has ready endpoints.
+async fn endpoints(client: &kube::Client, ns: &str, name: &str) -> Finding {
+    let api: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+    let params = ListParams::default().labels(&format!("kubernetes.io/service-name={name}"));
+    match api.list(&params).await {
+        Ok(list) => {
+            let ready = list
+                .items
+                .iter()
+                .flat_map(|s| s.endpoints.iter())
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+                .count();
+            if ready > 0 {
+                Finding::pass(
+                    "webhook reachable",
+                    format!("Service {ns}/{name} has {ready} ready endpoint(s)"),
+                )
+            } else {
+                Finding::fail(
+                    "webhook reachable",
+                    format!(
+                        "Service {ns}/{name} has no ready endpoint: the apiserver cannot call the injector"
+                    ),
+                    &format!(
+                        "look at the injector's Pods: kubectl -n {ns} get pods; kubectl -n {ns} logs deploy/{name}"
+                    ),
+                )
+            }
+        }
+        Err(e) => Finding::skip(
+            "webhook reachable",
+            format!("the EndpointSlices of {ns}/{name} cannot be read: {e}"),
+        ),
+    }
+}
+
+fn expiry(served: Option<&tls::Served>) -> Finding {
+    let Some(served) = served else {
+        return Finding::skip(
+            "certificate expiry",
+            "the serving certificate was not found".into(),
+        );
+    };
+    let Some(not_after) = tls::not_after(served) else {
+        return Finding::skip(
+            "certificate expiry",
+            format!("{}: the certificate does not parse", served.from),
+        );
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let days = (not_after - now) / 86_400;
+    let when = time::OffsetDateTime::from_unix_timestamp(not_after)
+        .map(|t| t.date().to_string())
+        .unwrap_or_default();
+    if days > EXPIRY_DAYS {
+        Finding::pass(
+            "certificate expiry",
+            format!(
+                "the serving certificate ({}) is good until {when}, {days} days",
+                served.from
+            ),
+        )
+    } else {
+        Finding::fail(
+            "certificate expiry",
+            format!(
+                "the serving certificate ({}) expires on {when}, in {days} days",
+                served.from
+            ),
+            "renew it (sidecar-injector certs, or let cert-manager renew it); serve picks up the new files without a restart",
+        )
+    }
+}
+
+/// The namespaces the webhook injects (labelled, not never-inject, not the injector's, not
+/// being deleted), by name; those enforcing Pod Security baseline or restricted last (a
+/// dry-run Pod there may be refused for what the templates add, which says nothing about
+/// the webhook).
+async fn opted_in(
+    client: &kube::Client,
+    label: &str,
+    config: Option<&Config>,
+) -> Result<Vec<String>> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let list = api
+        .list(&ListParams::default().labels(&format!("{label}=enabled")))
+        .await
+        .map_err(|e| crate::cluster::api_error(e, "listing namespaces"))?;
+    let mut found: Vec<(bool, String)> = list
+        .items
+        .into_iter()
+        .filter(|n| n.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Terminating"))
+        .filter_map(|n| {
+            let enforcing = n
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(crate::engine::PSA_ENFORCE_KEY))
+                .is_some_and(|level| level != "privileged");
+            Some((enforcing, n.metadata.name?))
+        })
+        .filter(|(_, n)| {
+            config.is_none_or(|c| {
+                n != &c.own_namespace && !c.settings.never_inject_namespaces.contains(n)
+            })
+        })
+        .collect();
+    found.sort();
+    Ok(found.into_iter().map(|(_, n)| n).collect())
+}
+
+/// Every Secret the default templates reference exists in every opted-in namespace.
+async fn secrets_present(client: &kube::Client, config: &Config, opted: &[String]) -> Finding {
+    let wanted = secrets::referenced(config, &config.settings.templates);
+    if wanted.is_empty() {
+        return Finding::pass("secrets", "the templates reference no Secret".into());
+    }
+    let mut missing: Vec<String> = Vec::new();
+    for ns in opted {
+        let api: Api<PartialObjectMeta<Secret>> = Api::namespaced(client.clone(), ns);
+        for name in wanted.keys() {
+            match api.get_metadata_opt(name).await {
+                Ok(Some(_)) => {}
+                Ok(None) => missing.push(format!("{ns}/{name}")),
+                Err(e) => {
+                    return Finding::skip(
+                        "secrets",
+                        format!("Secrets of {ns} cannot be read: {e}"),
+                    );
+                }
+            }
+        }
+    }
+    let names: Vec<&str> = wanted.keys().map(String::as_str).collect();
+    if missing.is_empty() {
+        Finding::pass(
+            "secrets",
+            format!(
+                "{} in each of the {} opted-in namespace(s)",
+                names.join(", "),
+                opted.len()
+            ),
+        )
+    } else {
+        let places: Vec<String> = wanted
+            .iter()
+            .map(|(n, p)| format!("{n} ({})", p.join(", ")))
+            .collect();
+        Finding::fail(
+            "secrets",
+            format!(
+                "missing: {}; injected Pods there stop at CreateContainerConfigError. The templates read {}",
+                missing.join(", "),
+                places.join("; ")
+            ),
+            "create each in its namespace, e.g. kubectl -n NAMESPACE create secret generic bitbucket-pipelines-metrics --from-literal=api-token=TOKEN",
+        )
+    }
+}
+
+/// The node runtimes agree with the Docker socket setting.
+async fn node_runtimes(client: &kube::Client, config: &Config) -> Finding {
+    let nodes = match nodes::list(client).await {
+        Ok(n) => n,
+        Err(e) => return Finding::skip("node runtimes", format!("{e:#}")),
+    };
+    let decided = config.for_nodes(&nodes);
+    let config = match &decided {
+        Some(Ok(c)) => c,
+        _ => config,
+    };
+    if let DockerSocket::Auto { .. } = config.docker_socket {
+        return Finding::pass(
+            "node runtimes",
+            config.docker_socket.explain().unwrap_or_default(),
+        );
+    }
+    match docker_socket::socket_volume(config).and_then(|v| docker_socket::advice(&v, &nodes)) {
+        Some(advice) => Finding::fail(
+            "node runtimes",
+            advice,
+            "set values.mountDockerSocket: auto (or false) in the ConfigMap's config.yaml",
+        ),
+        None => Finding::pass(
+            "node runtimes",
+            format!(
+                "{} schedulable Linux node(s); the templates mount no socket they lack",
+                nodes.considered().count()
+            ),
+        ),
+    }
+}
+
+/// The table: `✔ check: message`, and for a failure, `  fix: ...` under it.
+pub fn table(findings: &[Finding]) -> String {
+    let mut out = String::new();
+    for f in findings {
+        let mark = match f.outcome {
+            Outcome::Pass => "✔",
+            Outcome::Fail => "✖",
+            Outcome::Skipped => "-",
+        };
+        out.push_str(&format!("{mark} {}: {}\n", f.check, f.message));
+        if let Some(fix) = &f.fix {
+            out.push_str(&format!("    fix: {fix}\n"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_marks_each_finding_and_gives_the_fix_under_a_failure() {
+        let t = table(&[
+            Finding::pass("caBundle", "verifies".into()),
+            Finding::fail("secrets", "missing: a/b".into(), "create it"),
+            Finding::skip("dry run", "no namespace".into()),
+        ]);
+        assert_eq!(
+            t,
+            "✔ caBundle: verifies\n✖ secrets: missing: a/b\n    fix: create it\n- dry run: no namespace\n"
+        );
+    }
+
+    #[test]
+    fn the_permissions_are_those_of_the_shipped_rbac_and_repair_adds_restarts() {
+        let base = needed("inj", "cm", false);
+        assert!(
+            base.iter()
+                .any(|p| p.verb == "list" && p.resource == "pods")
+        );
+        assert!(!base.iter().any(|p| p.verb == "patch" && p.group == "apps"));
+        let with_repair = needed("inj", "cm", true);
+        assert_eq!(with_repair.len(), base.len() + 6);
+    }
+}

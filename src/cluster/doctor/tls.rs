@@ -1,0 +1,357 @@
+//! Does the webhook configuration's caBundle verify the certificate the injector serves, and
+//! for how long is that certificate good? For a URL webhook: a TLS handshake with the
+//! caBundle as the only root. For a Service: the serving certificate the injector's Pods
+//! mount (the Secret behind `--tls-cert-file`), verified for `SERVICE.NAMESPACE.svc`.
+
+use super::{Finding, INSTALL_CA};
+use crate::cluster::installed::Installed;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhook;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::ServerCertVerifier;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, RootCertStore};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a connection attempt to a URL webhook may take.
+const CONNECT_WITHIN: Duration = Duration::from_secs(5);
+
+/// The certificate the injector serves, as found.
+pub struct Served {
+    /// The chain, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// Where it came from, for people.
+    pub from: String,
+}
+
+/// `https://host:port/path` as host and port.
+pub fn host_port(url: &str) -> Option<(String, u16)> {
+    let rest = url.strip_prefix("https://")?;
+    let authority = rest.split(['/', '?']).next()?;
+    if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        let port = after
+            .strip_prefix(':')
+            .map_or(Some(443), |p| p.parse().ok())?;
+        return Some((host.to_owned(), port));
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) => Some((host.to_owned(), port.parse().ok()?)),
+        None => Some((authority.to_owned(), 443)),
+    }
+}
+
+fn roots(ca_bundle: &[u8]) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_bundle) {
+        let cert = cert.map_err(|e| format!("the caBundle is not PEM: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("the caBundle holds a certificate rustls refuses: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("the caBundle holds no certificate".into());
+    }
+    Ok(roots)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A URL webhook: reachable (`Err` is the reachability finding) and then the handshake with
+/// the caBundle as root: the caBundle finding.
+pub async fn by_url(
+    url: &str,
+    ca_bundle: Option<&[u8]>,
+) -> (Finding, Option<Finding>, Option<Served>) {
+    let reach = "webhook reachable";
+    let Some((host, port)) = host_port(url) else {
+        return (
+            Finding::fail(
+                reach,
+                format!("clientConfig.url {url:?} is not https://HOST[:PORT]/PATH"),
+                "correct the MutatingWebhookConfiguration's clientConfig.url",
+            ),
+            None,
+            None,
+        );
+    };
+    let tcp = match tokio::time::timeout(
+        CONNECT_WITHIN,
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => {
+            return (
+                Finding::fail(
+                    reach,
+                    format!("{url}: cannot connect: {e}"),
+                    "start the injector (sidecar-injector serve) where clientConfig.url points, or correct the URL",
+                ),
+                None,
+                None,
+            );
+        }
+        Err(_) => {
+            return (
+                Finding::fail(
+                    reach,
+                    format!("{url}: no connection within {} s", CONNECT_WITHIN.as_secs()),
+                    "start the injector where clientConfig.url points; check firewalls between the apiserver and it",
+                ),
+                None,
+                None,
+            );
+        }
+    };
+    let reached = Finding::pass(reach, format!("{url} accepts connections"));
+    let Some(ca) = ca_bundle else {
+        return (reached, Some(no_ca_bundle()), None);
+    };
+    let roots = match roots(ca) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                reached,
+                Some(Finding::fail("caBundle", e, INSTALL_CA)),
+                None,
+            );
+        }
+    };
+    let config = match ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+    {
+        Ok(b) => b.with_root_certificates(roots).with_no_client_auth(),
+        Err(e) => {
+            return (
+                reached,
+                Some(Finding::fail("caBundle", format!("TLS: {e}"), INSTALL_CA)),
+                None,
+            );
+        }
+    };
+    let Ok(name) = ServerName::try_from(host.clone()) else {
+        return (
+            reached,
+            Some(Finding::fail(
+                "caBundle",
+                format!("{host:?} is not a server name"),
+                "correct clientConfig.url",
+            )),
+            None,
+        );
+    };
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    match tokio::time::timeout(CONNECT_WITHIN, connector.connect(name, tcp)).await {
+        Ok(Ok(tls)) => {
+            let chain: Vec<CertificateDer<'static>> = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+                .unwrap_or_default();
+            (
+                reached,
+                Some(Finding::pass(
+                    "caBundle",
+                    format!("verifies the certificate {url} serves"),
+                )),
+                Some(Served {
+                    chain,
+                    from: url.to_owned(),
+                }),
+            )
+        }
+        Ok(Err(e)) => (
+            reached,
+            Some(Finding::fail(
+                "caBundle",
+                format!("does not verify the certificate {url} serves: {e}"),
+                INSTALL_CA,
+            )),
+            None,
+        ),
+        Err(_) => (
+            reached,
+            Some(Finding::fail(
+                "caBundle",
+                format!(
+                    "{url}: no TLS handshake within {} s",
+                    CONNECT_WITHIN.as_secs()
+                ),
+                "check the injector's log",
+            )),
+            None,
+        ),
+    }
+}
+
+pub fn no_ca_bundle() -> Finding {
+    Finding::fail(
+        "caBundle",
+        "the webhook has no caBundle: the apiserver cannot verify the injector's certificate, so every call fails (and failurePolicy decides)".into(),
+        INSTALL_CA,
+    )
+}
+
+/// A Service webhook: the serving certificate the injector's Pods mount, verified for the
+/// Service's DNS name with the caBundle as root.
+pub async fn by_service(
+    client: &kube::Client,
+    installed: &Installed,
+    webhook: &MutatingWebhook,
+    ca_bundle: Option<&[u8]>,
+) -> (Finding, Option<Served>) {
+    let Some(service) = &webhook.client_config.service else {
+        return (
+            Finding::skip("caBundle", "the webhook names no Service".into()),
+            None,
+        );
+    };
+    let Some(ca) = ca_bundle else {
+        return (no_ca_bundle(), None);
+    };
+    let Some((secret, key)) = installed.pods.iter().find_map(serving_secret) else {
+        return (
+            Finding::skip("caBundle", "no injector Pod mounts its serving certificate from a Secret at --tls-cert-file: not verified".into()),
+            None,
+        );
+    };
+    let api: Api<Secret> = Api::namespaced(client.clone(), &installed.namespace);
+    let pem = match api.get_opt(&secret).await {
+        Ok(Some(s)) => s.data.and_then(|d| d.get(&key).map(|b| b.0.clone())),
+        Ok(None) => {
+            return (
+                Finding::fail(
+                    "caBundle",
+                    format!(
+                        "the serving certificate's Secret {}/{secret} does not exist",
+                        installed.namespace
+                    ),
+                    "create it (README: Install) or install cert-manager's overlay",
+                ),
+                None,
+            );
+        }
+        Err(e) => {
+            return (
+                Finding::skip(
+                    "caBundle",
+                    format!(
+                        "the serving certificate's Secret {}/{secret} cannot be read ({e}): not verified",
+                        installed.namespace
+                    ),
+                ),
+                None,
+            );
+        }
+    };
+    let chain: Vec<CertificateDer<'static>> = pem
+        .map(|p| {
+            CertificateDer::pem_slice_iter(&p)
+                .filter_map(Result::ok)
+                .collect()
+        })
+        .unwrap_or_default();
+    let from = format!("Secret {}/{secret} key {key}", installed.namespace);
+    let Some((leaf, rest)) = chain.split_first() else {
+        return (
+            Finding::fail(
+                "caBundle",
+                format!("{from} holds no PEM certificate"),
+                "create the Secret again (README: Install)",
+            ),
+            None,
+        );
+    };
+    let host = format!("{}.{}.svc", service.name, service.namespace);
+    let verdict = roots(ca).and_then(|roots| {
+        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| e.to_string())?;
+        let name = ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
+        verifier
+            .verify_server_cert(leaf, rest, &name, &[], UnixTime::now())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    let finding = match verdict {
+        Ok(()) => Finding::pass(
+            "caBundle",
+            format!("verifies the serving certificate ({from}) for {host}"),
+        ),
+        Err(e) => Finding::fail(
+            "caBundle",
+            format!("does not verify the serving certificate ({from}) for {host}: {e}"),
+            INSTALL_CA,
+        ),
+    };
+    (finding, Some(Served { chain, from }))
+}
+
+/// The Secret and key behind a Pod's `--tls-cert-file`.
+fn serving_secret(pod: &k8s_openapi::api::core::v1::Pod) -> Option<(String, String)> {
+    let spec = pod.spec.as_ref()?;
+    for c in &spec.containers {
+        let Some(path) = c
+            .args
+            .iter()
+            .flatten()
+            .find_map(|a| a.strip_prefix("--tls-cert-file="))
+        else {
+            continue;
+        };
+        let mount = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| path.starts_with(&format!("{}/", m.mount_path.trim_end_matches('/'))))?;
+        let key = path[mount.mount_path.trim_end_matches('/').len() + 1..].to_owned();
+        let secret = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == mount.name)?
+            .secret
+            .as_ref()?
+            .secret_name
+            .clone()?;
+        return Some((secret, key));
+    }
+    None
+}
+
+/// The leaf's `notAfter`, as Unix time.
+pub fn not_after(served: &Served) -> Option<i64> {
+    let leaf = served.chain.first()?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf).ok()?;
+    Some(parsed.validity().not_after.timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_port;
+
+    #[test]
+    fn urls_give_host_and_port() {
+        assert_eq!(
+            host_port("https://127.0.0.1:8443/mutate"),
+            Some(("127.0.0.1".into(), 8443))
+        );
+        assert_eq!(
+            host_port("https://inj.example/mutate"),
+            Some(("inj.example".into(), 443))
+        );
+        assert_eq!(
+            host_port("https://[::1]:9443/mutate"),
+            Some(("::1".into(), 9443))
+        );
+        assert_eq!(host_port("http://x/mutate"), None);
+    }
+}

@@ -1,0 +1,206 @@
+//! The injector as installed: the MutatingWebhookConfiguration `sidecar-injector`, the
+//! Service it calls, the Pods behind that Service, and the ConfigMap they serve. `check`,
+//! `doctor` and `preview --kubeconfig` judge against what the cluster serves, not the
+//! embedded default.
+
+use crate::engine::config::{CONFIGMAP_PREFIX, DEFAULT_OWN_NAMESPACE};
+use anyhow::Result;
+use k8s_openapi::api::admissionregistration::v1::{MutatingWebhook, MutatingWebhookConfiguration};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use kube::api::{Api, ListParams};
+
+/// The name of the shipped MutatingWebhookConfiguration.
+pub const WEBHOOK_CONFIGURATION: &str = "sidecar-injector";
+/// The ConfigMap of the shipped install, in the injector's namespace.
+pub const CONFIGMAP: &str = "sidecar-injector";
+
+/// What the cluster says about the installed injector.
+#[derive(Debug, Clone)]
+pub struct Installed {
+    /// The MutatingWebhookConfiguration, when it exists.
+    pub configuration: Option<MutatingWebhookConfiguration>,
+    /// The injector's namespace: its Service's, else the default.
+    pub namespace: String,
+    /// The ConfigMap its Pods serve (`--config configmap:NS/NAME`, or the one mounted where
+    /// `--config` points), else `NAMESPACE/sidecar-injector`.
+    pub configmap: (String, String),
+    /// How `configmap` was found, for people.
+    pub found_by: String,
+    /// The injector's Pods behind the Service (none for a URL webhook).
+    pub pods: Vec<Pod>,
+}
+
+impl Installed {
+    /// Our webhook of the configuration.
+    pub fn webhook(&self) -> Option<&MutatingWebhook> {
+        self.configuration.as_ref()?.webhooks.as_ref()?.first()
+    }
+
+    /// The ConfigMap itself, when it exists.
+    pub async fn read_configmap(&self, client: &kube::Client) -> Result<Option<ConfigMap>> {
+        let (ns, name) = &self.configmap;
+        Api::<ConfigMap>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await
+            .map_err(|e| crate::cluster::api_error(e, &format!("reading ConfigMap {ns}/{name}")))
+    }
+}
+
+/// Finds the installed injector. Only the configuration's absence is not an error: then the
+/// defaults of the shipped install are assumed.
+pub async fn find(client: &kube::Client) -> Result<Installed> {
+    let configuration = Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .get_opt(WEBHOOK_CONFIGURATION)
+        .await
+        .map_err(|e| {
+            crate::cluster::api_error(
+                e,
+                &format!("reading MutatingWebhookConfiguration {WEBHOOK_CONFIGURATION}"),
+            )
+        })?;
+    let service = configuration
+        .as_ref()
+        .and_then(|c| c.webhooks.as_ref()?.first()?.client_config.service.clone());
+    let default = |namespace: &str, why: String| Installed {
+        configuration: configuration.clone(),
+        namespace: namespace.to_owned(),
+        configmap: (namespace.to_owned(), CONFIGMAP.to_owned()),
+        found_by: why,
+        pods: Vec::new(),
+    };
+    let Some(service) = service else {
+        let why = match &configuration {
+            None => format!(
+                "no MutatingWebhookConfiguration {WEBHOOK_CONFIGURATION}: the default install's ConfigMap"
+            ),
+            Some(_) => format!(
+                "webhook {WEBHOOK_CONFIGURATION} is called by URL: the default install's ConfigMap"
+            ),
+        };
+        return Ok(default(DEFAULT_OWN_NAMESPACE, why));
+    };
+    let ns = service.namespace.clone();
+    let selector = Api::<Service>::namespaced(client.clone(), &ns)
+        .get_opt(&service.name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|s| s.spec?.selector)
+        .filter(|s| !s.is_empty());
+    let Some(selector) = selector else {
+        return Ok(default(
+            &ns,
+            format!(
+                "Service {ns}/{} not found or without a selector: the default ConfigMap of its namespace",
+                service.name
+            ),
+        ));
+    };
+    let labels: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default().labels(&labels.join(",")))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let served = pods.iter().find_map(|p| served_configmap(p, &ns));
+    Ok(match served {
+        Some((configmap, how)) => Installed {
+            configuration,
+            namespace: ns,
+            configmap,
+            found_by: how,
+            pods,
+        },
+        None => Installed {
+            pods,
+            ..default(
+                &ns,
+                format!(
+                    "the Pods of Service {ns}/{} do not name a ConfigMap: the default ConfigMap of its namespace",
+                    service.name
+                ),
+            )
+        },
+    })
+}
+
+/// The ConfigMap a `serve` Pod reads: `--config configmap:NS/NAME`, or the ConfigMap volume
+/// mounted where `--config PATH` points.
+pub fn served_configmap(pod: &Pod, namespace: &str) -> Option<((String, String), String)> {
+    let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+    let spec = pod.spec.as_ref()?;
+    for c in &spec.containers {
+        let args: Vec<&String> = c
+            .command
+            .iter()
+            .flatten()
+            .chain(c.args.iter().flatten())
+            .collect();
+        let value = args.iter().enumerate().find_map(|(i, a)| {
+            a.strip_prefix("--config=").map(str::to_owned).or_else(|| {
+                (a.as_str() == "--config").then(|| args.get(i + 1).map(|s| s.to_string()))?
+            })
+        });
+        let Some(value) = value else { continue };
+        let value = value.replace("$(POD_NAMESPACE)", namespace);
+        if let Some(rest) = value.strip_prefix(CONFIGMAP_PREFIX)
+            && let Some((ns, name)) = rest.split_once('/')
+        {
+            return Some((
+                (ns.to_owned(), name.to_owned()),
+                format!("Pod {namespace}/{pod_name} serves --config {value}"),
+            ));
+        }
+        // A path: the ConfigMap volume mounted at it (or above it).
+        let mount = c.volume_mounts.iter().flatten().find(|m| {
+            value == m.mount_path
+                || value.starts_with(&format!("{}/", m.mount_path.trim_end_matches('/')))
+        })?;
+        let cm = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == mount.name)?
+            .config_map
+            .as_ref()?;
+        return Some((
+            (namespace.to_owned(), cm.name.clone()),
+            format!(
+                "Pod {namespace}/{pod_name} serves --config {value}, ConfigMap {} mounted there",
+                cm.name
+            ),
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(spec: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": "inj-1"}, "spec": spec})).unwrap()
+    }
+
+    #[test]
+    fn the_configmap_a_pod_serves_is_read_from_its_arguments() {
+        let shipped = pod(json!({"containers": [{"name": "s", "args": [
+            "serve", "--config=configmap:$(POD_NAMESPACE)/sidecar-injector"]}]}));
+        let (cm, how) = served_configmap(&shipped, "inj").unwrap();
+        assert_eq!(cm, ("inj".to_owned(), "sidecar-injector".to_owned()));
+        assert!(how.contains("inj/inj-1"), "{how}");
+
+        let mounted = pod(json!({
+            "containers": [{"name": "s", "args": ["serve", "--config", "/etc/si/config"],
+                "volumeMounts": [{"name": "cfg", "mountPath": "/etc/si/config"}]}],
+            "volumes": [{"name": "cfg", "configMap": {"name": "my-templates"}}]}));
+        assert_eq!(
+            served_configmap(&mounted, "inj").unwrap().0,
+            ("inj".to_owned(), "my-templates".to_owned())
+        );
+
+        let embedded = pod(json!({"containers": [{"name": "s", "args": ["serve"]}]}));
+        assert_eq!(served_configmap(&embedded, "inj"), None);
+    }
+}

@@ -1,0 +1,312 @@
+//! Repair: rolling the workloads whose Pods `check` found missing the sidecar or running an
+//! old template, one at a time, at a bounded rate, each with an Event.
+
+use crate::cluster::check::{PodReport, State};
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// The annotation repair sets on a workload's Pod template, as `kubectl rollout restart`
+/// sets `kubectl.kubernetes.io/restartedAt`.
+pub const RESTARTED_AT_KEY: &str = "sidecar-injector.io/restartedAt";
+
+/// The workloads repair can roll: Deployments, StatefulSets and DaemonSets owning a Pod that
+/// is missing the sidecar or runs an old template, as `(namespace, Kind/name)`, and the
+/// Pods no repair touches (bare Pods, Job Pods, ...), reported only.
+pub fn to_repair(reports: &[PodReport]) -> (Vec<(String, String)>, Vec<&PodReport>) {
+    let mut workloads = Vec::new();
+    let mut untouched = Vec::new();
+    for r in reports
+        .iter()
+        .filter(|r| matches!(r.state, State::Missing | State::Stale))
+    {
+        let kind = r.owner.split('/').next().unwrap_or_default();
+        if matches!(kind, "Deployment" | "StatefulSet" | "DaemonSet") {
+            let w = (r.namespace.clone(), r.owner.clone());
+            if !workloads.contains(&w) {
+                workloads.push(w);
+            }
+        } else {
+            untouched.push(r);
+        }
+    }
+    (workloads, untouched)
+}
+
+/// For each workload to repair, its Pods that need it (`web-1 missing, web-2 stale`): the
+/// note of its restart Event.
+pub fn repair_notes(reports: &[PodReport]) -> BTreeMap<(String, String), String> {
+    let mut why: BTreeMap<(String, String), String> = BTreeMap::new();
+    for r in reports
+        .iter()
+        .filter(|r| matches!(r.state, State::Missing | State::Stale))
+    {
+        let e = why
+            .entry((r.namespace.clone(), r.owner.clone()))
+            .or_default();
+        if !e.is_empty() {
+            e.push_str(", ");
+        }
+        e.push_str(&format!("{} {}", r.pod, r.state.as_str()));
+    }
+    why
+}
+
+/// How repair goes.
+#[derive(Debug, Clone)]
+pub struct RepairOptions {
+    /// At most this many workloads restarted in any minute.
+    pub max_per_minute: u32,
+    /// How long one rollout may take before repair stops.
+    pub rollout_timeout: Duration,
+    /// Who the Events say did it.
+    pub reporter: Reporter,
+}
+
+/// At most so many restarts in any minute; kept across repair rounds.
+#[derive(Debug, Default)]
+pub struct Limiter {
+    started: Vec<Instant>,
+}
+
+impl Limiter {
+    /// How long to wait before the next restart may start, at `now`.
+    pub fn wait(&mut self, per_minute: u32, now: Instant) -> Duration {
+        let minute = Duration::from_secs(60);
+        self.started
+            .retain(|t| now.saturating_duration_since(*t) < minute);
+        match self.started.first() {
+            Some(first) if self.started.len() >= per_minute.max(1) as usize => {
+                minute.saturating_sub(now.saturating_duration_since(*first))
+            }
+            _ => Duration::ZERO,
+        }
+    }
+
+    pub fn started(&mut self, at: Instant) {
+        self.started.push(at);
+    }
+}
+
+/// What repair is doing, for the command line to print and serve to log.
+pub enum Progress<'a> {
+    /// The rate limit holds the next restart back for `wait`.
+    Waiting {
+        wait: Duration,
+        next: &'a str,
+        per_minute: u32,
+    },
+    /// `owner` was restarted; its rollout is being waited for.
+    Restarted { namespace: &'a str, owner: &'a str },
+}
+
+/// Restarts each workload the way `kubectl rollout restart` does, one at a time, waiting
+/// for its rollout to finish before the next, at most `max_per_minute` a minute (counted by
+/// `limiter`), while `keep_going` says so. Each restart is an Event on the workload. Returns
+/// the workloads restarted.
+pub async fn repair(
+    client: &kube::Client,
+    workloads: &[(String, String)],
+    why: &BTreeMap<(String, String), String>,
+    opts: &RepairOptions,
+    limiter: &mut Limiter,
+    keep_going: &(dyn Fn() -> bool + Sync),
+    mut progress: impl FnMut(Progress<'_>),
+) -> Result<Vec<String>> {
+    let recorder = Recorder::new(client.clone(), opts.reporter.clone());
+    let mut done = Vec::new();
+    for (namespace, owner) in workloads {
+        let wait = limiter.wait(opts.max_per_minute, Instant::now());
+        if !wait.is_zero() {
+            progress(Progress::Waiting {
+                wait,
+                next: owner,
+                per_minute: opts.max_per_minute,
+            });
+            tokio::time::sleep(wait).await;
+        }
+        if !keep_going() {
+            break;
+        }
+        let (kind, name) = owner.split_once('/').unwrap_or_default();
+        let now = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT_KEY: now}}}}});
+        let params = PatchParams::default();
+        let reference = match kind {
+            "Deployment" => restart::<Deployment>(client, namespace, name, &patch, &params).await?,
+            "StatefulSet" => {
+                restart::<StatefulSet>(client, namespace, name, &patch, &params).await?
+            }
+            "DaemonSet" => restart::<DaemonSet>(client, namespace, name, &patch, &params).await?,
+            other => bail!("{owner}: {other} is not a workload repair restarts"),
+        };
+        limiter.started(Instant::now());
+        progress(Progress::Restarted { namespace, owner });
+        let note = why
+            .get(&(namespace.clone(), owner.clone()))
+            .cloned()
+            .unwrap_or_default();
+        let event = Event {
+            type_: EventType::Normal,
+            reason: "SidecarRepair".into(),
+            note: Some(format!("restarted by sidecar-injector: {note}")),
+            action: "Restart".into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            tracing::warn!(workload = %owner, namespace = %namespace, error = %e, "could not record the repair Event");
+        }
+        tracing::info!(workload = %owner, namespace = %namespace, "repair: restarted; waiting for the rollout");
+        wait_rolled_out(client, namespace, kind, name, opts.rollout_timeout).await?;
+        done.push(format!("{namespace}/{owner}"));
+    }
+    Ok(done)
+}
+
+async fn restart<K>(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    patch: &serde_json::Value,
+    params: &PatchParams,
+) -> Result<k8s_openapi::api::core::v1::ObjectReference>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let obj = api
+        .patch(name, params, &Patch::Merge(patch))
+        .await
+        .with_context(|| format!("restarting {}/{name} in {namespace}", K::kind(&())))?;
+    Ok(obj.object_ref(&()))
+}
+
+/// Waits until the workload's new Pods are all updated and available, as `kubectl rollout
+/// status` does.
+async fn wait_rolled_out(
+    client: &kube::Client,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let done = match kind {
+            "Deployment" => {
+                let d = Api::<Deployment>::namespaced(client.clone(), namespace)
+                    .get(name)
+                    .await?;
+                let (generation, want) = (
+                    d.metadata.generation.unwrap_or_default(),
+                    d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+                );
+                d.status.is_some_and(|s| {
+                    s.observed_generation.unwrap_or_default() >= generation
+                        && s.updated_replicas.unwrap_or_default() >= want
+                        && s.replicas.unwrap_or_default() == s.updated_replicas.unwrap_or_default()
+                        && s.available_replicas.unwrap_or_default() >= want
+                })
+            }
+            "StatefulSet" => {
+                let s = Api::<StatefulSet>::namespaced(client.clone(), namespace)
+                    .get(name)
+                    .await?;
+                let (generation, want) = (
+                    s.metadata.generation.unwrap_or_default(),
+                    s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+                );
+                s.status.is_some_and(|st| {
+                    st.observed_generation.unwrap_or_default() >= generation
+                        && st.updated_replicas.unwrap_or_default() >= want
+                        && st.ready_replicas.unwrap_or_default() >= want
+                        && st.update_revision.is_some()
+                        && st.current_revision == st.update_revision
+                })
+            }
+            "DaemonSet" => {
+                let d = Api::<DaemonSet>::namespaced(client.clone(), namespace)
+                    .get(name)
+                    .await?;
+                let generation = d.metadata.generation.unwrap_or_default();
+                d.status.is_some_and(|s| {
+                    s.observed_generation.unwrap_or_default() >= generation
+                        && s.updated_number_scheduled.unwrap_or_default()
+                            >= s.desired_number_scheduled
+                        && s.number_available.unwrap_or_default() >= s.desired_number_scheduled
+                })
+            }
+            _ => true,
+        };
+        if done {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{kind}/{name} in {namespace} did not finish rolling out within {} s",
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::check::{counts, table};
+
+    #[test]
+    fn repair_takes_workloads_and_leaves_bare_and_job_pods() {
+        let r = |owner: &str, state| PodReport {
+            namespace: "ns".into(),
+            pod: "p".into(),
+            owner: owner.into(),
+            state,
+            reason: String::new(),
+        };
+        let reports = [
+            r("Deployment/web", State::Missing),
+            r("Deployment/web", State::Stale),
+            r("StatefulSet/db", State::Current),
+            r("Job/once", State::Missing),
+            r("Pod/bare", State::Stale),
+            r("DaemonSet/agent", State::Skipped),
+        ];
+        let (workloads, untouched) = to_repair(&reports);
+        assert_eq!(workloads, [("ns".to_owned(), "Deployment/web".to_owned())]);
+        let left: Vec<&str> = untouched.iter().map(|r| r.owner.as_str()).collect();
+        assert_eq!(left, ["Job/once", "Pod/bare"]);
+        let t = table(&reports);
+        assert!(t.starts_with("NAMESPACE  OWNER"), "{t}");
+        assert_eq!(t.lines().count(), 7);
+        assert_eq!(counts(&reports)[&State::Missing], 2);
+    }
+
+    #[test]
+    fn the_limiter_allows_so_many_restarts_a_minute() {
+        let mut l = Limiter::default();
+        let t0 = Instant::now();
+        assert_eq!(l.wait(2, t0), Duration::ZERO);
+        l.started(t0);
+        assert_eq!(l.wait(2, t0 + Duration::from_secs(1)), Duration::ZERO);
+        l.started(t0 + Duration::from_secs(1));
+        assert_eq!(
+            l.wait(2, t0 + Duration::from_secs(10)),
+            Duration::from_secs(50)
+        );
+        assert_eq!(l.wait(2, t0 + Duration::from_secs(60)), Duration::ZERO);
+        assert_eq!(
+            l.wait(1, t0 + Duration::from_secs(60)),
+            Duration::from_secs(1)
+        );
+    }
+}

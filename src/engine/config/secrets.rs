@@ -1,0 +1,114 @@
+//! The Secrets a configuration's templates make Pods read from their own namespace:
+//! `secretKeyRef`, `envFrom.secretRef`, secret volumes and `imagePullSecrets`. A Pod whose
+//! Secret is missing stops at `CreateContainerConfigError` (or cannot pull), so `doctor`
+//! looks for each in every opted-in namespace.
+
+use super::{Config, Fragment, sample_pod};
+use crate::engine::pod::PodView;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Each Secret name the templates of `templates` reference, with where (`containers[0]
+/// env API_TOKEN`), in name order. Rendered for a sample Pod when the templates read the Pod.
+pub fn referenced(config: &Config, templates: &[String]) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let Ok(chosen) = config.resolve(templates) else {
+        return out;
+    };
+    let sample = sample_pod();
+    let Ok(pod) = PodView::parse(&sample) else {
+        return out;
+    };
+    if let Ok(fragment) = config.fragment(&chosen, &pod, "default", None) {
+        collect(&fragment, &mut out);
+    }
+    out
+}
+
+fn collect(f: &Fragment, out: &mut BTreeMap<String, Vec<String>>) {
+    let mut add = |name: Option<&str>, place: String| {
+        if let Some(name) = name.filter(|n| !n.is_empty()) {
+            out.entry(name.to_owned()).or_default().push(place);
+        }
+    };
+    let lists = [
+        ("initContainers", &f.init_containers),
+        ("containers", &f.containers),
+    ];
+    for (list, items) in lists {
+        for c in items {
+            let cname = c.value.get("name").and_then(Value::as_str).unwrap_or("?");
+            for e in c
+                .value
+                .get("env")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let r = e
+                    .pointer("/valueFrom/secretKeyRef/name")
+                    .and_then(Value::as_str);
+                let var = e.get("name").and_then(Value::as_str).unwrap_or("?");
+                add(r, format!("{list} {cname}: env {var}"));
+            }
+            for e in c
+                .value
+                .get("envFrom")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let r = e.pointer("/secretRef/name").and_then(Value::as_str);
+                add(r, format!("{list} {cname}: envFrom"));
+            }
+        }
+    }
+    for e in &f.app_env {
+        let r = e
+            .value
+            .pointer("/valueFrom/secretKeyRef/name")
+            .and_then(Value::as_str);
+        add(r, "the Pod's containers: env".to_owned());
+    }
+    for v in &f.volumes {
+        let r = v
+            .value
+            .pointer("/secret/secretName")
+            .and_then(Value::as_str);
+        add(r, format!("volume {}", v.name()));
+    }
+    for s in &f.image_pull_secrets {
+        add(
+            s.value.get("name").and_then(Value::as_str),
+            "imagePullSecrets".to_owned(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::config::RawConfig;
+
+    #[test]
+    fn every_kind_of_reference_is_found_with_its_place() {
+        let shipped = Config::embedded("injector").unwrap();
+        let refs = referenced(&shipped, &shipped.settings.templates);
+        assert_eq!(
+            refs.keys().collect::<Vec<_>>(),
+            ["bitbucket-pipelines-metrics"],
+            "{refs:?}"
+        );
+        let template = "imagePullSecrets: [{name: regcred}]\n\
+            initContainers: [{name: agent, image: 'a:1', envFrom: [{secretRef: {name: agent-env}}]}]\n\
+            volumes: [{name: certs, secret: {secretName: agent-certs}}]\n";
+        let config = Config::from_raw(&RawConfig::new(None, template), "injector").unwrap();
+        let refs = referenced(&config, &config.settings.templates);
+        assert_eq!(
+            refs.keys().collect::<Vec<_>>(),
+            ["agent-certs", "agent-env", "regcred"]
+        );
+        assert_eq!(refs["agent-env"], ["initContainers agent: envFrom"]);
+        assert!(referenced(&config, &["nope".to_owned()]).is_empty());
+    }
+}
