@@ -14,6 +14,8 @@
 mod common;
 #[path = "e2e/day_one.rs"]
 mod day_one;
+#[path = "e2e/lease.rs"]
+mod lease;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};

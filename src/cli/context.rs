@@ -45,7 +45,11 @@ pub async fn choose(
         (None, _, Some(client)) => {
             let found = installed::find(client).await?;
             let (config, described) = installed_config(client, &found).await?;
-            (config, described, Some(found))
+            (
+                config,
+                format!("{described}; --config chooses another"),
+                Some(found),
+            )
         }
     };
     let mut chosen = Chosen {
@@ -80,14 +84,14 @@ pub async fn installed_config(
                 format!("loading ConfigMap {ns}/{name}, which the installed injector serves")
             })?,
             format!(
-                "config: ConfigMap {ns}/{name}, as installed ({}); --config chooses another",
+                "config: ConfigMap {ns}/{name}, as installed ({})",
                 found.found_by
             ),
         ),
         None => (
             Config::embedded(&found.namespace).map_err(anyhow::Error::msg)?,
             format!(
-                "config: the embedded default: ConfigMap {ns}/{name} does not exist ({}); --config chooses another",
+                "config: the embedded default: ConfigMap {ns}/{name} does not exist ({})",
                 found.found_by
             ),
         ),

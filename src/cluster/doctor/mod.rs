@@ -335,13 +335,16 @@ async fn secrets_present(client: &kube::Client, config: &Config, opted: &[String
     if wanted.is_empty() {
         return Finding::pass("secrets", "the templates reference no Secret".into());
     }
-    let mut missing: Vec<String> = Vec::new();
+    if opted.is_empty() {
+        return Finding::skip("secrets", "no opted-in namespace to look in".into());
+    }
+    let mut missing: Vec<(String, String)> = Vec::new();
     for ns in opted {
         let api: Api<PartialObjectMeta<Secret>> = Api::namespaced(client.clone(), ns);
         for name in wanted.keys() {
             match api.get_metadata_opt(name).await {
                 Ok(Some(_)) => {}
-                Ok(None) => missing.push(format!("{ns}/{name}")),
+                Ok(None) => missing.push((ns.clone(), name.clone())),
                 Err(e) => {
                     return Finding::skip(
                         "secrets",
@@ -353,28 +356,37 @@ async fn secrets_present(client: &kube::Client, config: &Config, opted: &[String
     }
     let names: Vec<&str> = wanted.keys().map(String::as_str).collect();
     if missing.is_empty() {
-        Finding::pass(
+        return Finding::pass(
             "secrets",
             format!(
                 "{} in each of the {} opted-in namespace(s)",
                 names.join(", "),
                 opted.len()
             ),
-        )
-    } else {
-        let places: Vec<String> = wanted
-            .iter()
-            .map(|(n, p)| format!("{n} ({})", p.join(", ")))
-            .collect();
-        Finding::fail(
-            "secrets",
-            format!(
-                "missing: {}; injected Pods there stop at CreateContainerConfigError. The templates read {}",
-                missing.join(", "),
-                places.join("; ")
-            ),
-            "create each in its namespace, e.g. kubectl -n NAMESPACE create secret generic bitbucket-pipelines-metrics --from-literal=api-token=TOKEN",
-        )
+        );
+    }
+    let places: Vec<String> = wanted
+        .iter()
+        .map(|(n, r)| format!("{n} ({})", r.places.join(", ")))
+        .collect();
+    let listed: Vec<String> = missing.iter().map(|(ns, n)| format!("{ns}/{n}")).collect();
+    let mut fix: Vec<String> = missing
+        .iter()
+        .take(3)
+        .map(|(ns, n)| wanted[n].create_command(ns, n))
+        .collect();
+    if missing.len() > 3 {
+        fix.push(format!("and so on for the {} others", missing.len() - 3));
+    }
+    Finding {
+        check: "secrets".into(),
+        outcome: Outcome::Fail,
+        message: format!(
+            "missing: {}; injected Pods there stop at CreateContainerConfigError. The templates read {}",
+            listed.join(", "),
+            places.join("; ")
+        ),
+        fix: Some(fix.join("; ")),
     }
 }
 

@@ -6,12 +6,42 @@
 use super::{Config, Fragment, sample_pod};
 use crate::engine::pod::PodView;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-/// Each Secret name the templates of `templates` reference, with where (`containers[0]
-/// env API_TOKEN`), in name order. Rendered for a sample Pod when the templates read the Pod.
-pub fn referenced(config: &Config, templates: &[String]) -> BTreeMap<String, Vec<String>> {
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+/// How the templates use one Secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reference {
+    /// Where: `containers collector: env API_TOKEN`, `imagePullSecrets`.
+    pub places: Vec<String>,
+    /// The keys read from it (`secretKeyRef.key`).
+    pub keys: BTreeSet<String>,
+    /// Named in `imagePullSecrets`: a registry credential.
+    pub pull: bool,
+}
+
+impl Reference {
+    /// The command that creates it in `namespace`, with the keys the templates read.
+    pub fn create_command(&self, namespace: &str, name: &str) -> String {
+        if self.pull {
+            return format!(
+                "kubectl -n {namespace} create secret docker-registry {name} --docker-server=REGISTRY --docker-username=USER --docker-password=PASSWORD"
+            );
+        }
+        let mut command = format!("kubectl -n {namespace} create secret generic {name}");
+        if self.keys.is_empty() {
+            command.push_str(" --from-literal=KEY=VALUE");
+        }
+        for key in &self.keys {
+            command.push_str(&format!(" --from-literal={key}=VALUE"));
+        }
+        command
+    }
+}
+
+/// Each Secret name the templates of `templates` reference, with where and how, in name
+/// order. Rendered for a sample Pod when the templates read the Pod.
+pub fn referenced(config: &Config, templates: &[String]) -> BTreeMap<String, Reference> {
+    let mut out: BTreeMap<String, Reference> = BTreeMap::new();
     let Ok(chosen) = config.resolve(templates) else {
         return out;
     };
@@ -25,10 +55,13 @@ pub fn referenced(config: &Config, templates: &[String]) -> BTreeMap<String, Vec
     out
 }
 
-fn collect(f: &Fragment, out: &mut BTreeMap<String, Vec<String>>) {
-    let mut add = |name: Option<&str>, place: String| {
+fn collect(f: &Fragment, out: &mut BTreeMap<String, Reference>) {
+    let mut add = |name: Option<&str>, place: String, key: Option<&str>, pull: bool| {
         if let Some(name) = name.filter(|n| !n.is_empty()) {
-            out.entry(name.to_owned()).or_default().push(place);
+            let r = out.entry(name.to_owned()).or_default();
+            r.places.push(place);
+            r.keys.extend(key.map(str::to_owned));
+            r.pull |= pull;
         }
     };
     let lists = [
@@ -48,8 +81,11 @@ fn collect(f: &Fragment, out: &mut BTreeMap<String, Vec<String>>) {
                 let r = e
                     .pointer("/valueFrom/secretKeyRef/name")
                     .and_then(Value::as_str);
+                let key = e
+                    .pointer("/valueFrom/secretKeyRef/key")
+                    .and_then(Value::as_str);
                 let var = e.get("name").and_then(Value::as_str).unwrap_or("?");
-                add(r, format!("{list} {cname}: env {var}"));
+                add(r, format!("{list} {cname}: env {var}"), key, false);
             }
             for e in c
                 .value
@@ -59,7 +95,7 @@ fn collect(f: &Fragment, out: &mut BTreeMap<String, Vec<String>>) {
                 .flatten()
             {
                 let r = e.pointer("/secretRef/name").and_then(Value::as_str);
-                add(r, format!("{list} {cname}: envFrom"));
+                add(r, format!("{list} {cname}: envFrom"), None, false);
             }
         }
     }
@@ -68,19 +104,25 @@ fn collect(f: &Fragment, out: &mut BTreeMap<String, Vec<String>>) {
             .value
             .pointer("/valueFrom/secretKeyRef/name")
             .and_then(Value::as_str);
-        add(r, "the Pod's containers: env".to_owned());
+        let key = e
+            .value
+            .pointer("/valueFrom/secretKeyRef/key")
+            .and_then(Value::as_str);
+        add(r, "the Pod's containers: env".to_owned(), key, false);
     }
     for v in &f.volumes {
         let r = v
             .value
             .pointer("/secret/secretName")
             .and_then(Value::as_str);
-        add(r, format!("volume {}", v.name()));
+        add(r, format!("volume {}", v.name()), None, false);
     }
     for s in &f.image_pull_secrets {
         add(
             s.value.get("name").and_then(Value::as_str),
             "imagePullSecrets".to_owned(),
+            None,
+            true,
         );
     }
 }
@@ -108,7 +150,18 @@ mod tests {
             refs.keys().collect::<Vec<_>>(),
             ["agent-certs", "agent-env", "regcred"]
         );
-        assert_eq!(refs["agent-env"], ["initContainers agent: envFrom"]);
+        assert_eq!(refs["agent-env"].places, ["initContainers agent: envFrom"]);
+        assert!(
+            refs["regcred"]
+                .create_command("ns", "regcred")
+                .contains("docker-registry")
+        );
+        let token =
+            &referenced(&shipped, &shipped.settings.templates)["bitbucket-pipelines-metrics"];
+        assert_eq!(
+            token.create_command("team-a", "bitbucket-pipelines-metrics"),
+            "kubectl -n team-a create secret generic bitbucket-pipelines-metrics --from-literal=api-token=VALUE"
+        );
         assert!(referenced(&config, &["nope".to_owned()]).is_empty());
     }
 }
