@@ -196,6 +196,30 @@ async fn webhook_in_effect(client: &Client, ns: &str) {
     dry_run_until(client, ns, "the webhook to be called", injected).await;
 }
 
+/// A `serve` process a test started: killed when dropped, so a failed assertion leaves no
+/// server behind.
+struct Beside(std::process::Child);
+
+impl std::ops::Deref for Beside {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Beside {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Beside {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Another `serve` beside the suite's, with the suite's certificate and `args`; returns the
 /// process and its TLS and metrics ports.
 fn serve_beside(
@@ -203,7 +227,7 @@ fn serve_beside(
     log: &std::path::Path,
     args: &[String],
     vars: &[(&str, &str)],
-) -> (std::process::Child, u16, u16) {
+) -> (Beside, u16, u16) {
     let certs = env.work.join("certs");
     let mut all = args.to_vec();
     all.extend([
@@ -212,7 +236,8 @@ fn serve_beside(
         "--tls-key-file".to_owned(),
         certs.join("tls.key").display().to_string(),
     ]);
-    common::spawn_serve_with_env(&all, vars, log)
+    let (child, port, metrics) = common::spawn_serve_with_env(&all, vars, log);
+    (Beside(child), port, metrics)
 }
 
 /// A Deployment `web` of two nginx Pods in `ns`, rolled out.
@@ -240,6 +265,26 @@ fn unregister(env: &Env, name: &str) {
         &["delete", "mutatingwebhookconfiguration", name],
         None,
     ));
+}
+
+/// A webhook configuration a test registered: deleted when dropped (after the test, or
+/// after a failed assertion), unless [`unregister`] already did.
+#[must_use = "dropping it unregisters the webhook at once"]
+struct Registered(String);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let _ = kubectl(
+            &env(),
+            &[
+                "delete",
+                "mutatingwebhookconfiguration",
+                &self.0,
+                "--ignore-not-found",
+            ],
+            None,
+        );
+    }
 }
 
 #[tokio::test]
@@ -480,12 +525,19 @@ async fn server_side_dry_run_shows_the_injection_and_stores_nothing() {
 }
 
 /// A second webhook configuration for namespaces labelled `label=on`, calling `url`.
-fn register(env: &Env, name: &str, label: &str, url: &str, ca: &str, failure: &str) {
-    register_for(env, name, (label, "on"), url, ca, failure);
+fn register(env: &Env, name: &str, label: &str, url: &str, ca: &str, failure: &str) -> Registered {
+    register_for(env, name, (label, "on"), url, ca, failure)
 }
 
 /// A second webhook configuration for namespaces labelled `label.0=label.1`, calling `url`.
-fn register_for(env: &Env, name: &str, label: (&str, &str), url: &str, ca: &str, failure: &str) {
+fn register_for(
+    env: &Env,
+    name: &str,
+    label: (&str, &str),
+    url: &str,
+    ca: &str,
+    failure: &str,
+) -> Registered {
     let (label, value) = label;
     let hook = json!({"apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration", "metadata": {"name": name},
@@ -501,6 +553,7 @@ fn register_for(env: &Env, name: &str, label: (&str, &str), url: &str, ca: &str,
         &["apply", "-f", "-"],
         Some(&hook.to_string()),
     ));
+    Registered(name.to_owned())
 }
 
 fn ca_bundle(env: &Env) -> String {
@@ -518,7 +571,7 @@ async fn with_the_webhook_down_ignore_admits_unchanged_and_fail_refuses() {
     // Nothing listens there: the webhook is down.
     let dead = format!("https://127.0.0.1:{}/mutate", common::free_port());
     let ca = ca_bundle(&env);
-    register(&env, "e2e-down", "e2e-down", &dead, &ca, "Ignore");
+    let _hook = register(&env, "e2e-down", "e2e-down", &dead, &ca, "Ignore");
     // A create before the configuration takes effect would pass too: the apiserver's own
     // count of calls that failed open under Ignore proves this Pod went to the dead webhook.
     let failed_open = || {
@@ -541,7 +594,7 @@ async fn with_the_webhook_down_ignore_admits_unchanged_and_fail_refuses() {
     .await;
     assert_eq!(containers(&pod), ["app"], "admitted without the sidecar");
 
-    register(&env, "e2e-down", "e2e-down", &dead, &ca, "Fail");
+    let _hook2 = register(&env, "e2e-down", "e2e-down", &dead, &ca, "Fail");
     let err = eventually("Fail to refuse the Pod", 30, || async {
         let name = format!("refused-{}", common::free_port());
         match create_pod(&c, &ns, pod_json(&name, json!({}))).await {
@@ -599,7 +652,7 @@ async fn a_conflict_is_refused_under_fail_with_our_message_and_warned_under_igno
         &[],
     );
     let url = format!("https://127.0.0.1:{port}/mutate");
-    register(
+    let _hook3 = register(
         &env,
         "e2e-strict",
         "e2e-strict",
@@ -698,7 +751,7 @@ async fn a_later_webhook_changing_the_pod_reinvokes_us_and_nothing_is_added_twic
     // Configurations are called in name order: this one after ours.
     let port = second_webhook(&env).await;
     let url = format!("https://127.0.0.1:{port}/mutate");
-    register(
+    let _hook4 = register(
         &env,
         "zz-e2e-second",
         "e2e-second",
@@ -1086,7 +1139,7 @@ async fn templates_overrides_and_skips_follow_the_namespace_as_the_cluster_has_i
         &[],
     );
     let url = format!("https://127.0.0.1:{port}/mutate");
-    register(
+    let _hook5 = register(
         &env,
         "e2e-templates",
         "e2e-templates",
@@ -1298,6 +1351,34 @@ async fn under_pod_security_warn_kubectl_shows_why_the_injected_pod_is_refused()
     assert!(stderr.contains("hostPath"), "{stderr}");
 }
 
+/// Points the shipped webhook back at the suite's serve when dropped.
+struct RestoreUrl(u16);
+
+impl Drop for RestoreUrl {
+    fn drop(&mut self) {
+        let patch = json!([{"op": "replace", "path": "/webhooks/0/clientConfig/url",
+            "value": format!("https://127.0.0.1:{}/mutate", self.0)}]);
+        let out = kubectl(
+            &env(),
+            &[
+                "patch",
+                "mutatingwebhookconfiguration",
+                "sidecar-injector",
+                "--type=json",
+                "-p",
+                &patch.to_string(),
+            ],
+            None,
+        );
+        if !out.status.success() {
+            eprintln!(
+                "restoring the webhook URL: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
 /// Points the shipped webhook configuration at `port` (the live webhook, or nothing).
 fn webhook_url(env: &Env, port: u16) {
     let patch = json!([{"op": "replace", "path": "/webhooks/0/clientConfig/url",
@@ -1346,7 +1427,9 @@ async fn pods_that_missed_the_sidecar_are_found_and_repaired() {
     let c = client(&env).await;
     let live: u16 = std::env::var("E2E_WEBHOOK_PORT").unwrap().parse().unwrap();
     let ns = opted_in(&c, "e2e-check").await;
-    // The webhook goes down: Ignore admits Pods unchanged.
+    // The webhook goes down: Ignore admits Pods unchanged. It comes back even if an assertion
+    // below fails.
+    let _restore = RestoreUrl(live);
     webhook_url(&env, common::free_port());
     dry_run_until(&c, &ns, "the webhook to be down", |p| !injected(p)).await;
     web_deployment(&env, &ns);
@@ -1510,7 +1593,7 @@ async fn a_live_configmap_is_served_at_once_and_a_broken_one_is_refused_with_an_
         ],
         &[],
     );
-    register(
+    let _hook6 = register(
         &env,
         "e2e-live",
         "e2e-live",
@@ -1719,7 +1802,7 @@ async fn two_replicas_one_lease_roll_a_stale_workload_once() {
         );
         replicas.push((child, port, metrics, log));
     }
-    register_for(
+    let _hook7 = register_for(
         &env,
         "e2e-repair",
         ("e2e-repair", "enabled"),

@@ -90,19 +90,14 @@ async fn docker_socket_auto_leaves_it_out_on_containerd_nodes_and_true_mounts_it
         "--kubeconfig".to_owned(),
         env.kubeconfig.display().to_string(),
     ];
-    let (mut server, port, _) = serve_beside(&env, &log, &args, &[]);
-    let mut undo = Undo::new();
-    register_for(
+    let (_server, port, _) = serve_beside(&env, &log, &args, &[]);
+    let _hook = register_for(
         &env,
         "e2e-socket-true",
         ("e2e-socket-true", "on"),
         &format!("https://127.0.0.1:{port}/mutate"),
         &ca_bundle(&env),
         "Fail",
-    );
-    undo.kubectl(
-        "the e2e-socket-true webhook",
-        &["delete", "mutatingwebhookconfiguration", "e2e-socket-true"],
     );
     let fixed = namespace(&c, "e2e-socket-true", json!({"e2e-socket-true": "on"})).await;
     let pod = dry_run_until(&c, &fixed, "the mountDockerSocket: true webhook", injected).await;
@@ -114,9 +109,6 @@ async fn docker_socket_auto_leaves_it_out_on_containerd_nodes_and_true_mounts_it
             && said.contains("Set values.mountDockerSocket: auto (or false)"),
         "{said}"
     );
-    drop(undo);
-    let _ = server.kill();
-    let _ = server.wait();
 }
 
 /// Installed with a changed template (the ConfigMap `sidecar-injector/sidecar-injector`,
@@ -172,17 +164,13 @@ async fn check_without_config_judges_against_the_installed_configmap() {
         env.kubeconfig.display().to_string(),
     ];
     let (mut server, port, _) = serve_beside(&env, &log, &args, &[]);
-    register_for(
+    let _hook = register_for(
         &env,
         "e2e-installed",
         ("e2e-installed", "on"),
         &format!("https://127.0.0.1:{port}/mutate"),
         &ca_bundle(&env),
         "Fail",
-    );
-    undo.kubectl(
-        "the e2e-installed webhook",
-        &["delete", "mutatingwebhookconfiguration", "e2e-installed"],
     );
     let ns = namespace(&c, "e2e-installed", json!({"e2e-installed": "on"})).await;
     dry_run_until(&c, &ns, "the installed-config webhook", |p| {
@@ -547,34 +535,6 @@ async fn doctor_passes_on_a_good_install_and_names_each_fault_with_its_fix() {
             ),
             "{findings:#?}"
         );
-    }
-}
-
-/// Points the shipped webhook back at the suite's serve when dropped.
-struct RestoreUrl(u16);
-
-impl Drop for RestoreUrl {
-    fn drop(&mut self) {
-        let patch = json!([{"op": "replace", "path": "/webhooks/0/clientConfig/url",
-            "value": format!("https://127.0.0.1:{}/mutate", self.0)}]);
-        let out = kubectl(
-            &env(),
-            &[
-                "patch",
-                "mutatingwebhookconfiguration",
-                "sidecar-injector",
-                "--type=json",
-                "-p",
-                &patch.to_string(),
-            ],
-            None,
-        );
-        if !out.status.success() {
-            eprintln!(
-                "restoring the webhook URL: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
     }
 }
 
