@@ -661,3 +661,43 @@ fn doctor_checks_exactly_the_permissions_the_rbac_grants() {
         json!([{"kind": "ServiceAccount", "name": "sidecar-injector", "namespace": "sidecar-injector"}])
     );
 }
+
+/// The repair component, added as its documentation says (docs/install.md), renders with
+/// kustomize: the install plus a ClusterRole that may restart workloads, bound to the
+/// injector's ServiceAccount.
+#[test]
+#[ignore = "needs kubectl ($KUBECTL); .ci/run runs it with the one it builds"]
+fn the_repair_component_adds_the_restart_permission_to_an_install() {
+    let dir = root().join("target/kustomize-repair");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+         resources:\n- ../../manifests\ncomponents:\n- ../../manifests/components/repair\n",
+    )
+    .unwrap();
+    let docs = kustomize("target/kustomize-repair");
+    let base = kustomize("manifests");
+    assert_eq!(
+        docs.len(),
+        base.len() + 2,
+        "the install, and a role and its binding"
+    );
+    let role = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == "sidecar-injector-repair")
+        .expect("the repair ClusterRole");
+    assert_eq!(
+        role["rules"],
+        json!([{"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets"],
+            "verbs": ["get", "patch"]}])
+    );
+    let binding = docs
+        .iter()
+        .find(|d| {
+            d["kind"] == "ClusterRoleBinding" && d["metadata"]["name"] == "sidecar-injector-repair"
+        })
+        .expect("its binding");
+    assert_eq!(binding["subjects"][0]["name"], "sidecar-injector");
+    assert_eq!(binding["subjects"][0]["namespace"], "sidecar-injector");
+}
