@@ -1356,20 +1356,7 @@ struct RestoreUrl(u16);
 
 impl Drop for RestoreUrl {
     fn drop(&mut self) {
-        let patch = json!([{"op": "replace", "path": "/webhooks/0/clientConfig/url",
-            "value": format!("https://127.0.0.1:{}/mutate", self.0)}]);
-        let out = kubectl(
-            &env(),
-            &[
-                "patch",
-                "mutatingwebhookconfiguration",
-                "sidecar-injector",
-                "--type=json",
-                "-p",
-                &patch.to_string(),
-            ],
-            None,
-        );
+        let out = patch_url(&env(), self.0);
         if !out.status.success() {
             eprintln!(
                 "restoring the webhook URL: {}",
@@ -1381,9 +1368,13 @@ impl Drop for RestoreUrl {
 
 /// Points the shipped webhook configuration at `port` (the live webhook, or nothing).
 fn webhook_url(env: &Env, port: u16) {
+    ok(&patch_url(env, port));
+}
+
+fn patch_url(env: &Env, port: u16) -> Output {
     let patch = json!([{"op": "replace", "path": "/webhooks/0/clientConfig/url",
         "value": format!("https://127.0.0.1:{port}/mutate")}]);
-    ok(&kubectl(
+    kubectl(
         env,
         &[
             "patch",
@@ -1394,7 +1385,7 @@ fn webhook_url(env: &Env, port: u16) {
             &patch.to_string(),
         ],
         None,
-    ));
+    )
 }
 
 /// `sidecar-injector check` with the served config, against the e2e cluster.
