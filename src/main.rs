@@ -266,9 +266,8 @@ fn run_preview(args: PreviewArgs) -> Result<ExitCode> {
         &own_namespace(),
     ))?;
     if client.is_some() {
-        eprintln!("{}", chosen.described);
-    }
-    if let Some(why) = chosen.config.docker_socket.explain() {
+        chosen.say();
+    } else if let Some(why) = chosen.config.docker_socket.explain() {
         eprintln!("{why}");
     }
     let config = chosen.config;

@@ -57,9 +57,9 @@ pub async fn run(args: CheckArgs, own_namespace: &str) -> Result<ExitCode> {
         (false, Some(ns)) => Scope::Namespace(ns),
         (false, None) => Scope::Namespace(client.default_namespace().to_owned()),
     };
-    if let Ok(nodes) = cluster::nodes::list(&client).await
+    if let Some(Ok(nodes)) = &chosen.nodes
         && let Some(volume) = crate::engine::config::docker_socket::socket_volume(config)
-        && let Some(advice) = crate::engine::config::docker_socket::advice(&volume, &nodes)
+        && let Some(advice) = crate::engine::config::docker_socket::advice(&volume, nodes)
     {
         eprintln!("warning: {advice}");
     }

@@ -4,6 +4,7 @@
 //! `values.mountDockerSocket: auto` as they do for `serve`.
 
 use crate::cluster::{installed, live_config, nodes};
+use crate::engine::config::docker_socket::Nodes;
 use crate::engine::config::{Config, Source};
 use crate::serve::config_files;
 use anyhow::{Context, Result};
@@ -14,10 +15,8 @@ pub struct Chosen {
     pub config: Config,
     /// `config: ConfigMap sidecar-injector/sidecar-injector (...)`.
     pub described: String,
-    /// What was found of the installed injector, when it was looked for.
-    pub installed: Option<installed::Installed>,
-    /// Why the nodes could not be read, if they could not.
-    pub nodes_error: Option<String>,
+    /// The cluster's nodes (`Ok`), or why they could not be read; `None` without a cluster.
+    pub nodes: Option<Result<Nodes, String>>,
 }
 
 /// The configuration for `--config` (`explicit`), or the installed one, or the default.
@@ -27,11 +26,10 @@ pub async fn choose(
     own_namespace: &str,
 ) -> Result<Chosen> {
     let source = Source::from_arg(explicit).map_err(anyhow::Error::msg)?;
-    let (config, described, installed) = match (explicit, &source, client) {
+    let (config, described) = match (explicit, &source, client) {
         (Some(_), Source::ConfigMap { namespace, name }, Some(client)) => (
             live_config::fetch(client, namespace, name, namespace).await?,
             format!("config: --config {source}"),
-            None,
         ),
         (Some(_), Source::ConfigMap { .. }, None) => {
             anyhow::bail!("--config {source}: needs API access (--kubeconfig, or KUBECONFIG)")
@@ -40,35 +38,46 @@ pub async fn choose(
             config_files::load(&source, own_namespace)
                 .with_context(|| format!("loading the configuration from {source}"))?,
             format!("config: {source}"),
-            None,
         ),
         (None, _, Some(client)) => {
             let found = installed::find(client).await?;
             let (config, described) = installed_config(client, &found).await?;
-            (
+            (config, format!("{described}; --config chooses another"))
+        }
+    };
+    Ok(match client {
+        Some(client) => {
+            let (config, nodes) = decide_for_nodes(client, config).await?;
+            Chosen {
                 config,
-                format!("{described}; --config chooses another"),
-                Some(found),
-            )
-        }
-    };
-    let mut chosen = Chosen {
-        config,
-        described,
-        installed,
-        nodes_error: None,
-    };
-    if let Some(client) = client {
-        match nodes::list(client).await {
-            Ok(nodes) => {
-                if let Some(decided) = chosen.config.for_nodes(&nodes) {
-                    chosen.config = decided.map_err(anyhow::Error::msg)?;
-                }
+                described,
+                nodes: Some(nodes),
             }
-            Err(e) => chosen.nodes_error = Some(format!("{e:#}")),
         }
+        None => Chosen {
+            config,
+            described,
+            nodes: None,
+        },
+    })
+}
+
+/// The cluster's nodes, and `config` decided for them (`values.mountDockerSocket: auto`), as
+/// `serve` decides it; when the nodes cannot be read, `config` as it is and why.
+pub async fn decide_for_nodes(
+    client: &kube::Client,
+    config: Config,
+) -> Result<(Config, Result<Nodes, String>)> {
+    match nodes::list(client).await {
+        Ok(nodes) => {
+            let config = match config.for_nodes(&nodes) {
+                Some(decided) => decided.map_err(anyhow::Error::msg)?,
+                None => config,
+            };
+            Ok((config, Ok(nodes)))
+        }
+        Err(e) => Ok((config, Err(format!("{e:#}")))),
     }
-    Ok(chosen)
 }
 
 /// The configuration the installed injector serves: its ConfigMap, or the embedded default
@@ -102,7 +111,7 @@ impl Chosen {
     /// What to say on stderr: which config, and how `auto` was decided.
     pub fn say(&self) {
         eprintln!("{}", self.described);
-        if let Some(e) = &self.nodes_error {
+        if let Some(Err(e)) = &self.nodes {
             eprintln!(
                 "warning: the nodes cannot be read ({e}): values.mountDockerSocket: auto is taken as mounted"
             );

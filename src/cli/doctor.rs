@@ -21,19 +21,20 @@ pub struct DoctorArgs {
 pub async fn run(args: DoctorArgs) -> Result<ExitCode> {
     let client = crate::cluster::client(args.kubeconfig.as_deref()).await?;
     let found = installed::find(&client).await?;
-    let (config_finding, config) = match context::installed_config(&client, &found).await {
-        Ok((mut config, described)) => {
-            if let Ok(nodes) = crate::cluster::nodes::list(&client).await
-                && let Some(Ok(decided)) = config.for_nodes(&nodes)
-            {
-                config = decided;
-            }
+    let loaded = match context::installed_config(&client, &found).await {
+        Ok((config, described)) => context::decide_for_nodes(&client, config)
+            .await
+            .map(|(config, nodes)| (config, described, nodes)),
+        Err(e) => Err(e),
+    };
+    let (config_finding, loaded) = match loaded {
+        Ok((config, described, nodes)) => {
             let message = format!(
                 "{} (template hash {})",
                 described.trim_start_matches("config: "),
                 config.template_hash
             );
-            (Finding::pass("config", message), Some(config))
+            (Finding::pass("config", message), Some((config, nodes)))
         }
         Err(e) => (
             Finding::fail(
@@ -44,7 +45,10 @@ pub async fn run(args: DoctorArgs) -> Result<ExitCode> {
             None,
         ),
     };
-    let mut findings = doctor::run(&client, &found, config.as_ref()).await?;
+    let loaded = loaded
+        .as_ref()
+        .map(|(c, n)| (c, n.as_ref().map_err(String::as_str)));
+    let mut findings = doctor::run(&client, &found, loaded).await?;
     // After the webhook's own checks, before the dry run's context.
     let at = findings
         .iter()

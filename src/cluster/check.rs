@@ -150,17 +150,7 @@ pub fn failing(pod: &Pod, failed_mounts: &[String], age: Duration) -> Option<Str
             });
         }
     }
-    if age < MOUNT_GRACE {
-        return None;
-    }
-    let creating = pod_status.container_statuses.iter().flatten().any(|c| {
-        c.state
-            .as_ref()
-            .and_then(|s| s.waiting.as_ref())
-            .and_then(|w| w.reason.as_deref())
-            == Some("ContainerCreating")
-    });
-    if !creating {
+    if !stuck_creating(pod, age) {
         return None;
     }
     failed_mounts.iter().find_map(|m| {
@@ -175,6 +165,23 @@ pub fn failing(pod: &Pod, failed_mounts: &[String], age: Duration) -> Option<Str
                 )
             })
     })
+}
+
+/// The Pod has been in ContainerCreating for over [`MOUNT_GRACE`]: only then can a failed
+/// mount make it `failing`, and only then are its FailedMount Events worth reading.
+pub fn stuck_creating(pod: &Pod, age: Duration) -> bool {
+    age >= MOUNT_GRACE
+        && pod
+            .status
+            .iter()
+            .flat_map(|s| s.container_statuses.iter().flatten())
+            .any(|c| {
+                c.state
+                    .as_ref()
+                    .and_then(|s| s.waiting.as_ref())
+                    .and_then(|w| w.reason.as_deref())
+                    == Some("ContainerCreating")
+            })
 }
 
 /// Current when every template the status names has the live hash.
@@ -259,7 +266,8 @@ pub async fn survey(
         let name = ns.metadata.name.clone().unwrap_or_default();
         let pods: Api<Pod> = Api::namespaced(client.clone(), &name);
         let mut owners = Owners::new(client.clone(), &name);
-        let mounts = failed_mounts(client, &name).await;
+        // Read once a Pod is stuck in ContainerCreating, not every survey.
+        let mut mounts: Option<HashMap<String, Vec<String>>> = None;
         // Page by page: memory stays flat however many Pods there are.
         let mut params = ListParams::default().limit(page);
         loop {
@@ -276,8 +284,16 @@ pub async fn survey(
                     judge(&raw, &name, Some(namespaces::context(ns)), config);
                 if matches!(state, State::Current | State::Stale) {
                     let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
-                    let mounts = mounts.get(pod_name).map(Vec::as_slice).unwrap_or_default();
-                    if let Some(why) = failing(&pod, mounts, age(&pod)) {
+                    let age = age(&pod);
+                    if stuck_creating(&pod, age) && mounts.is_none() {
+                        mounts = Some(failed_mounts(client, &name).await);
+                    }
+                    let found = mounts
+                        .as_ref()
+                        .and_then(|m| m.get(pod_name))
+                        .map(Vec::as_slice)
+                        .unwrap_or_default();
+                    if let Some(why) = failing(&pod, found, age) {
                         (state, reason) = (State::Failing, why);
                     }
                 }

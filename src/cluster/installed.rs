@@ -6,7 +6,7 @@
 use crate::engine::config::{CONFIGMAP_PREFIX, DEFAULT_OWN_NAMESPACE};
 use anyhow::Result;
 use k8s_openapi::api::admissionregistration::v1::{MutatingWebhook, MutatingWebhookConfiguration};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec, Service, Volume};
 use kube::api::{Api, ListParams};
 
 /// The name of the shipped MutatingWebhookConfiguration.
@@ -130,18 +130,9 @@ pub fn served_configmap(pod: &Pod, namespace: &str) -> Option<((String, String),
     let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
     let spec = pod.spec.as_ref()?;
     for c in &spec.containers {
-        let args: Vec<&String> = c
-            .command
-            .iter()
-            .flatten()
-            .chain(c.args.iter().flatten())
-            .collect();
-        let value = args.iter().enumerate().find_map(|(i, a)| {
-            a.strip_prefix("--config=").map(str::to_owned).or_else(|| {
-                (a.as_str() == "--config").then(|| args.get(i + 1).map(|s| s.to_string()))?
-            })
-        });
-        let Some(value) = value else { continue };
+        let Some(value) = flag_value(c, "--config") else {
+            continue;
+        };
         let value = value.replace("$(POD_NAMESPACE)", namespace);
         if let Some(rest) = value.strip_prefix(CONFIGMAP_PREFIX)
             && let Some((ns, name)) = rest.split_once('/')
@@ -152,17 +143,8 @@ pub fn served_configmap(pod: &Pod, namespace: &str) -> Option<((String, String),
             ));
         }
         // A path: the ConfigMap volume mounted at it (or above it).
-        let mount = c.volume_mounts.iter().flatten().find(|m| {
-            value == m.mount_path
-                || value.starts_with(&format!("{}/", m.mount_path.trim_end_matches('/')))
-        })?;
-        let cm = spec
-            .volumes
-            .iter()
-            .flatten()
-            .find(|v| v.name == mount.name)?
-            .config_map
-            .as_ref()?;
+        let (volume, _) = volume_at(spec, c, &value)?;
+        let cm = volume.config_map.as_ref()?;
         return Some((
             (namespace.to_owned(), cm.name.clone()),
             format!(
@@ -172,6 +154,42 @@ pub fn served_configmap(pod: &Pod, namespace: &str) -> Option<((String, String),
         ));
     }
     None
+}
+
+/// The value of `flag` in a container's command and arguments: `--flag=VALUE` or
+/// `--flag VALUE`.
+pub fn flag_value(c: &Container, flag: &str) -> Option<String> {
+    let args: Vec<&String> = c
+        .command
+        .iter()
+        .flatten()
+        .chain(c.args.iter().flatten())
+        .collect();
+    let joined = format!("{flag}=");
+    args.iter().enumerate().find_map(|(i, a)| {
+        a.strip_prefix(&joined)
+            .map(str::to_owned)
+            .or_else(|| (a.as_str() == flag).then(|| args.get(i + 1).map(|s| s.to_string()))?)
+    })
+}
+
+/// The volume of `spec` that container `c` mounts at `path` or above it, and `path` below
+/// the mount point (empty when `path` is the mount point itself).
+pub fn volume_at<'a>(spec: &'a PodSpec, c: &Container, path: &str) -> Option<(&'a Volume, String)> {
+    let mount = c.volume_mounts.iter().flatten().find_map(|m| {
+        let point = m.mount_path.trim_end_matches('/');
+        match path.strip_prefix(point) {
+            Some("") => Some((m, String::new())),
+            Some(rest) => rest.strip_prefix('/').map(|rest| (m, rest.to_owned())),
+            None => None,
+        }
+    })?;
+    let volume = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.0.name)?;
+    Some((volume, mount.1))
 }
 
 #[cfg(test)]

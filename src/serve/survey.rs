@@ -69,8 +69,9 @@ pub fn spawn(client: kube::Client, state: Handles, own_namespace: String, identi
         let mut advice_said: Option<String> = None;
         let mut limiter = repair::Limiter::default();
         loop {
-            let config = state.config.load_full();
+            // The nodes first: the round judges with the configuration they decide.
             survey_nodes(&client, &state, &mut advice_said).await;
+            let config = state.config.load_full();
             match check::survey(&client, &config, &Scope::AllInjected, check::SERVE_PAGE).await {
                 Ok(reports) => {
                     for (s, n) in check::counts(&reports) {

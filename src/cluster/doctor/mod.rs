@@ -7,8 +7,8 @@ mod access;
 mod tls;
 
 use crate::cluster::installed::Installed;
-use crate::cluster::{nodes, probe};
-use crate::engine::config::docker_socket::{self, DockerSocket};
+use crate::cluster::probe;
+use crate::engine::config::docker_socket::{self, DockerSocket, Nodes};
 use crate::engine::config::{Config, secrets};
 use anyhow::Result;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -71,13 +71,15 @@ impl Finding {
     }
 }
 
-/// Every check, in order. `config` is the configuration the injector serves, when it loads
-/// (its own finding is the caller's). An error means doctor could not look at all.
+/// Every check, in order. `loaded` is the configuration the injector serves, when it loads
+/// (its own finding is the caller's), decided for the nodes, with the nodes or why they could
+/// not be read. An error means doctor could not look at all.
 pub async fn run(
     client: &kube::Client,
     installed: &Installed,
-    config: Option<&Config>,
+    loaded: Option<(&Config, Result<&Nodes, &str>)>,
 ) -> Result<Vec<Finding>> {
+    let config = loaded.as_ref().map(|(c, _)| *c);
     let mut out = Vec::new();
     let webhook = installed.webhook();
     match (&installed.configuration, webhook) {
@@ -169,10 +171,10 @@ pub async fn run(
             ),
         },
     });
-    match config {
-        Some(config) => {
+    match loaded {
+        Some((config, nodes)) => {
             out.push(secrets_present(client, config, &opted).await);
-            out.push(node_runtimes(client, config).await);
+            out.push(node_runtimes(config, nodes));
         }
         None => {
             out.push(Finding::skip(
@@ -391,15 +393,11 @@ async fn secrets_present(client: &kube::Client, config: &Config, opted: &[String
 }
 
 /// The node runtimes agree with the Docker socket setting.
-async fn node_runtimes(client: &kube::Client, config: &Config) -> Finding {
-    let nodes = match nodes::list(client).await {
+/// `config` is already decided for `nodes`.
+fn node_runtimes(config: &Config, nodes: Result<&Nodes, &str>) -> Finding {
+    let nodes = match nodes {
         Ok(n) => n,
-        Err(e) => return Finding::skip("node runtimes", format!("{e:#}")),
-    };
-    let decided = config.for_nodes(&nodes);
-    let config = match &decided {
-        Some(Ok(c)) => c,
-        _ => config,
+        Err(e) => return Finding::skip("node runtimes", e.to_owned()),
     };
     if let DockerSocket::Auto { .. } = config.docker_socket {
         return Finding::pass(
@@ -407,7 +405,7 @@ async fn node_runtimes(client: &kube::Client, config: &Config) -> Finding {
             config.docker_socket.explain().unwrap_or_default(),
         );
     }
-    match docker_socket::socket_volume(config).and_then(|v| docker_socket::advice(&v, &nodes)) {
+    match docker_socket::socket_volume(config).and_then(|v| docker_socket::advice(&v, nodes)) {
         Some(advice) => Finding::fail(
             "node runtimes",
             advice,

@@ -4,7 +4,7 @@
 //! mount (the Secret behind `--tls-cert-file`), verified for `SERVICE.NAMESPACE.svc`.
 
 use super::{Finding, INSTALL_CA};
-use crate::cluster::installed::Installed;
+use crate::cluster::installed::{Installed, flag_value, volume_at};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhook;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -299,29 +299,12 @@ pub async fn by_service(
 fn serving_secret(pod: &k8s_openapi::api::core::v1::Pod) -> Option<(String, String)> {
     let spec = pod.spec.as_ref()?;
     for c in &spec.containers {
-        let Some(path) = c
-            .args
-            .iter()
-            .flatten()
-            .find_map(|a| a.strip_prefix("--tls-cert-file="))
-        else {
+        let Some(path) = flag_value(c, "--tls-cert-file") else {
             continue;
         };
-        let mount = c
-            .volume_mounts
-            .iter()
-            .flatten()
-            .find(|m| path.starts_with(&format!("{}/", m.mount_path.trim_end_matches('/'))))?;
-        let key = path[mount.mount_path.trim_end_matches('/').len() + 1..].to_owned();
-        let secret = spec
-            .volumes
-            .iter()
-            .flatten()
-            .find(|v| v.name == mount.name)?
-            .secret
-            .as_ref()?
-            .secret_name
-            .clone()?;
+        // A file inside the mounted Secret: its key.
+        let (volume, key) = volume_at(spec, c, &path).filter(|(_, key)| !key.is_empty())?;
+        let secret = volume.secret.as_ref()?.secret_name.clone()?;
         return Some((secret, key));
     }
     None
@@ -336,7 +319,36 @@ pub fn not_after(served: &Served) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
-    use super::host_port;
+    use super::{host_port, serving_secret};
+    use serde_json::json;
+
+    #[test]
+    fn the_serving_secret_is_the_one_mounted_where_tls_cert_file_points() {
+        let pod = |args: serde_json::Value| {
+            serde_json::from_value(json!({"spec": {
+                "containers": [{"name": "s", "args": args,
+                    "volumeMounts": [{"name": "tls", "mountPath": "/etc/sidecar-injector/tls"}]}],
+                "volumes": [{"name": "tls", "secret": {"secretName": "sidecar-injector-tls"}}]}}))
+            .unwrap()
+        };
+        let want = Some(("sidecar-injector-tls".to_owned(), "tls.crt".to_owned()));
+        let shipped = pod(json!([
+            "serve",
+            "--tls-cert-file=/etc/sidecar-injector/tls/tls.crt"
+        ]));
+        assert_eq!(serving_secret(&shipped), want);
+        let spaced = pod(json!([
+            "serve",
+            "--tls-cert-file",
+            "/etc/sidecar-injector/tls/tls.crt"
+        ]));
+        assert_eq!(serving_secret(&spaced), want);
+        let elsewhere = pod(json!([
+            "serve",
+            "--tls-cert-file=/etc/sidecar-injector/tlsx/tls.crt"
+        ]));
+        assert_eq!(serving_secret(&elsewhere), None);
+    }
 
     #[test]
     fn urls_give_host_and_port() {

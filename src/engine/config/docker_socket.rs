@@ -74,6 +74,11 @@ impl DockerSocket {
         if values.get(KEY).and_then(Value::as_str) != Some(AUTO) {
             return DockerSocket::Fixed;
         }
+        DockerSocket::auto(nodes)
+    }
+
+    /// The decision for `auto`, given the nodes when they are known.
+    pub fn auto(nodes: Option<&Nodes>) -> DockerSocket {
         let Some(nodes) = nodes else {
             return DockerSocket::AutoUnknown;
         };

@@ -257,16 +257,11 @@ impl Config {
     /// This configuration built again for `nodes`, when they change how it decides
     /// (`mountDockerSocket: auto`); `None` when it stays as it is.
     pub fn for_nodes(&self, nodes: &Nodes) -> Option<Result<Config, ConfigError>> {
-        if self.nodes.as_ref() == Some(nodes) {
-            return None;
-        }
-        let values = parse_settings(
-            self.raw.settings.as_deref().unwrap_or("{}"),
-            &mut Vec::new(),
-        )
-        .map(|s| s.values)
-        .unwrap_or_default();
-        if DockerSocket::decide(&values, Some(nodes)) == self.docker_socket {
+        // Only `auto` is decided by the nodes; anything else is `Fixed`.
+        if self.docker_socket == DockerSocket::Fixed
+            || self.nodes.as_ref() == Some(nodes)
+            || DockerSocket::auto(Some(nodes)) == self.docker_socket
+        {
             return None;
         }
         Some(Config::with_cluster(

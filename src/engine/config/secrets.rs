@@ -68,6 +68,15 @@ fn collect(f: &Fragment, out: &mut BTreeMap<String, Reference>) {
         ("initContainers", &f.init_containers),
         ("containers", &f.containers),
     ];
+    // An env entry's `secretKeyRef`: the Secret's name and the key.
+    let secret_key_ref = |e: &Value| {
+        let at = |field: &str| {
+            e.pointer(&format!("/valueFrom/secretKeyRef/{field}"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        (at("name"), at("key"))
+    };
     for (list, items) in lists {
         for c in items {
             let cname = c.value.get("name").and_then(Value::as_str).unwrap_or("?");
@@ -78,14 +87,14 @@ fn collect(f: &Fragment, out: &mut BTreeMap<String, Reference>) {
                 .into_iter()
                 .flatten()
             {
-                let r = e
-                    .pointer("/valueFrom/secretKeyRef/name")
-                    .and_then(Value::as_str);
-                let key = e
-                    .pointer("/valueFrom/secretKeyRef/key")
-                    .and_then(Value::as_str);
+                let (r, key) = secret_key_ref(e);
                 let var = e.get("name").and_then(Value::as_str).unwrap_or("?");
-                add(r, format!("{list} {cname}: env {var}"), key, false);
+                add(
+                    r.as_deref(),
+                    format!("{list} {cname}: env {var}"),
+                    key.as_deref(),
+                    false,
+                );
             }
             for e in c
                 .value
@@ -100,15 +109,9 @@ fn collect(f: &Fragment, out: &mut BTreeMap<String, Reference>) {
         }
     }
     for e in &f.app_env {
-        let r = e
-            .value
-            .pointer("/valueFrom/secretKeyRef/name")
-            .and_then(Value::as_str);
-        let key = e
-            .value
-            .pointer("/valueFrom/secretKeyRef/key")
-            .and_then(Value::as_str);
-        add(r, "the Pod's containers: env".to_owned(), key, false);
+        let (r, key) = secret_key_ref(&e.value);
+        let place = "the Pod's containers: env".to_owned();
+        add(r.as_deref(), place, key.as_deref(), false);
     }
     for v in &f.volumes {
         let r = v
