@@ -16,6 +16,8 @@ mod common;
 mod day_one;
 #[path = "e2e/lease.rs"]
 mod lease;
+#[path = "e2e/secrets.rs"]
+mod secrets;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};

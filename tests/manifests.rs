@@ -155,6 +155,15 @@ fn one<T: serde::de::DeserializeOwned>(docs: &[Value], kind: &str) -> T {
         .unwrap_or_else(|e| panic!("{kind} does not parse as the Kubernetes type: {e}"))
 }
 
+fn named<T: serde::de::DeserializeOwned>(docs: &[Value], kind: &str, name: &str) -> T {
+    let found = docs
+        .iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"));
+    serde_json::from_value(found.clone())
+        .unwrap_or_else(|e| panic!("{kind} {name} does not parse as the Kubernetes type: {e}"))
+}
+
 fn arg_seconds(args: &[String], flag: &str) -> f64 {
     args.iter()
         .find_map(|a| a.strip_prefix(&format!("{flag}=")))
@@ -181,7 +190,9 @@ fn the_base_renders_to_a_complete_hardened_install() {
     // Least privilege: read namespaces' metadata, record Events, read its own ConfigMap.
     let rules = |docs: &[Value], kind: &str| -> Vec<Rule> {
         let rules: Vec<k8s_openapi::api::rbac::v1::PolicyRule> = match kind {
-            "ClusterRole" => one::<ClusterRole>(docs, kind).rules.unwrap_or_default(),
+            "ClusterRole" => named::<ClusterRole>(docs, kind, "sidecar-injector")
+                .rules
+                .unwrap_or_default(),
             _ => one::<Role>(docs, kind).rules.unwrap_or_default(),
         };
         rules
@@ -245,9 +256,9 @@ fn the_base_renders_to_a_complete_hardened_install() {
             ),
         ]
     );
-    let role: ClusterRole = one(&docs, "ClusterRole");
+    let role: ClusterRole = named(&docs, "ClusterRole", "sidecar-injector");
     for kind in ["ClusterRoleBinding", "RoleBinding"] {
-        let binding: Value = docs.iter().find(|d| d["kind"] == kind).unwrap().clone();
+        let binding: Value = named(&docs, kind, "sidecar-injector");
         assert_eq!(
             binding["roleRef"]["name"],
             role.metadata.name.clone().unwrap()
@@ -422,7 +433,7 @@ fn the_base_renders_to_a_complete_hardened_install() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    assert_eq!(common::schema::assert_valid("manifests/", &docs, &[]), 11);
+    assert_eq!(common::schema::assert_valid("manifests/", &docs, &[]), 13);
 }
 
 #[test]
@@ -608,13 +619,17 @@ fn doctor_checks_exactly_the_permissions_the_rbac_grants() {
         })
     };
     let (cluster, ns) = (rules_of(&base, false), rules_of(&base, true));
+    let propagated = sidecar_injector::engine::config::Config::embedded("sidecar-injector")
+        .unwrap()
+        .settings
+        .propagate_secrets;
     let granted = |p: &sidecar_injector::cluster::doctor::Permission, cluster: &[_]| {
         grants(cluster, p) || (p.namespace.as_deref() == Some("sidecar-injector") && grants(&ns, p))
     };
-    for p in needed("sidecar-injector", "sidecar-injector", false) {
+    for p in needed("sidecar-injector", "sidecar-injector", false, &propagated) {
         assert!(granted(&p, &cluster), "the base does not grant {p:?}");
     }
-    let restarts: Vec<_> = needed("sidecar-injector", "sidecar-injector", true)
+    let restarts: Vec<_> = needed("sidecar-injector", "sidecar-injector", true, &propagated)
         .into_iter()
         .filter(|p| p.group == "apps" && p.verb == "patch")
         .collect();
@@ -627,14 +642,14 @@ fn doctor_checks_exactly_the_permissions_the_rbac_grants() {
     }
     let mut with_component = cluster.clone();
     with_component.extend(rules_of(&component, false));
-    for p in needed("sidecar-injector", "sidecar-injector", true) {
+    for p in needed("sidecar-injector", "sidecar-injector", true, &propagated) {
         assert!(
             granted(&p, &with_component),
             "base + repair do not grant {p:?}"
         );
     }
     // And nothing more: each verb on each resource granted is one doctor checks.
-    let all = needed("sidecar-injector", "sidecar-injector", true);
+    let all = needed("sidecar-injector", "sidecar-injector", true, &propagated);
     for r in cluster
         .iter()
         .chain(&ns)
@@ -700,4 +715,58 @@ fn the_repair_component_adds_the_restart_permission_to_an_install() {
         .expect("its binding");
     assert_eq!(binding["subjects"][0]["name"], "sidecar-injector");
     assert_eq!(binding["subjects"][0]["namespace"], "sidecar-injector");
+}
+
+/// Issue "secret propagation": the injector reads and writes Secrets of the names
+/// config.yaml's propagateSecrets lists, and no other; only `create`, which RBAC cannot limit
+/// by name, reaches every name, and it reads nothing.
+#[test]
+fn secrets_are_granted_by_the_names_propagate_secrets_lists_and_create_alone_is_unnamed() {
+    let base = render(&root().join("manifests"));
+    let propagated = sidecar_injector::engine::config::Config::embedded("sidecar-injector")
+        .unwrap()
+        .settings
+        .propagate_secrets;
+    assert_eq!(propagated, ["bitbucket-pipelines-metrics"]);
+    let mut secret_rules = Vec::new();
+    for doc in base
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role")
+    {
+        for rule in doc["rules"].as_array().unwrap() {
+            let secrets = rule["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r == "secrets" || r == "*");
+            if secrets {
+                secret_rules.push((doc["metadata"]["name"].clone(), rule.clone()));
+            }
+        }
+    }
+    assert_eq!(
+        secret_rules,
+        [
+            (
+                json!("sidecar-injector-secrets"),
+                json!({"apiGroups": [""], "resources": ["secrets"], "resourceNames": propagated,
+                       "verbs": ["get", "list", "watch", "update", "delete"]})
+            ),
+            (
+                json!("sidecar-injector-secrets"),
+                json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]})
+            ),
+        ]
+    );
+    let binding = base
+        .iter()
+        .find(|d| {
+            d["kind"] == "ClusterRoleBinding" && d["metadata"]["name"] == "sidecar-injector-secrets"
+        })
+        .expect("the ClusterRole is bound");
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "sidecar-injector", "namespace": "sidecar-injector"}])
+    );
+    assert_eq!(binding["roleRef"]["name"], "sidecar-injector-secrets");
 }

@@ -249,15 +249,7 @@ pub async fn survey(
                 .context("listing namespaces")?
                 .items
                 .into_iter()
-                .filter(|ns| {
-                    let name = ns.metadata.name.as_deref().unwrap_or_default();
-                    name != config.own_namespace
-                        && !config
-                            .settings
-                            .never_inject_namespaces
-                            .iter()
-                            .any(|n| n == name)
-                })
+                .filter(|ns| !config.never_injects(ns.metadata.name.as_deref().unwrap_or_default()))
                 .collect()
         }
     };

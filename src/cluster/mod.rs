@@ -13,5 +13,6 @@ pub mod namespaces;
 pub mod nodes;
 pub mod probe;
 pub mod repair;
+pub mod secret_sync;
 
 pub use client::{api_error, client};

@@ -27,6 +27,7 @@ pub mod overrides;
 pub mod patch;
 pub mod pod;
 pub mod preview;
+pub mod secret_copies;
 pub mod template;
 pub mod yaml;
 
@@ -286,26 +287,25 @@ fn gate<'a>(
     };
     let ns = req.namespace;
     let settings = &config.settings;
-    if ns == config.own_namespace {
+    if config.never_injects(ns) {
+        let why = if ns == config.own_namespace {
+            "is the injector's own"
+        } else {
+            "is in neverInjectNamespaces"
+        };
         return Err(Decision::unpatched(
             NeverInjectNamespace,
-            format!("namespace {ns:?} is the injector's own"),
+            format!("namespace {ns:?} {why}"),
         ));
     }
-    if settings.never_inject_namespaces.iter().any(|n| n == ns) {
-        return Err(Decision::unpatched(
-            NeverInjectNamespace,
-            format!("namespace {ns:?} is in neverInjectNamespaces"),
-        ));
-    }
-    if let Some(labels) = req.namespace_labels.filter(|_| !req.namespace_selected) {
+    if let Some(labels) = req.namespace_labels.filter(|_| !req.namespace_selected)
+        && !settings.namespace_opted_in(labels)
+    {
         let key = &settings.namespace_label;
-        if labels.get(key).map(String::as_str) != Some("enabled") {
-            return Err(Decision::unpatched(
-                NamespaceNotEnabled,
-                format!("namespace {ns:?} is not labelled {key}=enabled"),
-            ));
-        }
+        return Err(Decision::unpatched(
+            NamespaceNotEnabled,
+            format!("namespace {ns:?} is not labelled {key}=enabled"),
+        ));
     }
     if pod.annotation(MIRROR_KEY).is_some() {
         return Err(Decision::unpatched(

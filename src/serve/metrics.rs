@@ -51,6 +51,7 @@ pub struct Metrics {
     pods: Family<StateLabels, Gauge>,
     repairs: Counter,
     nodes_without_docker: Gauge,
+    secret_copies: Family<StateLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -147,8 +148,15 @@ impl Metrics {
             "Nodes whose container runtime is not Docker while the template mounts the Docker socket",
             nodes_without_docker.clone(),
         );
+        let secret_copies = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "secret_copies",
+            "propagateSecrets: copies in sync, failing (not written, or no source) and foreign (a Secret of that name is someone else's), from the replica holding the Lease",
+            secret_copies.clone(),
+        );
         Metrics {
             registry,
+            secret_copies,
             pods,
             repairs,
             nodes_without_docker,
@@ -173,6 +181,24 @@ impl Metrics {
         self.pods
             .get_or_create(&StateLabels { state })
             .set(n as i64);
+    }
+
+    /// The copies of `propagateSecrets` after the Lease holder's last pass; `None` (not the
+    /// holder, or nothing to propagate) removes the series.
+    pub fn secret_copies(&self, counts: Option<crate::cluster::secret_sync::Counts>) {
+        let Some(c) = counts else {
+            self.secret_copies.clear();
+            return;
+        };
+        for (state, n) in [
+            ("in_sync", c.in_sync),
+            ("failing", c.failing),
+            ("foreign", c.foreign),
+        ] {
+            self.secret_copies
+                .get_or_create(&StateLabels { state })
+                .set(n as i64);
+        }
     }
 
     pub fn repaired(&self) {

@@ -368,7 +368,7 @@ pub async fn run(opts: ServeOptions) -> Result<()> {
         let identity = std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| format!("sidecar-injector-{}", std::process::id()));
-        crate::serve::survey::spawn(
+        let leader = crate::serve::survey::spawn(
             client.clone(),
             crate::serve::survey::Handles {
                 config: state.config.clone(),
@@ -376,6 +376,15 @@ pub async fn run(opts: ServeOptions) -> Result<()> {
             },
             opts.own_namespace.clone(),
             identity,
+        );
+        let (config, metrics) = (state.config.clone(), state.metrics.clone());
+        crate::cluster::secret_sync::spawn(
+            client.clone(),
+            crate::cluster::secret_sync::Handles {
+                config: Box::new(move || config.load_full()),
+                leader,
+                report: Box::new(move |counts| metrics.secret_copies(counts)),
+            },
         );
     }
 

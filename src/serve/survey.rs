@@ -29,10 +29,17 @@ pub struct Handles {
     pub metrics: Arc<Metrics>,
 }
 
-/// Starts the survey (and repair) loop and the Lease keeper on the current runtime.
-pub fn spawn(client: kube::Client, state: Handles, own_namespace: String, identity: String) {
+/// Starts the survey (and repair) loop and the Lease keeper on the current runtime. Returns
+/// whether this replica holds the Lease: it repairs, and it writes the Secret copies.
+pub fn spawn(
+    client: kube::Client,
+    state: Handles,
+    own_namespace: String,
+    identity: String,
+) -> Arc<AtomicBool> {
     let state = Arc::new(state);
     let leader = Arc::new(AtomicBool::new(false));
+    let holder = leader.clone();
     {
         let (client, leader, ns, id) = (
             client.clone(),
@@ -44,19 +51,21 @@ pub fn spawn(client: kube::Client, state: Handles, own_namespace: String, identi
         tokio::spawn(async move {
             let elector = Elector::new(client, &ns, LEASE_NAME, &id, LEASE_SECONDS);
             loop {
-                if state.config.load().settings.repair.enabled {
+                let config = state.config.load();
+                let settings = &config.settings;
+                if settings.repair.enabled || !settings.propagate_secrets.is_empty() {
                     let held = match elector.hold().await {
                         Ok(held) => held,
                         Err(e) => {
                             tracing::warn!(
                                 error = format!("{e:#}"),
-                                "repair: the Lease cannot be held"
+                                "the Lease cannot be held (repair and propagateSecrets wait for it)"
                             );
                             false
                         }
                     };
                     if held != leader.swap(held, Ordering::Relaxed) {
-                        tracing::info!(lease = LEASE_NAME, identity = %id, leader = held, "repair: leadership changed");
+                        tracing::info!(lease = LEASE_NAME, identity = %id, leader = held, "leadership changed: the holder repairs and writes the Secret copies");
                     }
                 } else {
                     leader.store(false, Ordering::Relaxed);
@@ -95,6 +104,7 @@ pub fn spawn(client: kube::Client, state: Handles, own_namespace: String, identi
             tokio::time::sleep(Duration::from_secs(config.settings.repair.interval_seconds)).await;
         }
     });
+    holder
 }
 
 /// Before serving: the nodes decide `values.mountDockerSocket: auto`. When they cannot be

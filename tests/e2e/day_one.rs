@@ -8,14 +8,14 @@
 use super::*;
 
 /// Runs its command when dropped: after the test, and after a failed assertion too.
-struct Undo(Vec<(String, Vec<String>)>);
+pub(crate) struct Undo(Vec<(String, Vec<String>)>);
 
 impl Undo {
-    fn new() -> Undo {
+    pub(crate) fn new() -> Undo {
         Undo(Vec::new())
     }
     /// Runs `kubectl args` at the end (last registered, first run).
-    fn kubectl(&mut self, what: &str, args: &[&str]) {
+    pub(crate) fn kubectl(&mut self, what: &str, args: &[&str]) {
         self.0.push((
             what.to_owned(),
             args.iter().map(|a| a.to_string()).collect(),
@@ -332,9 +332,10 @@ fn failed(findings: &[Value]) -> Vec<(String, String, String)> {
         .collect()
 }
 
-/// `doctor` passes on the suite's install once each opted-in namespace has the token
-/// Secret, and fails with the right check and fix when the caBundle is removed, the webhook
-/// is stopped, the Secret is missing, and the ServiceAccount cannot list Pods.
+/// `doctor` passes on the suite's install once the token Secret exists in the injector's
+/// namespace (copied into each opted-in one), and fails with the right check and fix when
+/// the caBundle is removed, the webhook is stopped, that Secret is missing, and the
+/// ServiceAccount cannot list Pods.
 #[tokio::test]
 #[ignore = "needs a cluster: tests/e2e/run"]
 async fn doctor_passes_on_a_good_install_and_names_each_fault_with_its_fix() {
@@ -343,32 +344,24 @@ async fn doctor_passes_on_a_good_install_and_names_each_fault_with_its_fix() {
     let live: u16 = std::env::var("E2E_WEBHOOK_PORT").unwrap().parse().unwrap();
     let ns = opted_in(&c, "e2e-doctor").await;
     webhook_in_effect(&c, &ns).await;
-    // The token Secret in every opted-in namespace (what the install step asks of users).
-    let namespaces: Api<Namespace> = Api::all(c.clone());
-    for n in namespaces
-        .list(&ListParams::default().labels("sidecar-injection=enabled"))
-        .await
-        .unwrap()
-        .items
-    {
-        if n.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating") {
-            continue;
-        }
-        let name = n.metadata.name.unwrap();
-        let _ = kubectl(
-            &env,
-            &[
-                "create",
-                "secret",
-                "generic",
-                "bitbucket-pipelines-metrics",
-                "--from-literal=api-token=e2e",
-                "-n",
-                &name,
-            ],
-            None,
-        );
-    }
+    // The token Secret once, in the injector's namespace (what the install step asks of
+    // users): propagateSecrets copies it into every opted-in namespace.
+    super::secrets::token_source_once(&env).await;
+    let copies: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(c.clone(), &ns);
+    eventually("the token Secret copied into the namespace", 10, || async {
+        copies
+            .get_opt("bitbucket-pipelines-metrics")
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    // And into every other opted-in namespace (doctor looks at all of them).
+    eventually("doctor to find every copy", 30, || async {
+        let (_, findings, _) = doctor(&env);
+        failed(&findings).is_empty().then_some(())
+    })
+    .await;
     let (code, findings, stderr) = doctor(&env);
     assert_eq!(failed(&findings), [], "{findings:#?}");
     assert_eq!(code, Some(0), "{stderr}");
@@ -386,6 +379,7 @@ async fn doctor_passes_on_a_good_install_and_names_each_fault_with_its_fix() {
         "opted-in namespaces",
         "dry run",
         "secrets",
+        "secret copies",
         "node runtimes",
         "permissions",
     ] {
@@ -469,24 +463,45 @@ async fn doctor_passes_on_a_good_install_and_names_each_fault_with_its_fix() {
     }
     webhook_in_effect(&c, &ns).await;
 
-    // The Secret missing in an opted-in namespace.
-    ok(&kubectl(
-        &env,
-        &["delete", "secret", "bitbucket-pipelines-metrics", "-n", &ns],
-        None,
-    ));
-    let (code, findings, _) = doctor(&env);
-    assert_eq!(code, Some(1));
-    assert!(
-        has(
-            &findings,
-            "secrets",
-            &format!("missing: {ns}/bitbucket-pipelines-metrics"),
-            "create secret generic bitbucket-pipelines-metrics"
-        ),
-        "{findings:#?}"
-    );
-    assert_eq!(failed(&findings).len(), 1, "{findings:#?}");
+    // The source of the copies missing: doctor names it and the command that creates it.
+    {
+        let mut undo = Undo::new();
+        ok(&kubectl(
+            &env,
+            &[
+                "delete",
+                "secret",
+                "bitbucket-pipelines-metrics",
+                "-n",
+                "sidecar-injector",
+            ],
+            None,
+        ));
+        undo.kubectl(
+            "the token Secret",
+            &[
+                "create",
+                "secret",
+                "generic",
+                "bitbucket-pipelines-metrics",
+                "--from-literal=api-token=e2e",
+                "-n",
+                "sidecar-injector",
+            ],
+        );
+        let (code, findings, _) = doctor(&env);
+        assert_eq!(code, Some(1));
+        assert!(
+            has(
+                &findings,
+                "secret copies",
+                "propagateSecrets lists bitbucket-pipelines-metrics, absent from sidecar-injector",
+                "kubectl -n sidecar-injector create secret generic bitbucket-pipelines-metrics --from-literal=api-token=VALUE"
+            ),
+            "{findings:#?}"
+        );
+        assert_eq!(failed(&findings).len(), 1, "{findings:#?}");
+    }
 
     // A ServiceAccount without list pods.
     {

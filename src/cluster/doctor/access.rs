@@ -55,8 +55,14 @@ impl Permission {
 }
 
 /// What `serve` uses: `manifests/base/rbac.yaml`, and with `repair.enabled` the
-/// `manifests/components/repair` component.
-pub fn needed(namespace: &str, configmap: &str, repair: bool) -> Vec<Permission> {
+/// `manifests/components/repair` component. `propagate` is `propagateSecrets`: the Secrets
+/// of those names, in every namespace.
+pub fn needed(
+    namespace: &str,
+    configmap: &str,
+    repair: bool,
+    propagate: &[String],
+) -> Vec<Permission> {
     let mut all = vec![
         Permission::new("get", "", "namespaces", "namespace labels and annotations"),
         Permission::new("list", "", "namespaces", "namespace labels and annotations"),
@@ -106,6 +112,22 @@ pub fn needed(namespace: &str, configmap: &str, repair: bool) -> Vec<Permission>
             name: Some(crate::cluster::lease::REPAIR_LEASE.to_owned()),
             ..Permission::new(verb, "coordination.k8s.io", "leases", "the repair Lease")
         });
+    }
+    if !propagate.is_empty() {
+        all.push(Permission::new(
+            "create",
+            "",
+            "secrets",
+            "propagateSecrets: the copies",
+        ));
+    }
+    for name in propagate {
+        for verb in ["get", "list", "watch", "update", "delete"] {
+            all.push(Permission {
+                name: Some(name.clone()),
+                ..Permission::new(verb, "", "secrets", "propagateSecrets: sources and copies")
+            });
+        }
     }
     if repair {
         for resource in ["deployments", "statefulsets", "daemonsets"] {
@@ -169,7 +191,7 @@ pub async fn review(client: &kube::Client, user: &str, needed: &[Permission]) ->
         Finding::fail(
             "permissions",
             format!("{user} cannot: {}", missing.join("; ")),
-            "apply the RBAC of manifests/base/rbac.yaml (kubectl apply -k manifests/; with repair.enabled, add the component manifests/components/repair)",
+            "apply the RBAC of manifests/base/rbac.yaml (kubectl apply -k manifests/; with repair.enabled, add the component manifests/components/repair; for each name of propagateSecrets, its resourceNames in the ClusterRole sidecar-injector-secrets)",
         )
     })
 }

@@ -4,6 +4,7 @@
 //! stores nothing.
 
 mod access;
+mod copies;
 mod tls;
 
 use crate::cluster::installed::Installed;
@@ -174,13 +175,16 @@ pub async fn run(
     match loaded {
         Some((config, nodes)) => {
             out.push(secrets_present(client, config, &opted).await);
+            out.push(copies::check(client, config, &opted).await);
             out.push(node_runtimes(config, nodes));
         }
         None => {
-            out.push(Finding::skip(
-                "secrets",
-                "the configuration does not load".into(),
-            ));
+            for check in ["secrets", "secret copies"] {
+                out.push(Finding::skip(
+                    check,
+                    "the configuration does not load".into(),
+                ));
+            }
             out.push(Finding::skip(
                 "node runtimes",
                 "the configuration does not load".into(),
@@ -194,7 +198,13 @@ pub async fn run(
         .unwrap_or_else(|| "sidecar-injector".to_owned());
     let user = format!("system:serviceaccount:{}:{account}", installed.namespace);
     let repair = config.is_some_and(|c| c.settings.repair.enabled);
-    let want = needed(&installed.namespace, &installed.configmap.1, repair);
+    let propagated = config.map_or(&[][..], |c| &c.settings.propagate_secrets[..]);
+    let want = needed(
+        &installed.namespace,
+        &installed.configmap.1,
+        repair,
+        propagated,
+    );
     out.push(access::review(client, &user, &want).await?);
     Ok(out)
 }
@@ -321,11 +331,7 @@ async fn opted_in(
                 .is_some_and(|level| level != "privileged");
             Some((enforcing, n.metadata.name?))
         })
-        .filter(|(_, n)| {
-            config.is_none_or(|c| {
-                n != &c.own_namespace && !c.settings.never_inject_namespaces.contains(n)
-            })
-        })
+        .filter(|(_, n)| config.is_none_or(|c| !c.never_injects(n)))
         .collect();
     found.sort();
     Ok(found.into_iter().map(|(_, n)| n).collect())
@@ -333,9 +339,21 @@ async fn opted_in(
 
 /// Every Secret the default templates reference exists in every opted-in namespace.
 async fn secrets_present(client: &kube::Client, config: &Config, opted: &[String]) -> Finding {
-    let wanted = secrets::referenced(config, &config.settings.templates);
+    let mut wanted = secrets::referenced(config, &config.settings.templates);
     if wanted.is_empty() {
         return Finding::pass("secrets", "the templates reference no Secret".into());
+    }
+    // Those propagateSecrets keeps are the next check's.
+    let propagated = &config.settings.propagate_secrets;
+    wanted.retain(|name, _| !propagated.contains(name));
+    if wanted.is_empty() {
+        return Finding::pass(
+            "secrets",
+            format!(
+                "the templates read {}, all kept by propagateSecrets",
+                propagated.join(", ")
+            ),
+        );
     }
     if opted.is_empty() {
         return Finding::skip("secrets", "no opted-in namespace to look in".into());
@@ -380,6 +398,10 @@ async fn secrets_present(client: &kube::Client, config: &Config, opted: &[String
     if missing.len() > 3 {
         fix.push(format!("and so on for the {} others", missing.len() - 3));
     }
+    fix.push(format!(
+        "or create it once in {} and list it in config.yaml's propagateSecrets: the injector then keeps a copy in every opted-in namespace",
+        config.own_namespace
+    ));
     Finding {
         check: "secrets".into(),
         outcome: Outcome::Fail,
@@ -457,13 +479,31 @@ mod tests {
 
     #[test]
     fn the_permissions_are_those_of_the_shipped_rbac_and_repair_adds_restarts() {
-        let base = needed("inj", "cm", false);
+        let base = needed("inj", "cm", false, &[]);
         assert!(
             base.iter()
                 .any(|p| p.verb == "list" && p.resource == "pods")
         );
         assert!(!base.iter().any(|p| p.verb == "patch" && p.group == "apps"));
-        let with_repair = needed("inj", "cm", true);
+        let with_repair = needed("inj", "cm", true, &[]);
         assert_eq!(with_repair.len(), base.len() + 6);
+        let copying = needed("inj", "cm", false, &["token".to_owned()]);
+        let secrets: Vec<String> = copying
+            .iter()
+            .filter(|p| p.resource == "secrets")
+            .map(|p| format!("{} {:?}", p.verb, p.name))
+            .collect();
+        assert_eq!(
+            secrets,
+            [
+                "create None",
+                "get Some(\"token\")",
+                "list Some(\"token\")",
+                "watch Some(\"token\")",
+                "update Some(\"token\")",
+                "delete Some(\"token\")"
+            ],
+            "by name, except create, which RBAC cannot limit by name"
+        );
     }
 }

@@ -93,6 +93,11 @@ fn is_dns_label(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
+/// A Kubernetes object name such as a Secret's: dot-separated DNS labels, at most 253.
+fn is_dns_subdomain(name: &str) -> bool {
+    name.len() <= 253 && name.split('.').all(is_dns_label)
+}
+
 /// A loaded, validated configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -154,6 +159,24 @@ impl ConfigError {
 }
 
 impl Config {
+    /// Never injected, whatever its labels: the injector's own namespace and those of
+    /// `neverInjectNamespaces`.
+    pub fn never_injects(&self, namespace: &str) -> bool {
+        namespace == self.own_namespace
+            || self
+                .settings
+                .never_inject_namespaces
+                .iter()
+                .any(|n| n == namespace)
+    }
+
+    /// A namespace the webhook injects: labelled `namespaceLabel=enabled` and not
+    /// [`never_injects`](Self::never_injects). `decide` applies the same two rules to a
+    /// request; `check`, `doctor` and the Secret copies choose namespaces with this.
+    pub fn injects_namespace(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+        !self.never_injects(namespace) && self.settings.namespace_opted_in(labels)
+    }
+
     /// The embedded default configuration (`manifests/base/config/`). Reading a file or a
     /// mounted directory is `serve::config_files::load`; a ConfigMap through the API,
     /// `cluster::live_config`.

@@ -72,6 +72,10 @@ pub struct Settings {
     /// The repair loop inside `serve`.
     #[serde(default)]
     pub repair: Repair,
+    /// Secrets of the injector's namespace that `serve` keeps a copy of in every namespace it
+    /// injects (`propagateSecrets`); absent: none.
+    #[serde(default)]
+    pub propagate_secrets: Vec<String>,
     #[serde(default = "empty_map")]
     pub values: Value,
 }
@@ -111,6 +115,11 @@ impl Settings {
     /// The repository every injected image moves under, when one is set.
     pub fn image_repository(&self) -> Option<&str> {
         Some(self.image_repository.as_str()).filter(|r| !r.is_empty())
+    }
+
+    /// Namespaces opt in with `namespaceLabel=enabled`.
+    pub fn namespace_opted_in(&self, labels: &BTreeMap<String, String>) -> bool {
+        labels.get(&self.namespace_label).map(String::as_str) == Some("enabled")
     }
 }
 
@@ -170,6 +179,17 @@ pub(super) fn parse_settings(text: &str, problems: &mut Problems) -> Option<Sett
         if !is_dns_label(name) {
             problems.push(format!(
                 "{SETTINGS_KEY}: templates[{i}]: {name:?} is not a template name"
+            ));
+        }
+    }
+    for (i, name) in settings.propagate_secrets.iter().enumerate() {
+        if !is_dns_subdomain(name) {
+            problems.push(format!(
+                "{SETTINGS_KEY}: propagateSecrets[{i}]: {name:?} is not a Secret name (lowercase letters, digits, '-' and '.', at most 253)"
+            ));
+        } else if settings.propagate_secrets[..i].contains(name) {
+            problems.push(format!(
+                "{SETTINGS_KEY}: propagateSecrets[{i}]: {name:?} is listed twice"
             ));
         }
     }

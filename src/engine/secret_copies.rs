@@ -1,0 +1,456 @@
+//! `propagateSecrets`: the copy of each listed Secret that every injected namespace should
+//! hold, and what to do to get there. Pure: `cluster::secret_sync` hands in what its
+//! watches hold and does what [`plan`] says; `doctor` judges each namespace with [`judge`].
+//!
+//! A copy is the source's name, type and data, with the label
+//! `app.kubernetes.io/managed-by: sidecar-injector` and the annotation
+//! `sidecar-injector.io/copied-from: NAMESPACE/NAME`. Nothing else of the source is copied:
+//! its labels and annotations may say things meant for its own namespace only (a
+//! `kubectl.kubernetes.io/last-applied-configuration` annotation even holds the data). A
+//! Secret of the same name without both marks is someone else's and is never written.
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The label every copy carries (its value is [`MANAGED_BY`]); the copies are watched by it.
+pub const MANAGED_BY_KEY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "sidecar-injector";
+/// The annotation naming a copy's source, `NAMESPACE/NAME`.
+pub const COPIED_FROM_KEY: &str = "sidecar-injector.io/copied-from";
+
+/// The label selector of the copies.
+pub fn selector() -> String {
+    format!("{MANAGED_BY_KEY}={MANAGED_BY}")
+}
+
+/// `NAMESPACE/NAME` of a source.
+pub fn source_ref(own_namespace: &str, name: &str) -> String {
+    format!("{own_namespace}/{name}")
+}
+
+/// The copy of `source` that `namespace` should hold.
+pub fn copy_of(source: &Secret, own_namespace: &str, namespace: &str) -> Secret {
+    let name = source.metadata.name.clone().unwrap_or_default();
+    Secret {
+        metadata: ObjectMeta {
+            annotations: Some(BTreeMap::from([(
+                COPIED_FROM_KEY.to_owned(),
+                source_ref(own_namespace, &name),
+            )])),
+            labels: Some(BTreeMap::from([(
+                MANAGED_BY_KEY.to_owned(),
+                MANAGED_BY.to_owned(),
+            )])),
+            name: Some(name),
+            namespace: Some(namespace.to_owned()),
+            ..Default::default()
+        },
+        type_: source.type_.clone(),
+        data: Some(data(source).clone()),
+        ..Default::default()
+    }
+}
+
+/// A copy this injector made from its source `name`: the label and the annotation both say so.
+/// A Secret labelled managed-by us but copied from elsewhere (another install of the
+/// injector, in another namespace) is not ours.
+pub fn is_ours(secret: &Secret, own_namespace: &str) -> bool {
+    let meta = &secret.metadata;
+    let labelled = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY_KEY))
+        .is_some_and(|v| v == MANAGED_BY);
+    let from = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(COPIED_FROM_KEY));
+    labelled
+        && from.is_some_and(|f| {
+            *f == source_ref(own_namespace, meta.name.as_deref().unwrap_or_default())
+        })
+}
+
+static NO_DATA: BTreeMap<String, ByteString> = BTreeMap::new();
+
+fn data(secret: &Secret) -> &BTreeMap<String, ByteString> {
+    secret.data.as_ref().unwrap_or(&NO_DATA)
+}
+
+fn type_of(secret: &Secret) -> &str {
+    secret.type_.as_deref().unwrap_or("Opaque")
+}
+
+/// The copy holds what the source holds: the same type and the same data.
+pub fn in_sync(copy: &Secret, source: &Secret) -> bool {
+    type_of(copy) == type_of(source) && data(copy) == data(source)
+}
+
+/// One write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// A namespace without its copy.
+    Create(Secret),
+    /// A copy that differs from its source; `resource_version` is the copy's, so a write
+    /// racing another fails rather than overwrites.
+    Update(Secret),
+    /// A copy no longer wanted: its namespace is no longer injected or its name no longer
+    /// listed. The uid is the copy's (deleted only if it is still that object).
+    Delete {
+        namespace: String,
+        name: String,
+        uid: Option<String>,
+    },
+}
+
+impl Action {
+    /// `NAMESPACE/NAME` of the copy it writes.
+    pub fn target(&self) -> String {
+        match self {
+            Action::Create(s) | Action::Update(s) => format!(
+                "{}/{}",
+                s.metadata.namespace.as_deref().unwrap_or_default(),
+                s.metadata.name.as_deref().unwrap_or_default()
+            ),
+            Action::Delete {
+                namespace, name, ..
+            } => format!("{namespace}/{name}"),
+        }
+    }
+
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Action::Create(_) => "create",
+            Action::Update(_) => "update",
+            Action::Delete { .. } => "delete",
+        }
+    }
+}
+
+/// What the watches hold, handed to [`plan`].
+pub struct Observed<'a> {
+    /// `propagateSecrets`.
+    pub names: &'a [String],
+    pub own_namespace: &'a str,
+    /// The listed Secrets of the injector's namespace that exist, by name.
+    pub sources: &'a BTreeMap<String, Secret>,
+    /// The namespaces the webhook injects (and that are not being deleted).
+    pub namespaces: &'a BTreeSet<String>,
+    /// Every Secret labelled managed-by sidecar-injector with a listed name, anywhere.
+    pub copies: &'a [Secret],
+    /// `(namespace, name)` where a Secret of that name exists that is not ours: creating it
+    /// failed with AlreadyExists.
+    pub foreign: &'a BTreeSet<(String, String)>,
+}
+
+/// The writes that make the copies what they should be, and the counts behind the metric.
+#[derive(Debug, Default, PartialEq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    /// Copies that exist and hold what their source holds.
+    pub in_sync: usize,
+    /// Copies wanted where a Secret of that name is someone else's.
+    pub foreign: usize,
+    /// Listed names whose source does not exist: no copy is made, and existing copies are
+    /// left as they are (Pods already using them keep working).
+    pub missing_sources: Vec<String>,
+}
+
+pub fn plan(o: &Observed<'_>) -> Plan {
+    let mut out = Plan::default();
+    let mut ours: BTreeMap<(&str, &str), &Secret> = BTreeMap::new();
+    for copy in o.copies.iter().filter(|c| is_ours(c, o.own_namespace)) {
+        let (Some(ns), Some(name)) = (&copy.metadata.namespace, &copy.metadata.name) else {
+            continue;
+        };
+        if ns == o.own_namespace {
+            continue;
+        }
+        if o.names.contains(name) && o.namespaces.contains(ns) {
+            ours.insert((ns.as_str(), name.as_str()), copy);
+        } else {
+            out.actions.push(Action::Delete {
+                namespace: ns.clone(),
+                name: name.clone(),
+                uid: copy.metadata.uid.clone(),
+            });
+        }
+    }
+    for name in o.names {
+        let Some(source) = o.sources.get(name) else {
+            out.missing_sources.push(name.clone());
+            continue;
+        };
+        for ns in o.namespaces.iter().filter(|ns| *ns != o.own_namespace) {
+            match ours.get(&(ns.as_str(), name.as_str())) {
+                Some(copy) if in_sync(copy, source) => out.in_sync += 1,
+                Some(copy) => {
+                    let mut want = copy_of(source, o.own_namespace, ns);
+                    want.metadata.resource_version = copy.metadata.resource_version.clone();
+                    out.actions.push(Action::Update(want));
+                }
+                None if o.foreign.contains(&(ns.clone(), name.clone())) => out.foreign += 1,
+                None => out
+                    .actions
+                    .push(Action::Create(copy_of(source, o.own_namespace, ns))),
+            }
+        }
+    }
+    out
+}
+
+/// How one namespace's Secret of a listed name stands against its source, for `doctor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    InSync,
+    Missing,
+    /// Ours, but its type or data differ from the source.
+    Stale,
+    /// A Secret of that name that is not ours: never overwritten.
+    Foreign,
+}
+
+impl Standing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Standing::InSync => "in sync",
+            Standing::Missing => "missing",
+            Standing::Stale => "stale",
+            Standing::Foreign => "foreign",
+        }
+    }
+}
+
+/// The standing of `found` (the namespace's Secret of the source's name, if any).
+pub fn judge(found: Option<&Secret>, source: &Secret, own_namespace: &str) -> Standing {
+    match found {
+        None => Standing::Missing,
+        Some(s) if !is_ours(s, own_namespace) => Standing::Foreign,
+        Some(s) if in_sync(s, source) => Standing::InSync,
+        Some(_) => Standing::Stale,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OWN: &str = "sidecar-injector";
+
+    fn source(name: &str, token: &str) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(OWN.into()),
+                labels: Some(BTreeMap::from([("team".into(), "platform".into())])),
+                annotations: Some(BTreeMap::from([(
+                    "kubectl.kubernetes.io/last-applied-configuration".into(),
+                    format!("{{\"data\":{{\"api-token\":\"{token}\"}}}}"),
+                )])),
+                ..Default::default()
+            },
+            type_: Some("Opaque".into()),
+            data: Some(BTreeMap::from([(
+                "api-token".into(),
+                ByteString(token.as_bytes().to_vec()),
+            )])),
+            ..Default::default()
+        }
+    }
+
+    fn stored(mut s: Secret, rv: &str) -> Secret {
+        s.metadata.resource_version = Some(rv.into());
+        s.metadata.uid = Some(format!("uid-{rv}"));
+        s
+    }
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn set(n: &[&str]) -> BTreeSet<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    struct Case {
+        names: Vec<String>,
+        sources: BTreeMap<String, Secret>,
+        namespaces: BTreeSet<String>,
+        copies: Vec<Secret>,
+        foreign: BTreeSet<(String, String)>,
+    }
+
+    impl Case {
+        fn new(namespaces: &[&str]) -> Case {
+            Case {
+                names: names(&["token"]),
+                sources: BTreeMap::from([("token".to_owned(), source("token", "t1"))]),
+                namespaces: set(namespaces),
+                copies: vec![],
+                foreign: BTreeSet::new(),
+            }
+        }
+        fn plan(&self) -> Plan {
+            plan(&Observed {
+                names: &self.names,
+                own_namespace: OWN,
+                sources: &self.sources,
+                namespaces: &self.namespaces,
+                copies: &self.copies,
+                foreign: &self.foreign,
+            })
+        }
+    }
+
+    #[test]
+    fn a_copy_carries_name_type_data_and_our_marks_and_nothing_else_of_the_source() {
+        let copy = copy_of(&source("token", "t1"), OWN, "team-a");
+        assert_eq!(copy.metadata.name.as_deref(), Some("token"));
+        assert_eq!(copy.metadata.namespace.as_deref(), Some("team-a"));
+        assert_eq!(copy.type_.as_deref(), Some("Opaque"));
+        assert_eq!(copy.data, source("token", "t1").data);
+        assert_eq!(
+            copy.metadata.labels,
+            Some(BTreeMap::from([(
+                "app.kubernetes.io/managed-by".into(),
+                "sidecar-injector".into()
+            )]))
+        );
+        assert_eq!(
+            copy.metadata.annotations,
+            Some(BTreeMap::from([(
+                "sidecar-injector.io/copied-from".into(),
+                "sidecar-injector/token".into()
+            )])),
+            "the source's last-applied annotation (which holds the data) is not copied"
+        );
+        assert!(is_ours(&copy, OWN));
+        assert!(!is_ours(&copy, "another-install"));
+    }
+
+    #[test]
+    fn every_injected_namespace_without_its_copy_gets_one() {
+        let case = Case::new(&["team-a", "team-b"]);
+        let p = case.plan();
+        let created: Vec<String> = p.actions.iter().map(Action::target).collect();
+        assert_eq!(created, ["team-a/token", "team-b/token"]);
+        assert!(p.actions.iter().all(|a| a.verb() == "create"));
+        assert_eq!(p.in_sync, 0);
+    }
+
+    #[test]
+    fn a_copy_equal_to_its_source_is_left_alone_and_counted_in_sync() {
+        let mut case = Case::new(&["team-a"]);
+        case.copies = vec![stored(copy_of(&case.sources["token"], OWN, "team-a"), "7")];
+        assert_eq!(
+            case.plan(),
+            Plan {
+                in_sync: 1,
+                ..Plan::default()
+            }
+        );
+    }
+
+    #[test]
+    fn a_changed_source_or_an_edited_copy_is_updated_at_the_copy_s_resource_version() {
+        let mut case = Case::new(&["team-a"]);
+        case.copies = vec![stored(copy_of(&case.sources["token"], OWN, "team-a"), "7")];
+        case.sources
+            .insert("token".into(), source("token", "rotated"));
+        let p = case.plan();
+        let [Action::Update(s)] = p.actions.as_slice() else {
+            panic!("one update: {p:?}");
+        };
+        assert_eq!(s.metadata.resource_version.as_deref(), Some("7"));
+        assert_eq!(s.data, source("token", "rotated").data);
+
+        let mut case = Case::new(&["team-a"]);
+        let mut edited = copy_of(&case.sources["token"], OWN, "team-a");
+        edited.type_ = Some("kubernetes.io/dockerconfigjson".into());
+        case.copies = vec![stored(edited, "8")];
+        assert!(matches!(
+            case.plan().actions.as_slice(),
+            [Action::Update(_)]
+        ));
+    }
+
+    #[test]
+    fn copies_are_deleted_when_the_namespace_opts_out_or_the_name_leaves_the_list() {
+        let mut case = Case::new(&["team-a"]);
+        case.copies = vec![
+            stored(copy_of(&case.sources["token"], OWN, "team-a"), "1"),
+            stored(copy_of(&case.sources["token"], OWN, "opted-out"), "2"),
+            stored(copy_of(&source("pull", "p"), OWN, "team-a"), "3"),
+        ];
+        let p = case.plan();
+        assert_eq!(
+            p.actions,
+            [
+                Action::Delete {
+                    namespace: "opted-out".into(),
+                    name: "token".into(),
+                    uid: Some("uid-2".into())
+                },
+                Action::Delete {
+                    namespace: "team-a".into(),
+                    name: "pull".into(),
+                    uid: Some("uid-3".into())
+                },
+            ]
+        );
+        assert_eq!(p.in_sync, 1);
+    }
+
+    #[test]
+    fn other_people_s_secrets_are_never_written() {
+        let mut case = Case::new(&["team-a", "team-b"]);
+        // Labelled like ours, but copied by another install: not ours, not deleted.
+        let mut other_install = copy_of(&case.sources["token"], "elsewhere", "gone");
+        other_install.metadata.resource_version = Some("4".into());
+        case.copies = vec![other_install];
+        case.foreign.insert(("team-b".into(), "token".into()));
+        let p = case.plan();
+        assert_eq!(
+            p.actions.iter().map(Action::target).collect::<Vec<_>>(),
+            ["team-a/token"]
+        );
+        assert_eq!(p.foreign, 1);
+    }
+
+    #[test]
+    fn without_its_source_nothing_is_created_and_existing_copies_stay() {
+        let mut case = Case::new(&["team-a", "team-b"]);
+        case.copies = vec![stored(copy_of(&case.sources["token"], OWN, "team-a"), "1")];
+        case.sources.clear();
+        let p = case.plan();
+        assert_eq!(p.actions, []);
+        assert_eq!(p.missing_sources, ["token"]);
+    }
+
+    #[test]
+    fn the_injector_s_own_namespace_never_gets_a_copy_of_its_source() {
+        let case = Case::new(&[OWN, "team-a"]);
+        let p = case.plan();
+        assert_eq!(
+            p.actions.iter().map(Action::target).collect::<Vec<_>>(),
+            ["team-a/token"]
+        );
+    }
+
+    #[test]
+    fn doctor_judges_missing_stale_foreign_and_in_sync() {
+        let src = source("token", "t1");
+        let copy = copy_of(&src, OWN, "team-a");
+        assert_eq!(judge(None, &src, OWN), Standing::Missing);
+        assert_eq!(judge(Some(&copy), &src, OWN), Standing::InSync);
+        assert_eq!(
+            judge(Some(&copy), &source("token", "t2"), OWN),
+            Standing::Stale
+        );
+        let mut theirs = src.clone();
+        theirs.metadata.namespace = Some("team-a".into());
+        assert_eq!(judge(Some(&theirs), &src, OWN), Standing::Foreign);
+    }
+}
