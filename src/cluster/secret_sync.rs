@@ -6,12 +6,13 @@
 //! - the opted-in namespaces (metadata only, by the namespace label);
 //! - each source, in the injector's namespace, by name;
 //! - each name's copies in every namespace, by name *and* the managed-by label: the injector
-//!   lists no Secret but those names, and receives the data of its own copies only.
+//!   lists no Secret but those names, and receives the data of its own copies only;
+//! - each name's Secrets in every namespace, by name, metadata only (no data): which are
+//!   someone else's, and when they go.
 //!
 //! Every replica watches; only the Lease holder writes. A Secret of a listed name that is not
-//! ours is never written: creating ours fails with AlreadyExists, and it is reported (a
-//! Warning Event, the log, `secret_copies{state="foreign"}`) and tried again at the next
-//! resync, so its removal is noticed.
+//! ours is never written: it is reported (a Warning Event, the log,
+//! `secret_copies{state="foreign"}`), and once it is deleted the copy follows.
 
 use crate::cluster::events::reporter;
 use crate::engine::config::Config;
@@ -27,9 +28,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// How often everything is compared again even when no watch says a thing changed: Secrets
-/// of other people's that were in the way are tried again, and failed writes retried.
+/// How often everything is compared again even when no watch says a thing changed: failed
+/// writes are retried.
 const RESYNC: Duration = Duration::from_secs(30);
+/// Per listed name: the source, our copies, and every Secret of the name (metadata).
+const WATCHES_PER_NAME: usize = 3;
 /// How often the live configuration is looked at (in memory) for a change of names or label.
 const CONFIG_EVERY: Duration = Duration::from_secs(1);
 
@@ -101,9 +104,14 @@ struct Copier {
     namespaces: Store<PartialObjectMeta<Namespace>>,
     sources: Vec<Store<Secret>>,
     copies: Vec<Store<Secret>>,
+    /// Every Secret of each name, metadata only.
+    named: Vec<Store<PartialObjectMeta<Secret>>>,
     streams: Vec<BoxStream<'static, (usize, Result<bool, String>)>>,
-    /// `(namespace, name)` held by a Secret that is not ours, as the last create found.
+    /// `(namespace, name)` held by a Secret that is not ours, where a copy is wanted: as the
+    /// metadata watch has them, and those a create met before that watch did.
     foreign: BTreeSet<(String, String)>,
+    /// Met by a create since the last pass.
+    met: BTreeSet<(String, String)>,
     /// Those a Warning Event went out for (again only once they were gone and came back).
     warned: BTreeSet<(String, String)>,
     missing_said: BTreeSet<String>,
@@ -122,6 +130,7 @@ impl Copier {
         ));
         let mut sources = Vec::new();
         let mut copies = Vec::new();
+        let mut named = Vec::new();
         for name in &scope.names {
             let by_name = watcher::Config::default().fields(&format!("metadata.name={name}"));
             let (store, writer) = reflector::store();
@@ -133,12 +142,19 @@ impl Copier {
             sources.push(store);
             let (store, writer) = reflector::store();
             let api: Api<Secret> = Api::all(client.clone());
-            let ours = by_name.labels(&secret_copies::selector());
+            let ours = by_name.clone().labels(&secret_copies::selector());
             streams.push(tagged(
                 streams.len(),
                 reflector::reflector(writer, watcher(api, ours)).default_backoff(),
             ));
             copies.push(store);
+            let (store, writer) = reflector::store();
+            let api: Api<PartialObjectMeta<Secret>> = Api::all(client.clone());
+            streams.push(tagged(
+                streams.len(),
+                reflector::reflector(writer, watcher(api, by_name)).default_backoff(),
+            ));
+            named.push(store);
         }
         Copier {
             recorder: Recorder::new(client.clone(), reporter()),
@@ -147,8 +163,10 @@ impl Copier {
             namespaces,
             sources,
             copies,
+            named,
             streams,
             foreign: BTreeSet::new(),
+            met: BTreeSet::new(),
             warned: BTreeSet::new(),
             missing_said: BTreeSet::new(),
         }
@@ -159,13 +177,15 @@ impl Copier {
         match i {
             0 => format!("namespaces labelled {}=enabled", self.scope.label),
             i => {
-                let name = &self.scope.names[(i - 1) / 2];
-                if i % 2 == 1 {
-                    format!("Secret {}/{name} (the source)", self.scope.own_namespace)
-                } else {
-                    format!(
+                let name = &self.scope.names[(i - 1) / WATCHES_PER_NAME];
+                match (i - 1) % WATCHES_PER_NAME {
+                    0 => format!("Secret {}/{name} (the source)", self.scope.own_namespace),
+                    1 => format!(
                         "the copies of Secret {name} in every namespace (get, list, watch on secrets {name})"
-                    )
+                    ),
+                    _ => format!(
+                        "the Secrets named {name} in every namespace, metadata only (list, watch on secrets {name})"
+                    ),
                 }
             }
         }
@@ -174,7 +194,7 @@ impl Copier {
     /// Runs until the configuration changes the scope; returns the new one.
     async fn run(mut self, h: &Handles) -> Scope {
         let mut events = futures::stream::select_all(std::mem::take(&mut self.streams));
-        let mut ready = vec![false; 1 + 2 * self.scope.names.len()];
+        let mut ready = vec![false; 1 + WATCHES_PER_NAME * self.scope.names.len()];
         let mut failing = vec![false; ready.len()];
         let mut resync = tokio::time::interval(RESYNC);
         let mut look = tokio::time::interval(CONFIG_EVERY);
@@ -199,10 +219,7 @@ impl Copier {
                     }
                     dirty = true;
                 }
-                _ = resync.tick() => {
-                    self.foreign.clear();
-                    dirty = true;
-                }
+                _ = resync.tick() => dirty = true,
                 _ = look.tick() => {
                     let now = Scope::of(&(h.config)());
                     if now != self.scope {
@@ -253,6 +270,27 @@ impl Copier {
             .flat_map(|s| s.state())
             .filter_map(|s| Some((s.metadata.name.clone()?, (*s).clone())))
             .collect();
+        // Someone else's, where a copy is wanted: as the metadata watch has them, plus those
+        // a create met since the last pass (the watch may not have them yet).
+        let theirs: BTreeSet<(String, String)> = self
+            .named
+            .iter()
+            .flat_map(|s| s.state())
+            .filter(|m| {
+                let as_secret = Secret {
+                    metadata: m.metadata.clone(),
+                    ..Default::default()
+                };
+                !secret_copies::is_ours(&as_secret, &self.scope.own_namespace)
+            })
+            .filter_map(|m| Some((m.metadata.namespace.clone()?, m.metadata.name.clone()?)))
+            .filter(|(ns, _)| namespaces.contains(ns))
+            .collect();
+        let met = std::mem::take(&mut self.met);
+        self.foreign = theirs.union(&met).cloned().collect();
+        for (ns, name) in self.foreign.clone() {
+            self.report_foreign(&ns, &name).await;
+        }
         let copies: Vec<Secret> = self
             .copies
             .iter()
@@ -284,7 +322,8 @@ impl Copier {
                 failed += 1;
             }
         }
-        let still: BTreeSet<_> = self.foreign.clone();
+        self.foreign.extend(self.met.iter().cloned());
+        let still = &self.foreign;
         self.warned.retain(|k| still.contains(k));
         Counts {
             in_sync: plan.in_sync,
@@ -352,9 +391,14 @@ impl Copier {
         if secret_copies::is_ours(&as_secret, &self.scope.own_namespace) {
             return;
         }
-        let key = (namespace.to_owned(), name.to_owned());
-        self.foreign.insert(key.clone());
-        if !self.warned.insert(key) {
+        self.met.insert((namespace.to_owned(), name.to_owned()));
+        self.report_foreign(namespace, name).await;
+    }
+
+    /// Reports someone else's Secret where a copy is wanted: logged and a Warning Event on
+    /// it, once for as long as it stays.
+    async fn report_foreign(&mut self, namespace: &str, name: &str) {
+        if !self.warned.insert((namespace.to_owned(), name.to_owned())) {
             return;
         }
         let source = secret_copies::source_ref(&self.scope.own_namespace, name);
@@ -367,7 +411,6 @@ impl Copier {
             kind: Some("Secret".into()),
             namespace: Some(namespace.to_owned()),
             name: Some(name.to_owned()),
-            uid: as_secret.metadata.uid,
             ..Default::default()
         };
         let event = Event {
