@@ -215,13 +215,38 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// The dev certificates, under `dir`; when it cannot be written (a read-only root, as the
+/// image runs), under the temporary directory instead; else an error that says what to pass.
+fn dev_certificates(dir: &std::path::Path) -> Result<certs::Written> {
+    let first = match certs::ensure_dev(dir) {
+        Ok(dev) => return Ok(dev),
+        Err(e) => e,
+    };
+    let tmp = std::env::temp_dir().join("sidecar-injector-dev-certs");
+    match certs::ensure_dev(&tmp) {
+        Ok(dev) => {
+            tracing::info!(
+                dir = %dir.display(),
+                error = format!("{first:#}"),
+                "--dev-certs-dir cannot be written: the dev certificates are under {}",
+                tmp.display()
+            );
+            Ok(dev)
+        }
+        Err(second) => Err(anyhow::anyhow!(
+            "making the dev certificates: in {} ({first:#}) and in {} ({second:#}); pass --tls-cert-file and --tls-key-file (the Deployment does), or a writable --dev-certs-dir",
+            dir.display(),
+            tmp.display()
+        )),
+    }
+}
+
 fn serve(args: ServeArgs) -> Result<ExitCode> {
     init_logging(args.log_format);
     let (cert_file, key_file) = match (args.tls_cert_file, args.tls_key_file) {
         (Some(c), Some(k)) => (c, k),
         _ => {
-            let dev =
-                certs::ensure_dev(&args.dev_certs_dir).context("making the dev certificates")?;
+            let dev = dev_certificates(&args.dev_certs_dir)?;
             tracing::info!(ca = %dev.ca.display(), "no --tls-cert-file: serving a dev certificate; clients verify with this CA");
             (dev.cert, dev.key)
         }

@@ -720,3 +720,46 @@ fn json_logs_carry_the_request_span_and_no_secret_values() {
         "a secret value reached the log:\n{log}"
     );
 }
+
+/// The image runs with a read-only root: a `--dev-certs-dir` that cannot be written (here a
+/// file stands where it would be) moves the dev certificates under the temporary directory,
+/// and they are served; when that cannot be written either, serve exits saying what to pass.
+#[test]
+fn dev_certificates_move_to_the_temporary_directory_when_theirs_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocked = dir.path().join("blocked");
+    std::fs::write(&blocked, "a file, not a directory").unwrap();
+    let certs = blocked.join("certs").display().to_string();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let log = dir.path().join("server.log");
+    let (mut child, port, _) = common::spawn_serve_with_env(
+        &["--dev-certs-dir".into(), certs.clone()],
+        &[("TMPDIR", tmp.to_str().unwrap())],
+        &log,
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(port != 0, "serve did not start: {text}");
+    let ca = tmp.join("sidecar-injector-dev-certs/ca.crt");
+    assert!(ca.is_file(), "{text}");
+    assert!(
+        text.contains("--dev-certs-dir cannot be written"),
+        "the log says where the certificates went: {text}"
+    );
+
+    let (mut child, port, _) = common::spawn_serve_with_env(
+        &["--dev-certs-dir".into(), certs],
+        &[("TMPDIR", blocked.to_str().unwrap())],
+        &log,
+    );
+    let status = child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(port, 0, "{text}");
+    assert!(!status.success());
+    assert!(
+        text.contains("pass --tls-cert-file and --tls-key-file (the Deployment does), or a writable --dev-certs-dir"),
+        "{text}"
+    );
+}
