@@ -453,7 +453,7 @@ fn kustomize_renders_exactly_what_the_test_renderer_does() {
     }
     assert_eq!(
         common::schema::assert_valid("kustomize manifests/", &real, &[]),
-        11
+        13
     );
 }
 
