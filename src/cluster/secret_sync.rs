@@ -107,10 +107,8 @@ struct Copier {
     /// Every Secret of each name, metadata only.
     named: Vec<Store<PartialObjectMeta<Secret>>>,
     streams: Vec<BoxStream<'static, (usize, Result<bool, String>)>>,
-    /// `(namespace, name)` held by a Secret that is not ours, where a copy is wanted: as the
-    /// metadata watch has them, and those a create met before that watch did.
-    foreign: BTreeSet<(String, String)>,
-    /// Met by a create since the last pass.
+    /// `(namespace, name)` held by a Secret that is not ours that a create met (the
+    /// metadata watch may not have it yet); counted as foreign until the next pass.
     met: BTreeSet<(String, String)>,
     /// Those a Warning Event went out for (again only once they were gone and came back).
     warned: BTreeSet<(String, String)>,
@@ -165,7 +163,6 @@ impl Copier {
             copies,
             named,
             streams,
-            foreign: BTreeSet::new(),
             met: BTreeSet::new(),
             warned: BTreeSet::new(),
             missing_said: BTreeSet::new(),
@@ -258,9 +255,8 @@ impl Copier {
             .filter(|n| n.metadata.deletion_timestamp.is_none())
             .filter_map(|n| {
                 let name = n.metadata.name.as_deref()?;
-                let labels = n.metadata.labels.clone().unwrap_or_default();
                 config
-                    .injects_namespace(name, &labels)
+                    .injects_namespace(name, crate::cluster::namespaces::context(n).labels)
                     .then(|| name.to_owned())
             })
             .collect();
@@ -276,20 +272,14 @@ impl Copier {
             .named
             .iter()
             .flat_map(|s| s.state())
-            .filter(|m| {
-                let as_secret = Secret {
-                    metadata: m.metadata.clone(),
-                    ..Default::default()
-                };
-                !secret_copies::is_ours(&as_secret, &self.scope.own_namespace)
-            })
+            .filter(|m| !secret_copies::is_ours(&m.metadata, &self.scope.own_namespace))
             .filter_map(|m| Some((m.metadata.namespace.clone()?, m.metadata.name.clone()?)))
             .filter(|(ns, _)| namespaces.contains(ns))
             .collect();
         let met = std::mem::take(&mut self.met);
-        self.foreign = theirs.union(&met).cloned().collect();
-        for (ns, name) in self.foreign.clone() {
-            self.report_foreign(&ns, &name).await;
+        let mut foreign: BTreeSet<(String, String)> = theirs.union(&met).cloned().collect();
+        for (ns, name) in &foreign {
+            self.report_foreign(ns, name).await;
         }
         let copies: Vec<Secret> = self
             .copies
@@ -303,7 +293,7 @@ impl Copier {
             sources: &sources,
             namespaces: &namespaces,
             copies: &copies,
-            foreign: &self.foreign,
+            foreign: &foreign,
         });
         for name in &plan.missing_sources {
             if self.missing_said.insert(name.clone()) {
@@ -322,13 +312,12 @@ impl Copier {
                 failed += 1;
             }
         }
-        self.foreign.extend(self.met.iter().cloned());
-        let still = &self.foreign;
-        self.warned.retain(|k| still.contains(k));
+        foreign.extend(self.met.iter().cloned());
+        self.warned.retain(|k| foreign.contains(k));
         Counts {
             in_sync: plan.in_sync,
             failing: failed + plan.missing_sources.len() * namespaces.len(),
-            foreign: self.foreign.len(),
+            foreign: foreign.len(),
         }
     }
 
@@ -336,7 +325,7 @@ impl Copier {
     /// not a failure).
     async fn write(&mut self, action: &Action) -> bool {
         let target = action.target();
-        let (namespace, name) = target.split_once('/').unwrap_or_default();
+        let (namespace, name) = action.namespace_name();
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
         let source = secret_copies::source_ref(&self.scope.own_namespace, name);
         let result = match action {
@@ -384,11 +373,7 @@ impl Copier {
         let Ok(Some(found)) = api.get_metadata_opt(name).await else {
             return;
         };
-        let as_secret = Secret {
-            metadata: found.metadata,
-            ..Default::default()
-        };
-        if secret_copies::is_ours(&as_secret, &self.scope.own_namespace) {
+        if secret_copies::is_ours(&found.metadata, &self.scope.own_namespace) {
             return;
         }
         self.met.insert((namespace.to_owned(), name.to_owned()));
@@ -437,7 +422,7 @@ impl Copier {
                 continue;
             }
             for copy in store.state() {
-                if !secret_copies::is_ours(&copy, &self.scope.own_namespace) {
+                if !secret_copies::is_ours(&copy.metadata, &self.scope.own_namespace) {
                     continue;
                 }
                 let action = Action::Delete {

@@ -55,9 +55,9 @@ pub fn copy_of(source: &Secret, own_namespace: &str, namespace: &str) -> Secret 
 
 /// A copy this injector made from its source `name`: the label and the annotation both say so.
 /// A Secret labelled managed-by us but copied from elsewhere (another install of the
-/// injector, in another namespace) is not ours.
-pub fn is_ours(secret: &Secret, own_namespace: &str) -> bool {
-    let meta = &secret.metadata;
+/// injector, in another namespace) is not ours. Judged on the metadata alone, so a
+/// metadata-only read can be judged too.
+pub fn is_ours(meta: &ObjectMeta, own_namespace: &str) -> bool {
     let labelled = meta
         .labels
         .as_ref()
@@ -106,18 +106,23 @@ pub enum Action {
 }
 
 impl Action {
-    /// `NAMESPACE/NAME` of the copy it writes.
-    pub fn target(&self) -> String {
+    /// The namespace and name of the copy it writes.
+    pub fn namespace_name(&self) -> (&str, &str) {
         match self {
-            Action::Create(s) | Action::Update(s) => format!(
-                "{}/{}",
+            Action::Create(s) | Action::Update(s) => (
                 s.metadata.namespace.as_deref().unwrap_or_default(),
-                s.metadata.name.as_deref().unwrap_or_default()
+                s.metadata.name.as_deref().unwrap_or_default(),
             ),
             Action::Delete {
                 namespace, name, ..
-            } => format!("{namespace}/{name}"),
+            } => (namespace, name),
         }
+    }
+
+    /// `NAMESPACE/NAME` of the copy it writes.
+    pub fn target(&self) -> String {
+        let (namespace, name) = self.namespace_name();
+        format!("{namespace}/{name}")
     }
 
     pub fn verb(&self) -> &'static str {
@@ -161,7 +166,11 @@ pub struct Plan {
 pub fn plan(o: &Observed<'_>) -> Plan {
     let mut out = Plan::default();
     let mut ours: BTreeMap<(&str, &str), &Secret> = BTreeMap::new();
-    for copy in o.copies.iter().filter(|c| is_ours(c, o.own_namespace)) {
+    for copy in o
+        .copies
+        .iter()
+        .filter(|c| is_ours(&c.metadata, o.own_namespace))
+    {
         let (Some(ns), Some(name)) = (&copy.metadata.namespace, &copy.metadata.name) else {
             continue;
         };
@@ -227,7 +236,7 @@ impl Standing {
 pub fn judge(found: Option<&Secret>, source: &Secret, own_namespace: &str) -> Standing {
     match found {
         None => Standing::Missing,
-        Some(s) if !is_ours(s, own_namespace) => Standing::Foreign,
+        Some(s) if !is_ours(&s.metadata, own_namespace) => Standing::Foreign,
         Some(s) if in_sync(s, source) => Standing::InSync,
         Some(_) => Standing::Stale,
     }
@@ -326,8 +335,8 @@ mod tests {
             )])),
             "the source's last-applied annotation (which holds the data) is not copied"
         );
-        assert!(is_ours(&copy, OWN));
-        assert!(!is_ours(&copy, "another-install"));
+        assert!(is_ours(&copy.metadata, OWN));
+        assert!(!is_ours(&copy.metadata, "another-install"));
     }
 
     #[test]

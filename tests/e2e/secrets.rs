@@ -482,7 +482,12 @@ async fn with_the_default_install_the_token_created_once_reaches_a_new_namespace
     let c = client(&env).await;
     token_source_once(&env).await;
     let start = Instant::now();
+    let mut undo = Undo::new();
     let ns = opted_in(&c, "e2e-secrets-default").await;
+    undo.kubectl(
+        &format!("namespace {ns}"),
+        &["delete", "namespace", &ns, "--wait=false"],
+    );
     let copies: Api<Secret> = Api::namespaced(c.clone(), &ns);
     // `opted_in` returns once the namespace's default ServiceAccount exists, the earliest a
     // Pod can be created there.
@@ -529,10 +534,4 @@ async fn with_the_default_install_the_token_created_once_reaches_a_new_namespace
     );
     let copy = copies.get(TOKEN).await.unwrap();
     assert!(copy.data.unwrap().contains_key("api-token"));
-    api_delete_namespace(&c, &ns).await;
-}
-
-async fn api_delete_namespace(c: &Client, ns: &str) {
-    let api: Api<Namespace> = Api::all(c.clone());
-    let _ = api.delete(ns, &DeleteParams::default()).await;
 }
