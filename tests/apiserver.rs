@@ -208,7 +208,7 @@ fn preview_over_http_and_metrics_with_reasons() {
 fn certs_command_output_verifies_for_the_service_name() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("svc-certs");
-    let output = std::process::Command::new(common::BIN)
+    let output = std::process::Command::new(common::bin())
         .args([
             "certs",
             "--service",

@@ -54,7 +54,7 @@ fn every_istio_corpus_manifest_previews_to_valid_injected_kubernetes() {
     let mut outputs = Vec::new();
     let mut injected = 0;
     for file in &files {
-        let out = Command::new(common::BIN)
+        let out = Command::new(common::bin())
             .arg("preview")
             .arg("-f")
             .arg(file)

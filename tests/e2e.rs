@@ -885,7 +885,7 @@ async fn certificate_rotation_while_200_pods_are_created_loses_none() {
                 for f in ["ca.crt", "ca.key"] {
                     std::fs::copy(dir.join(f), tmp.join(f)).unwrap();
                 }
-                let out = Command::new(common::BIN)
+                let out = Command::new(common::bin())
                     .args(["certs", "--san", "127.0.0.1", "--out"])
                     .arg(&tmp)
                     .output()
@@ -1180,7 +1180,7 @@ async fn templates_overrides_and_skips_follow_the_namespace_as_the_cluster_has_i
 
     // preview --kubeconfig reads the same namespace from the cluster: the agent alone.
     let out = common::run(
-        common::BIN,
+        common::bin(),
         &[
             "preview",
             "--config",
@@ -1403,7 +1403,7 @@ fn check(env: &Env, args: &[&str]) -> (Option<i32>, Vec<Value>, String) {
         "json",
     ];
     all.extend_from_slice(args);
-    let out = common::run(common::BIN, &all, None);
+    let out = common::run(common::bin(), &all, None);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let reports: Vec<Value> = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("check's JSON: {e}: {stderr}"));
@@ -1981,7 +1981,7 @@ async fn with_ten_thousand_pods_the_webhook_stays_small_and_check_answers() {
     for _ in 0..3 {
         let t = Instant::now();
         let out = common::run(
-            common::BIN,
+            common::bin(),
             &[
                 "check",
                 "-A",

@@ -611,7 +611,7 @@ fn zero_flag_start_serves_the_default_collector_verified_against_certs_ca() {
     let cwd = tempfile::tempdir().unwrap();
     let log = cwd.path().join("log");
     let started = Instant::now();
-    let mut child = std::process::Command::new(common::BIN)
+    let mut child = std::process::Command::new(common::bin())
         .arg("serve")
         .current_dir(cwd.path())
         .stderr(std::fs::File::create(&log).unwrap())

@@ -422,7 +422,7 @@ fn the_base_renders_to_a_complete_hardened_install() {
     let cm_file = dir.path().join("configmap.yaml");
     let cm_doc = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
     std::fs::write(&cm_file, yaml::to_string(cm_doc).unwrap()).unwrap();
-    let out = Command::new(common::BIN)
+    let out = Command::new(common::bin())
         .args(["validate", "--config"])
         .arg(&cm_file)
         .output()
@@ -493,7 +493,7 @@ fn a_broken_template_fails_validate_with_its_path() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata:\n  mutate.yaml: |\n    containers:\n    - name: c\n      image: c:1\n      imagePullPolicy: Sometimes\n    - name: d\n      image: '{{ values.nope }}'\n",
     )
     .unwrap();
-    let out = Command::new(common::BIN)
+    let out = Command::new(common::bin())
         .args(["validate", "--config"])
         .arg(&file)
         .output()
@@ -510,7 +510,7 @@ fn a_broken_template_fails_validate_with_its_path() {
 #[test]
 fn certs_verify_with_openssl_for_the_service_name() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(common::BIN)
+    let out = Command::new(common::bin())
         .args([
             "certs",
             "--service",
@@ -556,7 +556,7 @@ fn openssl_verify(dir: &Path, flag: &str, name: &str) -> std::process::Output {
 #[test]
 fn certs_san_adds_an_ip_address_for_a_webhook_registered_by_url() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(common::BIN)
+    let out = Command::new(common::bin())
         .args([
             "certs",
             "--san",

@@ -10,7 +10,7 @@ use std::process::Output;
 fn preview(args: &[&str], stdin: Option<&str>) -> Output {
     let mut all = vec!["preview"];
     all.extend_from_slice(args);
-    common::run(common::BIN, &all, stdin)
+    common::run(common::bin(), &all, stdin)
 }
 
 fn manifest(name: &str) -> String {
@@ -464,7 +464,7 @@ fn every_example_configmap_validates_and_the_collector_is_the_default() {
     assert!(files.len() >= 3, "{files:?}");
     for f in &files {
         let out = common::run(
-            common::BIN,
+            common::bin(),
             &["validate", "--config", &f.display().to_string()],
             None,
         );
@@ -481,7 +481,7 @@ fn every_example_configmap_validates_and_the_collector_is_the_default() {
         );
     }
     let hash = |args: &[&str]| {
-        let out = common::run(common::BIN, args, None);
+        let out = common::run(common::bin(), args, None);
         String::from_utf8_lossy(&out.stdout)
             .rsplit("template hash ")
             .next()
@@ -543,7 +543,7 @@ fn check_that_cannot_reach_a_cluster_exits_2_not_the_1_of_a_missing_sidecar() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("no-such-kubeconfig");
     let out = common::run(
-        common::BIN,
+        common::bin(),
         &[
             "check",
             "-A",
@@ -564,7 +564,7 @@ fn a_port_in_use_names_the_flag_that_moves_it() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs").display().to_string();
     let out = common::run(
-        common::BIN,
+        common::bin(),
         &[
             "serve",
             "--listen",

@@ -11,7 +11,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_sidecar-injector");
+/// The binary under test: the one cargo built beside this test, unless `SIDECAR_INJECTOR_BIN`
+/// names another. tests/e2e/run points it at the release build, so the suite's own code can
+/// be the debug build `cargo test` already made while every `serve` it starts is the binary
+/// users run.
+pub fn bin() -> String {
+    std::env::var("SIDECAR_INJECTOR_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_sidecar-injector").to_owned())
+}
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -35,7 +42,7 @@ pub fn spawn_serve_with_env(
     log: &Path,
 ) -> (Child, u16, u16) {
     let log_file = std::fs::File::create(log).expect("log file");
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .arg("serve")
         .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
         .args(args)

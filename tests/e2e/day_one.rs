@@ -187,7 +187,7 @@ async fn check_without_config_judges_against_the_installed_configmap() {
     web_deployment(&env, &ns);
 
     let out = common::run(
-        common::BIN,
+        common::bin(),
         &[
             "check",
             "--kubeconfig",
@@ -301,7 +301,7 @@ async fn a_pod_whose_collector_cannot_start_is_failing_and_check_exits_1() {
 /// `sidecar-injector doctor -o json`: exit code and findings.
 fn doctor(env: &Env) -> (Option<i32>, Vec<Value>, String) {
     let out = common::run(
-        common::BIN,
+        common::bin(),
         &[
             "doctor",
             "--kubeconfig",
@@ -386,7 +386,7 @@ async fn doctor_passes_on_a_good_install_and_names_each_fault_with_its_fix() {
         assert!(checks.contains(&want), "{want} in {checks:?}");
     }
     let table = common::run(
-        common::BIN,
+        common::bin(),
         &["doctor", "--kubeconfig", env.kubeconfig.to_str().unwrap()],
         None,
     );
@@ -580,7 +580,7 @@ async fn repair_restarts_nothing_while_the_webhook_is_down() {
 
     let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base/config");
     let out = common::run(
-        common::BIN,
+        common::bin(),
         &[
             "check",
             "--config",
