@@ -9,6 +9,7 @@ use sidecar_injector::cluster;
 use sidecar_injector::engine::Outcome;
 use sidecar_injector::engine::config::{DEFAULT_OWN_NAMESPACE, Source};
 use sidecar_injector::engine::preview;
+use sidecar_injector::serve::serving_cert::Certificates;
 use sidecar_injector::serve::{config_files, server};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -77,6 +78,23 @@ struct ServeArgs {
     tls_cert_file: Option<PathBuf>,
     #[arg(long, requires = "tls_cert_file")]
     tls_key_file: Option<PathBuf>,
+    /// Keep the serving certificate in this Secret (NAMESPACE/NAME): the replica holding the
+    /// Lease makes a CA and the certificate when it is absent, renews and rolls them over, and
+    /// keeps --webhook-configuration's caBundle equal to the CA. Every replica serves the
+    /// Secret's current pair, read through the API.
+    #[arg(long, conflicts_with_all = ["tls_cert_file", "tls_key_file"], requires = "webhook_configuration")]
+    cert_secret: Option<String>,
+    /// The MutatingWebhookConfiguration whose caBundle --cert-secret keeps; its Service (or
+    /// URL host) names the certificate.
+    #[arg(long, requires = "cert_secret")]
+    webhook_configuration: Option<String>,
+    /// Another DNS name or IP address for the --cert-secret certificate (repeatable).
+    #[arg(long = "cert-san", requires = "cert_secret")]
+    cert_sans: Vec<String>,
+    /// How long a --cert-secret serving certificate is valid (s, m, h or d): renewed with a
+    /// third left; its CA lasts four times as long and is rolled over with half left.
+    #[arg(long, default_value = "90d", requires = "cert_secret")]
+    cert_validity: String,
     /// Require client certificates signed by this CA (PEM).
     #[arg(long)]
     client_ca_file: Option<PathBuf>,
@@ -243,12 +261,21 @@ fn dev_certificates(dir: &std::path::Path) -> Result<certs::Written> {
 
 fn serve(args: ServeArgs) -> Result<ExitCode> {
     init_logging(args.log_format);
-    let (cert_file, key_file) = match (args.tls_cert_file, args.tls_key_file) {
-        (Some(c), Some(k)) => (c, k),
+    let certificates = match (args.tls_cert_file, args.tls_key_file, args.cert_secret) {
+        (Some(cert), Some(key), _) => Certificates::Files { cert, key },
+        (_, _, Some(secret)) => Certificates::Secret(certs::secret_options(
+            &secret,
+            args.webhook_configuration.unwrap_or_default(),
+            args.cert_sans,
+            &args.cert_validity,
+        )?),
         _ => {
             let dev = dev_certificates(&args.dev_certs_dir)?;
             tracing::info!(ca = %dev.ca.display(), "no --tls-cert-file: serving a dev certificate; clients verify with this CA");
-            (dev.cert, dev.key)
+            Certificates::Files {
+                cert: dev.cert,
+                key: dev.key,
+            }
         }
     };
     let seconds = |s: f64, what: &str| -> Result<Duration> {
@@ -260,8 +287,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         own_namespace: own_namespace(),
         listen: args.listen,
         metrics_listen: args.metrics_listen,
-        cert_file,
-        key_file,
+        certificates,
         client_ca_file: args.client_ca_file,
         drain_grace: seconds(args.drain_grace_seconds, "--drain-grace-seconds")?,
         drain_timeout: seconds(args.drain_timeout_seconds, "--drain-timeout-seconds")?,

@@ -11,9 +11,13 @@
 //! directory: `certs/` of the webhook), `E2E_WEBHOOK_PORT`, `E2E_METRICS_PORT`,
 //! `E2E_WEBHOOK_PID`.
 
+#[path = "e2e/certificates.rs"]
+mod certificates;
 mod common;
 #[path = "e2e/day_one.rs"]
 mod day_one;
+#[path = "e2e/helm.rs"]
+mod helm;
 #[path = "e2e/lease.rs"]
 mod lease;
 #[path = "e2e/secrets.rs"]

@@ -193,7 +193,9 @@ fn the_base_renders_to_a_complete_hardened_install() {
             "ClusterRole" => named::<ClusterRole>(docs, kind, "sidecar-injector")
                 .rules
                 .unwrap_or_default(),
-            _ => one::<Role>(docs, kind).rules.unwrap_or_default(),
+            _ => named::<Role>(docs, kind, "sidecar-injector")
+                .rules
+                .unwrap_or_default(),
         };
         rules
             .into_iter()
@@ -304,22 +306,50 @@ fn the_base_renders_to_a_complete_hardened_install() {
         (pod.termination_grace_period_seconds.unwrap() as f64) > drain,
         "terminationGracePeriod outlasts the drain"
     );
-    // The Secret is mounted as a directory (no subPath), so hot reload sees ..data swaps.
-    let mounts = c.volume_mounts.clone().unwrap();
-    assert!(mounts.iter().all(|m| m.sub_path.is_none()));
-    let vols = pod.volumes.unwrap();
-    let tls_vol = vols
-        .iter()
-        .find(|v| v.secret.is_some())
-        .expect("the TLS Secret volume");
-    let mount = mounts.iter().find(|m| m.name == tls_vol.name).unwrap();
+    // The certificate is the injector's own: kept in a Secret of its namespace, read through
+    // the API (no volume), with the caBundle of the shipped webhook configuration kept.
+    let mwc_name = one::<MutatingWebhookConfiguration>(&docs, "MutatingWebhookConfiguration")
+        .metadata
+        .name
+        .unwrap();
     assert!(
-        args.iter().any(|a| a
-            .strip_prefix("--tls-cert-file=")
-            .is_some_and(|f| f.starts_with(&mount.mount_path))),
-        "--tls-cert-file= points into {}",
-        mount.mount_path
+        args.contains(&"--cert-secret=$(POD_NAMESPACE)/sidecar-injector-tls".to_owned())
+            && args.contains(&format!("--webhook-configuration={mwc_name}")),
+        "{args:?}"
     );
+    assert!(
+        !args.iter().any(|a| a.starts_with("--tls-")),
+        "no certificate files: {args:?}"
+    );
+    assert!(pod.volumes.is_none() && c.volume_mounts.is_none());
+    // Its rights: that Secret and that webhook configuration, by name; `create` unnamed.
+    let certs: Role = named(&docs, "Role", "sidecar-injector-certificates");
+    assert_eq!(
+        serde_json::to_value(certs.rules).unwrap(),
+        json!([
+            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["sidecar-injector-tls"],
+             "verbs": ["get", "list", "watch", "update"]},
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}
+        ])
+    );
+    let webhook: ClusterRole = named(&docs, "ClusterRole", "sidecar-injector-webhook");
+    assert_eq!(
+        serde_json::to_value(webhook.rules).unwrap(),
+        json!([{"apiGroups": ["admissionregistration.k8s.io"],
+                "resources": ["mutatingwebhookconfigurations"], "resourceNames": [mwc_name],
+                "verbs": ["get", "list", "watch", "patch"]}])
+    );
+    for (kind, name) in [
+        ("RoleBinding", "sidecar-injector-certificates"),
+        ("ClusterRoleBinding", "sidecar-injector-webhook"),
+    ] {
+        let binding: Value = named(&docs, kind, name);
+        assert_eq!(binding["roleRef"]["name"], name);
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": "sidecar-injector", "namespace": "sidecar-injector"}])
+        );
+    }
     // The ConfigMap is watched through the API: the one the install ships, in the
     // namespace the Pod runs in (POD_NAMESPACE, from the downward API).
     let cm: ConfigMap = one(&docs, "ConfigMap");
@@ -433,7 +463,7 @@ fn the_base_renders_to_a_complete_hardened_install() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    assert_eq!(common::schema::assert_valid("manifests/", &docs, &[]), 13);
+    assert_eq!(common::schema::assert_valid("manifests/", &docs, &[]), 17);
 }
 
 #[test]
@@ -453,7 +483,7 @@ fn kustomize_renders_exactly_what_the_test_renderer_does() {
     }
     assert_eq!(
         common::schema::assert_valid("kustomize manifests/", &real, &[]),
-        13
+        17
     );
 }
 
@@ -482,6 +512,58 @@ fn the_cert_manager_overlay_adds_issuer_certificate_and_ca_injection() {
         mwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
         "sidecar-injector/sidecar-injector"
     );
+    // The injector serves cert-manager's Secret from files, mounted as a directory (no
+    // subPath, so kubelet's ..data swaps reach it), and has no right to keep one itself.
+    let deploy: Deployment = one(&docs, "Deployment");
+    let pod = deploy.spec.unwrap().template.spec.unwrap();
+    let c = &pod.containers[0];
+    let args = c.args.clone().unwrap();
+    assert!(
+        !args.iter().any(|a| a.starts_with("--cert-secret")),
+        "{args:?}"
+    );
+    let mount = c.volume_mounts.clone().unwrap().into_iter().next().unwrap();
+    assert!(mount.sub_path.is_none());
+    let volume = pod
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == mount.name)
+        .unwrap();
+    assert_eq!(
+        volume.secret.unwrap().secret_name,
+        cert["spec"]["secretName"].as_str().map(str::to_owned)
+    );
+    for flag in ["--tls-cert-file=", "--tls-key-file="] {
+        assert!(
+            args.iter().any(|a| a
+                .strip_prefix(flag)
+                .is_some_and(|f| f.starts_with(&mount.mount_path))),
+            "{flag} points into {}: {args:?}",
+            mount.mount_path
+        );
+    }
+    for name in ["sidecar-injector-certificates", "sidecar-injector-webhook"] {
+        assert!(
+            !docs.iter().any(|d| d["metadata"]["name"] == name),
+            "{name} is left in the cert-manager install"
+        );
+    }
+    // Everything else of the base Deployment's args is kept.
+    let base: Deployment = one(&render(&root().join("manifests")), "Deployment");
+    let base_args = base.spec.unwrap().template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    for a in base_args
+        .iter()
+        .filter(|a| !a.starts_with("--cert-secret") && !a.starts_with("--webhook-configuration"))
+    {
+        assert!(
+            args.contains(a),
+            "{a} is lost in the cert-manager overlay: {args:?}"
+        );
+    }
 }
 
 #[test]
@@ -626,13 +708,32 @@ fn doctor_checks_exactly_the_permissions_the_rbac_grants() {
     let granted = |p: &sidecar_injector::cluster::doctor::Permission, cluster: &[_]| {
         grants(cluster, p) || (p.namespace.as_deref() == Some("sidecar-injector") && grants(&ns, p))
     };
-    for p in needed("sidecar-injector", "sidecar-injector", false, &propagated) {
+    // The shipped Deployment keeps its certificate (--cert-secret): doctor asks for those rights.
+    let kept = sidecar_injector::cluster::doctor::KeptCertificates {
+        namespace: "sidecar-injector".into(),
+        secret: "sidecar-injector-tls".into(),
+        webhook_configuration: "sidecar-injector".into(),
+    };
+    let kept = Some(&kept);
+    for p in needed(
+        "sidecar-injector",
+        "sidecar-injector",
+        false,
+        &propagated,
+        kept,
+    ) {
         assert!(granted(&p, &cluster), "the base does not grant {p:?}");
     }
-    let restarts: Vec<_> = needed("sidecar-injector", "sidecar-injector", true, &propagated)
-        .into_iter()
-        .filter(|p| p.group == "apps" && p.verb == "patch")
-        .collect();
+    let restarts: Vec<_> = needed(
+        "sidecar-injector",
+        "sidecar-injector",
+        true,
+        &propagated,
+        kept,
+    )
+    .into_iter()
+    .filter(|p| p.group == "apps" && p.verb == "patch")
+    .collect();
     assert_eq!(restarts.len(), 3);
     for p in &restarts {
         assert!(
@@ -642,14 +743,26 @@ fn doctor_checks_exactly_the_permissions_the_rbac_grants() {
     }
     let mut with_component = cluster.clone();
     with_component.extend(rules_of(&component, false));
-    for p in needed("sidecar-injector", "sidecar-injector", true, &propagated) {
+    for p in needed(
+        "sidecar-injector",
+        "sidecar-injector",
+        true,
+        &propagated,
+        kept,
+    ) {
         assert!(
             granted(&p, &with_component),
             "base + repair do not grant {p:?}"
         );
     }
     // And nothing more: each verb on each resource granted is one doctor checks.
-    let all = needed("sidecar-injector", "sidecar-injector", true, &propagated);
+    let all = needed(
+        "sidecar-injector",
+        "sidecar-injector",
+        true,
+        &propagated,
+        kept,
+    );
     for r in cluster
         .iter()
         .chain(&ns)
@@ -718,7 +831,7 @@ fn the_repair_component_adds_the_restart_permission_to_an_install() {
 }
 
 /// Issue "secret propagation": the injector reads and writes Secrets of the names
-/// config.yaml's propagateSecrets lists, and no other; only `create`, which RBAC cannot limit
+/// config.yaml's propagateSecrets lists (and its own certificate's), and no other; only `create`, which RBAC cannot limit
 /// by name, reaches every name, and it reads nothing.
 #[test]
 fn secrets_are_granted_by_the_names_propagate_secrets_lists_and_create_alone_is_unnamed() {
@@ -756,6 +869,16 @@ fn secrets_are_granted_by_the_names_propagate_secrets_lists_and_create_alone_is_
                 json!("sidecar-injector-secrets"),
                 json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]})
             ),
+            // --cert-secret: the serving certificate's Secret, in the injector's namespace.
+            (
+                json!("sidecar-injector-certificates"),
+                json!({"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["sidecar-injector-tls"],
+                       "verbs": ["get", "list", "watch", "update"]})
+            ),
+            (
+                json!("sidecar-injector-certificates"),
+                json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]})
+            ),
         ]
     );
     let binding = base
@@ -769,4 +892,22 @@ fn secrets_are_granted_by_the_names_propagate_secrets_lists_and_create_alone_is_
         json!([{"kind": "ServiceAccount", "name": "sidecar-injector", "namespace": "sidecar-injector"}])
     );
     assert_eq!(binding["roleRef"]["name"], "sidecar-injector-secrets");
+}
+
+/// The Helm chart ships the same config.yaml and mutate.yaml as `manifests/` (Helm reads
+/// files inside the chart only, so they are copies): a change to one without the other fails
+/// here. `tests/e2e/run kustomize_and_helm_render_the_same` compares the whole renders.
+#[test]
+fn the_chart_ships_the_config_files_of_manifests() {
+    for file in ["config.yaml", "mutate.yaml"] {
+        let shipped =
+            std::fs::read_to_string(root().join("manifests/base/config").join(file)).unwrap();
+        let chart =
+            std::fs::read_to_string(root().join("charts/sidecar-injector/files").join(file))
+                .unwrap();
+        assert!(
+            shipped == chart,
+            "charts/sidecar-injector/files/{file} differs from manifests/base/config/{file}: copy it"
+        );
+    }
 }

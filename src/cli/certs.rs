@@ -2,28 +2,77 @@
 //! caBundle for the MutatingWebhookConfiguration, and the dev pair `serve` makes when it is
 //! given none.
 
+use crate::cluster::certificates::authority::{self, Issued};
+use crate::cluster::certificates::keeper;
+use crate::cluster::certificates::rotation::Timing;
 use anyhow::{Context, Result};
 use base64::Engine as _;
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
-};
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
+
+pub use authority::service_names;
 
 pub const CA_CERT: &str = "ca.crt";
 pub const CA_KEY: &str = "ca.key";
 pub const TLS_CERT: &str = "tls.crt";
 pub const TLS_KEY: &str = "tls.key";
 
-/// The DNS names of a Service, as the apiserver dials it.
-pub fn service_names(service: &str, namespace: &str) -> Vec<String> {
-    vec![
-        service.to_owned(),
-        format!("{service}.{namespace}"),
-        format!("{service}.{namespace}.svc"),
-        format!("{service}.{namespace}.svc.cluster.local"),
-    ]
+/// How long the CA and the serving certificate made by `certs` are valid.
+const CA_VALIDITY: std::time::Duration = std::time::Duration::from_secs(3650 * 86_400);
+const SERVING_VALIDITY: Duration = Duration::days(365);
+
+/// `serve --cert-secret NAMESPACE/NAME --webhook-configuration NAME [--cert-san N]...
+/// [--cert-validity D]`, checked.
+pub fn secret_options(
+    secret: &str,
+    webhook_configuration: String,
+    extra_names: Vec<String>,
+    validity: &str,
+) -> Result<keeper::Options> {
+    let Some((namespace, name)) = secret
+        .split_once('/')
+        .filter(|(ns, n)| !ns.is_empty() && !n.is_empty() && !n.contains('/'))
+    else {
+        anyhow::bail!(
+            "--cert-secret {secret:?}: give it as NAMESPACE/NAME, for example sidecar-injector/sidecar-injector-tls"
+        );
+    };
+    let serving = duration(validity).with_context(|| format!("--cert-validity {validity:?}"))?;
+    if serving < Timing::MIN_SERVING {
+        anyhow::bail!(
+            "--cert-validity {validity}: at least {} s, so a renewal and a CA rollover fit in it",
+            Timing::MIN_SERVING.as_secs()
+        );
+    }
+    Ok(keeper::Options {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        webhook_configuration,
+        extra_names,
+        timing: Timing { serving },
+    })
+}
+
+/// `90d`, `12h`, `30m`, `45s`.
+fn duration(text: &str) -> Result<std::time::Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| anyhow::anyhow!("not a number followed by s, m, h or d"))?;
+    let unit_s = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => anyhow::bail!("the unit {unit:?} is not s, m, h or d"),
+    };
+    n.checked_mul(unit_s)
+        .map(std::time::Duration::from_secs)
+        .context("too long")
 }
 
 /// Paths of a written set.
@@ -38,48 +87,25 @@ pub struct Written {
 /// in `dir` (both `ca.crt` and `ca.key`) signs the new pair, so the caBundle stays the same.
 pub fn write(dir: &Path, names: &[String]) -> Result<Written> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let (ca_pem, ca_key) = match (read(dir, CA_CERT), read(dir, CA_KEY)) {
-        (Some(cert), Some(key)) => {
-            let key = KeyPair::from_pem(&key)
-                .with_context(|| format!("{}: not a private key", dir.join(CA_KEY).display()))?;
-            (cert, key)
-        }
+    let now = OffsetDateTime::now_utc();
+    let ca = match (read(dir, CA_CERT), read(dir, CA_KEY)) {
+        (Some(cert_pem), Some(key_pem)) => Issued { cert_pem, key_pem },
         _ => {
-            let key = KeyPair::generate().context("generating the CA key")?;
-            let cert = ca_params().self_signed(&key).context("signing the CA")?;
-            write_file(&dir.join(CA_CERT), cert.pem().as_bytes(), false)?;
-            write_file(&dir.join(CA_KEY), key.serialize_pem().as_bytes(), true)?;
-            (cert.pem(), key)
+            let ca = authority::new_ca(now, CA_VALIDITY)?;
+            write_file(&dir.join(CA_CERT), ca.cert_pem.as_bytes(), false)?;
+            write_file(&dir.join(CA_KEY), ca.key_pem.as_bytes(), true)?;
+            ca
         }
     };
-    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)
-        .with_context(|| format!("{}: not a CA certificate", dir.join(CA_CERT).display()))?;
-    let key = KeyPair::generate().context("generating the serving key")?;
-    let mut params = CertificateParams::new(names.to_vec()).context("the certificate names")?;
-    let mut dn = DistinguishedName::new();
-    dn.push(
-        DnType::CommonName,
-        names.first().cloned().unwrap_or_default(),
-    );
-    params.distinguished_name = dn;
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    let now = OffsetDateTime::now_utc();
-    params.not_before = now - Duration::minutes(5);
-    params.not_after = now + Duration::days(365);
-    let cert = params
-        .signed_by(&key, &issuer)
-        .context("signing the serving certificate")?;
+    let cert = authority::issue(&ca, names, now, now + SERVING_VALIDITY)
+        .with_context(|| format!("signing with the CA in {}", dir.display()))?;
     let written = Written {
         ca: dir.join(CA_CERT),
         cert: dir.join(TLS_CERT),
         key: dir.join(TLS_KEY),
     };
-    write_file(&written.cert, cert.pem().as_bytes(), false)?;
-    write_file(&written.key, key.serialize_pem().as_bytes(), true)?;
+    write_file(&written.cert, cert.cert_pem.as_bytes(), false)?;
+    write_file(&written.key, cert.key_pem.as_bytes(), true)?;
     Ok(written)
 }
 
@@ -108,23 +134,6 @@ pub fn ca_bundle(ca_path: &Path) -> Result<String> {
     Ok(base64::engine::general_purpose::STANDARD.encode(pem))
 }
 
-fn ca_params() -> CertificateParams {
-    let mut params = CertificateParams::default();
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "sidecar-injector CA");
-    params.distinguished_name = dn;
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let now = OffsetDateTime::now_utc();
-    params.not_before = now - Duration::minutes(5);
-    params.not_after = now + Duration::days(3650);
-    params
-}
-
 fn read(dir: &Path, name: &str) -> Option<String> {
     std::fs::read_to_string(dir.join(name)).ok()
 }
@@ -143,4 +152,22 @@ fn write_file(path: &Path, data: &[u8], private: bool) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))?;
     f.write_all(data)
         .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cert_secret_flags_are_checked_with_a_way_out() {
+        let ok = secret_options("sys/tls", "wh".into(), vec![], "90d").unwrap();
+        assert_eq!((ok.namespace.as_str(), ok.name.as_str()), ("sys", "tls"));
+        assert_eq!(ok.timing.serving.as_secs(), 90 * 86_400);
+        let e = secret_options("tls", "wh".into(), vec![], "90d").unwrap_err();
+        assert!(format!("{e:#}").contains("NAMESPACE/NAME"), "{e:#}");
+        let e = secret_options("sys/tls", "wh".into(), vec![], "10s").unwrap_err();
+        assert!(format!("{e:#}").contains("at least 30 s"), "{e:#}");
+        let e = secret_options("sys/tls", "wh".into(), vec![], "3w").unwrap_err();
+        assert!(format!("{e:#}").contains("--cert-validity \"3w\""), "{e:#}");
+    }
 }

@@ -36,6 +36,23 @@ impl Installed {
         self.configuration.as_ref()?.webhooks.as_ref()?.first()
     }
 
+    /// What `--cert-secret` and `--webhook-configuration` say, when the Pods keep their
+    /// certificate themselves.
+    pub fn kept_certificates(&self) -> Option<crate::cluster::doctor::KeptCertificates> {
+        self.pods.iter().find_map(|pod| {
+            let namespace = pod.metadata.namespace.as_deref().unwrap_or(&self.namespace);
+            pod.spec.as_ref()?.containers.iter().find_map(|c| {
+                let secret = flag_value(c, "--cert-secret")?.replace("$(POD_NAMESPACE)", namespace);
+                let (ns, name) = secret.split_once('/')?;
+                Some(crate::cluster::doctor::KeptCertificates {
+                    namespace: ns.to_owned(),
+                    secret: name.to_owned(),
+                    webhook_configuration: flag_value(c, "--webhook-configuration")?,
+                })
+            })
+        })
+    }
+
     /// The ConfigMap itself, when it exists.
     pub async fn read_configmap(&self, client: &kube::Client) -> Result<Option<ConfigMap>> {
         let (ns, name) = &self.configmap;

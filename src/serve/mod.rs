@@ -1,5 +1,5 @@
 //! The webhook process: the router and its handlers, admission decoding, TLS and connection
-//! slots, file watches for certificates and config, metrics, and the survey loop. It imports
+//! slots, the serving certificate (files or the Secret), file watches, metrics, and the survey loop. It imports
 //! [`crate::engine`] and [`crate::cluster`], never the command line.
 
 pub mod admission;
@@ -8,6 +8,7 @@ pub mod connections;
 pub mod file_watch;
 pub mod metrics;
 pub mod server;
+pub mod serving_cert;
 pub mod serving_config;
 pub mod survey;
 pub mod tls;

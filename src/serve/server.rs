@@ -7,8 +7,9 @@ use crate::engine::preview;
 use crate::serve::admission::{self, Decoded};
 use crate::serve::connections::{self, Registry, Shed, Slot};
 use crate::serve::metrics::Metrics;
+use crate::serve::serving_cert::{self, Certificates};
 use crate::serve::serving_config::ServingConfig;
-use crate::serve::tls::{self, CertResolver};
+use crate::serve::tls;
 use crate::serve::{config_files, file_watch};
 use anyhow::{Context, Result};
 use axum::Router;
@@ -68,8 +69,7 @@ pub struct ServeOptions {
     pub own_namespace: String,
     pub listen: SocketAddr,
     pub metrics_listen: SocketAddr,
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
+    pub certificates: Certificates,
     pub client_ca_file: Option<PathBuf>,
     /// After SIGTERM: keep answering (with `Connection: close`) this long.
     pub drain_grace: Duration,
@@ -364,15 +364,17 @@ pub async fn run(opts: ServeOptions) -> Result<()> {
             }
         }
     }
+    let mut leader = None;
     if let Some(client) = &client {
         let identity = std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| format!("sidecar-injector-{}", std::process::id()));
-        let leader = crate::serve::survey::spawn(
+        let holder = crate::serve::survey::spawn(
             client.clone(),
             crate::serve::survey::Handles {
                 config: state.config.clone(),
                 metrics: state.metrics.clone(),
+                keeps_certificates: matches!(opts.certificates, Certificates::Secret(_)),
             },
             opts.own_namespace.clone(),
             identity,
@@ -382,20 +384,24 @@ pub async fn run(opts: ServeOptions) -> Result<()> {
             client.clone(),
             crate::cluster::secret_sync::Handles {
                 config: Box::new(move || config.load_full()),
-                leader,
+                leader: holder.clone(),
                 report: Box::new(move |counts| metrics.secret_copies(counts)),
             },
         );
+        leader = Some(holder);
     }
 
-    let pair = tls::load_pair(&opts.cert_file, &opts.key_file)?;
-    state.metrics.certificate_expiry(pair.not_after);
-    let resolver = Arc::new(CertResolver::new(pair.key));
+    let resolver = serving_cert::start(
+        &opts.certificates,
+        client.as_ref(),
+        leader,
+        state.metrics.clone(),
+    )
+    .await?;
     let tls_config = tls::server_config(resolver.clone(), opts.client_ca_file.as_deref())?;
     let acceptor = TlsAcceptor::from(Arc::new(tls_config));
 
     watch_config(&opts, &state, client.as_ref(), loaded_hash);
-    watch_certificate(&opts, &state, resolver);
 
     let listener = bind(opts.listen, "--listen").await?;
     let metrics_listener = bind(opts.metrics_listen, "--metrics-listen").await?;
@@ -705,31 +711,4 @@ async fn bind(addr: SocketAddr, flag: &str) -> Result<TcpListener> {
         };
         anyhow::anyhow!("listening on {addr}: {e}; {hint}")
     })
-}
-
-fn watch_certificate(opts: &ServeOptions, state: &Arc<AppState>, resolver: Arc<CertResolver>) {
-    let (cert, key, state) = (opts.cert_file.clone(), opts.key_file.clone(), state.clone());
-    file_watch::spawn(
-        "certificate",
-        {
-            let files = vec![cert.clone(), key.clone()];
-            move || files.clone()
-        },
-        WATCH_INTERVAL,
-        move || match tls::load_pair(&cert, &key) {
-            Ok(pair) => {
-                info!(serial = %pair.serial, not_after = pair.not_after, "serving certificate reloaded");
-                state.metrics.certificate_reload(true);
-                state.metrics.certificate_expiry(pair.not_after);
-                resolver.swap(pair.key);
-            }
-            Err(e) => {
-                warn!(
-                    error = format!("{e:#}"),
-                    "serving certificate refused; the previous one keeps serving"
-                );
-                state.metrics.certificate_reload(false);
-            }
-        },
-    );
 }

@@ -27,6 +27,8 @@ const RENEW_EVERY: Duration = Duration::from_secs(5);
 pub struct Handles {
     pub config: Arc<ServingConfig>,
     pub metrics: Arc<Metrics>,
+    /// `--cert-secret`: the Lease holder keeps the certificate Secret, so it is always held.
+    pub keeps_certificates: bool,
 }
 
 /// Starts the survey (and repair) loop and the Lease keeper on the current runtime. Returns
@@ -53,19 +55,22 @@ pub fn spawn(
             loop {
                 let config = state.config.load();
                 let settings = &config.settings;
-                if settings.repair.enabled || !settings.propagate_secrets.is_empty() {
+                if state.keeps_certificates
+                    || settings.repair.enabled
+                    || !settings.propagate_secrets.is_empty()
+                {
                     let held = match elector.hold().await {
                         Ok(held) => held,
                         Err(e) => {
                             tracing::warn!(
                                 error = format!("{e:#}"),
-                                "the Lease cannot be held (repair and propagateSecrets wait for it)"
+                                "the Lease cannot be held (repair, propagateSecrets and --cert-secret wait for it)"
                             );
                             false
                         }
                     };
                     if held != leader.swap(held, Ordering::Relaxed) {
-                        tracing::info!(lease = LEASE_NAME, identity = %id, leader = held, "leadership changed: the holder repairs and writes the Secret copies");
+                        tracing::info!(lease = LEASE_NAME, identity = %id, leader = held, "leadership changed: the holder repairs, writes the Secret copies and keeps the certificate Secret");
                     }
                 } else {
                     leader.store(false, Ordering::Relaxed);

@@ -29,31 +29,39 @@ pub struct Pair {
 /// Loads and checks a pair: both parse, and the key is the certificate's. A half-written or
 /// mismatched pair is an error, never served.
 pub fn load_pair(cert_path: &Path, key_path: &Path) -> Result<Pair> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
-        .with_context(|| format!("reading {}", cert_path.display()))?
+    let cert =
+        std::fs::read(cert_path).with_context(|| format!("reading {}", cert_path.display()))?;
+    let key = std::fs::read(key_path).with_context(|| format!("reading {}", key_path.display()))?;
+    pair_from_pem(
+        &cert,
+        &key,
+        &cert_path.display().to_string(),
+        &key_path.display().to_string(),
+    )
+}
+
+/// [`load_pair`] for PEM held in memory; `cert_name` and `key_name` say where it came from.
+pub fn pair_from_pem(cert: &[u8], key: &[u8], cert_name: &str, key_name: &str) -> Result<Pair> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
         .collect::<Result<_, _>>()
-        .with_context(|| format!("{}: not a PEM certificate chain", cert_path.display()))?;
+        .with_context(|| format!("{cert_name}: not a PEM certificate chain"))?;
     let Some(leaf) = certs.first() else {
-        bail!("{}: holds no certificate", cert_path.display());
+        bail!("{cert_name}: holds no certificate");
     };
     let (_, parsed) = x509_parser::parse_x509_certificate(leaf)
-        .map_err(|e| anyhow!("{}: not an X.509 certificate: {e}", cert_path.display()))?;
+        .map_err(|e| anyhow!("{cert_name}: not an X.509 certificate: {e}"))?;
     let not_after = parsed.validity().not_after.timestamp();
     let serial = parsed.raw_serial_as_string();
-    let key = PrivateKeyDer::from_pem_file(key_path)
-        .with_context(|| format!("{}: not a PEM private key", key_path.display()))?;
+    let key = PrivateKeyDer::from_pem_slice(key)
+        .with_context(|| format!("{key_name}: not a PEM private key"))?;
     let signing = provider()
         .key_provider
         .load_private_key(key)
-        .with_context(|| format!("{}: unsupported private key", key_path.display()))?;
+        .with_context(|| format!("{key_name}: unsupported private key"))?;
     let certified = CertifiedKey::new(certs, signing);
-    certified.keys_match().with_context(|| {
-        format!(
-            "{} and {} do not belong together",
-            cert_path.display(),
-            key_path.display()
-        )
-    })?;
+    certified
+        .keys_match()
+        .with_context(|| format!("{cert_name} and {key_name} do not belong together"))?;
     Ok(Pair {
         key: Arc::new(certified),
         not_after,

@@ -44,7 +44,7 @@ pub fn spawn_serve_with_env(
     let log_file = std::fs::File::create(log).expect("log file");
     let mut child = Command::new(bin())
         .arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .args(default_ports(args))
         .args(args)
         .env("LOG_LEVEL", "debug")
         .envs(env.iter().copied())
@@ -69,6 +69,20 @@ pub fn spawn_serve_with_env(
         "serve logged no \"serving\" line within 60 s:\n{}",
         std::fs::read_to_string(log).unwrap_or_default()
     );
+}
+
+/// Port 0 on loopback for `--listen` and `--metrics-listen`, unless `args` give them.
+fn default_ports(args: &[String]) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for flag in ["--listen", "--metrics-listen"] {
+        if !args
+            .iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+        {
+            out.extend([flag, "127.0.0.1:0"]);
+        }
+    }
+    out
 }
 
 /// The TLS and metrics ports of serve's "serving" line, in its text or JSON log format.

@@ -20,8 +20,9 @@ const TOKEN: &str = "bitbucket-pipelines-metrics";
 const WITHIN: Duration = Duration::from_secs(5);
 
 /// The shipped ServiceAccount and RBAC, with `home` for the injector's namespace and the
-/// names of the cluster-wide objects; removed by the returned guard.
-fn install_rbac(env: &Env, home: &str, undo: &mut Undo) {
+/// names of the cluster-wide objects, and the `more` replacements after; the cluster-wide
+/// objects are removed by `undo`.
+pub(crate) fn install_rbac(env: &Env, home: &str, more: &[(&str, &str)], undo: &mut Undo) {
     let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base");
     let mut text = String::new();
     for file in ["serviceaccount.yaml", "rbac.yaml"] {
@@ -29,16 +30,24 @@ fn install_rbac(env: &Env, home: &str, undo: &mut Undo) {
         text.push_str("\n---\n");
     }
     let shipped = text.clone();
-    let text = text
+    let mut text = text
         .replace("namespace: sidecar-injector", &format!("namespace: {home}"))
         .replace("name: sidecar-injector", &format!("name: {home}"));
+    for (from, to) in more {
+        assert!(text.contains(from), "the shipped RBAC has no {from:?}");
+        text = text.replace(from, to);
+    }
     assert!(
         !text.contains("namespace: sidecar-injector")
             && shipped.contains(&format!("resourceNames: [{TOKEN}]")),
         "the shipped RBAC grants {TOKEN} by name, and every subject moved to {home}"
     );
     for kind in ["clusterrole", "clusterrolebinding"] {
-        for name in [home.to_owned(), format!("{home}-secrets")] {
+        for name in [
+            home.to_owned(),
+            format!("{home}-secrets"),
+            format!("{home}-webhook"),
+        ] {
             undo.kubectl(
                 &format!("{kind} {name}"),
                 &["delete", kind, &name, "--ignore-not-found"],
@@ -48,19 +57,29 @@ fn install_rbac(env: &Env, home: &str, undo: &mut Undo) {
     ok(&kubectl(env, &["apply", "-f", "-"], Some(&text)));
 }
 
-/// A kubeconfig that authenticates as `home`'s ServiceAccount (a token from the TokenRequest
-/// API), for the cluster of the suite's kubeconfig.
-fn service_account_kubeconfig(env: &Env, home: &str, dir: &std::path::Path) -> PathBuf {
+/// A kubeconfig that authenticates as `home`'s ServiceAccount `home` (a token from the
+/// TokenRequest API), for the cluster of the suite's kubeconfig.
+pub(crate) fn service_account_kubeconfig(env: &Env, home: &str, dir: &std::path::Path) -> PathBuf {
+    account_kubeconfig(env, home, home, dir)
+}
+
+/// [`service_account_kubeconfig`] for the ServiceAccount `account` of namespace `ns`.
+pub(crate) fn account_kubeconfig(
+    env: &Env,
+    ns: &str,
+    account: &str,
+    dir: &std::path::Path,
+) -> PathBuf {
     let token = ok(&kubectl(
         env,
-        &["create", "token", home, "-n", home, "--duration=1h"],
+        &["create", "token", account, "-n", ns, "--duration=1h"],
         None,
     ));
     let admin = Kubeconfig::read_from(&env.kubeconfig).unwrap();
     let cluster = admin.clusters[0].cluster.clone().unwrap();
     let server = cluster.server.unwrap();
     let ca = cluster.certificate_authority_data.unwrap();
-    let path = dir.join(format!("{home}.kubeconfig"));
+    let path = dir.join(format!("{ns}-{account}.kubeconfig"));
     std::fs::write(
         &path,
         format!(
@@ -73,7 +92,7 @@ fn service_account_kubeconfig(env: &Env, home: &str, dir: &std::path::Path) -> P
 }
 
 /// The shipped config with its own namespace label.
-fn config_dir(dir: &std::path::Path, label: &str) -> PathBuf {
+pub(crate) fn config_dir(dir: &std::path::Path, label: &str) -> PathBuf {
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base/config");
     let config = dir.join("config");
     std::fs::create_dir_all(&config).unwrap();
@@ -151,7 +170,7 @@ async fn home(
         &format!("namespace {name}"),
         &["delete", "namespace", name, "--wait=false"],
     );
-    install_rbac(env, name, undo);
+    install_rbac(env, name, &[], undo);
     let secrets: Api<Secret> = Api::namespaced(c.clone(), name);
     secrets
         .create(&PostParams::default(), &token_secret(name, source_token))

@@ -8,6 +8,14 @@ use k8s_openapi::api::authorization::v1::{
 };
 use kube::api::{Api, PostParams};
 
+/// `serve --cert-secret NAMESPACE/NAME --webhook-configuration NAME`, as the Pods run it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptCertificates {
+    pub namespace: String,
+    pub secret: String,
+    pub webhook_configuration: String,
+}
+
 /// One permission: verb, API group, resource, and, when it is limited to them, the
 /// namespace and the name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +70,7 @@ pub fn needed(
     configmap: &str,
     repair: bool,
     propagate: &[String],
+    certificates: Option<&KeptCertificates>,
 ) -> Vec<Permission> {
     let mut all = vec![
         Permission::new("get", "", "namespaces", "namespace labels and annotations"),
@@ -126,6 +135,40 @@ pub fn needed(
             all.push(Permission {
                 name: Some(name.clone()),
                 ..Permission::new(verb, "", "secrets", "propagateSecrets: sources and copies")
+            });
+        }
+    }
+    if let Some(kept) = certificates {
+        for verb in ["get", "list", "watch", "update"] {
+            all.push(Permission {
+                namespace: Some(kept.namespace.clone()),
+                name: Some(kept.secret.clone()),
+                ..Permission::new(
+                    verb,
+                    "",
+                    "secrets",
+                    "--cert-secret: the serving certificate",
+                )
+            });
+        }
+        all.push(Permission {
+            namespace: Some(kept.namespace.clone()),
+            ..Permission::new(
+                "create",
+                "",
+                "secrets",
+                "--cert-secret: the serving certificate",
+            )
+        });
+        for verb in ["get", "list", "watch", "patch"] {
+            all.push(Permission {
+                name: Some(kept.webhook_configuration.clone()),
+                ..Permission::new(
+                    verb,
+                    "admissionregistration.k8s.io",
+                    "mutatingwebhookconfigurations",
+                    "--webhook-configuration: its caBundle",
+                )
             });
         }
     }

@@ -17,11 +17,11 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams, PartialObjectMeta};
 use serde::Serialize;
 
-pub use access::{Permission, needed};
+pub use access::{KeptCertificates, Permission, needed};
 pub use tls::host_port;
 
 /// The fix for a caBundle that does not verify the serving certificate.
-pub const INSTALL_CA: &str = "set the caBundle to the CA that signed the serving certificate: base64 -w0 certs/ca.crt, patched into /webhooks/0/clientConfig/caBundle (README: Install), or install with the cert-manager overlay";
+pub const INSTALL_CA: &str = "with --cert-secret (the default install) the injector sets the caBundle itself: its log says why it has not (kubectl -n sidecar-injector logs deploy/sidecar-injector); otherwise set it to the CA that signed the serving certificate: base64 -w0 cluster-certs/ca.crt, patched into /webhooks/0/clientConfig/caBundle, or cert-manager's overlay sets it (docs/install.md: Certificates, three ways)";
 /// The certificate must outlive this many days.
 pub const EXPIRY_DAYS: i64 = 14;
 
@@ -204,6 +204,7 @@ pub async fn run(
         &installed.configmap.1,
         repair,
         propagated,
+        installed.kept_certificates().as_ref(),
     );
     out.push(access::review(client, &user, &want).await?);
     Ok(out)
@@ -479,15 +480,15 @@ mod tests {
 
     #[test]
     fn the_permissions_are_those_of_the_shipped_rbac_and_repair_adds_restarts() {
-        let base = needed("inj", "cm", false, &[]);
+        let base = needed("inj", "cm", false, &[], None);
         assert!(
             base.iter()
                 .any(|p| p.verb == "list" && p.resource == "pods")
         );
         assert!(!base.iter().any(|p| p.verb == "patch" && p.group == "apps"));
-        let with_repair = needed("inj", "cm", true, &[]);
+        let with_repair = needed("inj", "cm", true, &[], None);
         assert_eq!(with_repair.len(), base.len() + 6);
-        let copying = needed("inj", "cm", false, &["token".to_owned()]);
+        let copying = needed("inj", "cm", false, &["token".to_owned()], None);
         let secrets: Vec<String> = copying
             .iter()
             .filter(|p| p.resource == "secrets")

@@ -27,22 +27,7 @@ pub struct Served {
     pub from: String,
 }
 
-/// `https://host:port/path` as host and port.
-pub fn host_port(url: &str) -> Option<(String, u16)> {
-    let rest = url.strip_prefix("https://")?;
-    let authority = rest.split(['/', '?']).next()?;
-    if let Some(v6) = authority.strip_prefix('[') {
-        let (host, after) = v6.split_once(']')?;
-        let port = after
-            .strip_prefix(':')
-            .map_or(Some(443), |p| p.parse().ok())?;
-        return Some((host.to_owned(), port));
-    }
-    match authority.rsplit_once(':') {
-        Some((host, port)) => Some((host.to_owned(), port.parse().ok()?)),
-        None => Some((authority.to_owned(), 443)),
-    }
-}
+pub use crate::cluster::certificates::authority::host_port;
 
 fn roots(ca_bundle: &[u8]) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
@@ -217,24 +202,22 @@ pub async fn by_service(
     let Some(ca) = ca_bundle else {
         return (no_ca_bundle(), None);
     };
-    let Some((secret, key)) = installed.pods.iter().find_map(serving_secret) else {
+    let Some((namespace, secret, key)) = installed.pods.iter().find_map(serving_secret) else {
         return (
-            Finding::skip("caBundle", "no injector Pod mounts its serving certificate from a Secret at --tls-cert-file: not verified".into()),
+            Finding::skip("caBundle", "no injector Pod takes its serving certificate from a Secret (--cert-secret, or one mounted at --tls-cert-file): not verified".into()),
             None,
         );
     };
-    let api: Api<Secret> = Api::namespaced(client.clone(), &installed.namespace);
+    let namespace = namespace.unwrap_or_else(|| installed.namespace.clone());
+    let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let pem = match api.get_opt(&secret).await {
         Ok(Some(s)) => s.data.and_then(|d| d.get(&key).map(|b| b.0.clone())),
         Ok(None) => {
             return (
                 Finding::fail(
                     "caBundle",
-                    format!(
-                        "the serving certificate's Secret {}/{secret} does not exist",
-                        installed.namespace
-                    ),
-                    "create it (README: Install) or install cert-manager's overlay",
+                    format!("the serving certificate's Secret {namespace}/{secret} does not exist"),
+                    "with --cert-secret the injector makes it: its log says why it has not; otherwise create it (docs/install.md: Certificates, three ways) or install cert-manager's overlay",
                 ),
                 None,
             );
@@ -244,8 +227,7 @@ pub async fn by_service(
                 Finding::skip(
                     "caBundle",
                     format!(
-                        "the serving certificate's Secret {}/{secret} cannot be read ({e}): not verified",
-                        installed.namespace
+                        "the serving certificate's Secret {namespace}/{secret} cannot be read ({e}): not verified"
                     ),
                 ),
                 None,
@@ -259,13 +241,13 @@ pub async fn by_service(
                 .collect()
         })
         .unwrap_or_default();
-    let from = format!("Secret {}/{secret} key {key}", installed.namespace);
+    let from = format!("Secret {namespace}/{secret} key {key}");
     let Some((leaf, rest)) = chain.split_first() else {
         return (
             Finding::fail(
                 "caBundle",
                 format!("{from} holds no PEM certificate"),
-                "create the Secret again (README: Install)",
+                "with --cert-secret, delete the Secret and the injector makes a new one; otherwise create it again (docs/install.md: Certificates, three ways)",
             ),
             None,
         );
@@ -295,17 +277,26 @@ pub async fn by_service(
     (finding, Some(Served { chain, from }))
 }
 
-/// The Secret and key behind a Pod's `--tls-cert-file`.
-fn serving_secret(pod: &k8s_openapi::api::core::v1::Pod) -> Option<(String, String)> {
+/// The Secret (its namespace when `--cert-secret` names one) and key the Pod serves from:
+/// `--cert-secret`'s, or the one mounted where `--tls-cert-file` points.
+fn serving_secret(
+    pod: &k8s_openapi::api::core::v1::Pod,
+) -> Option<(Option<String>, String, String)> {
     let spec = pod.spec.as_ref()?;
     for c in &spec.containers {
+        if let Some(named) = flag_value(c, "--cert-secret") {
+            // kubelet expands $(POD_NAMESPACE); the Pod as stored keeps it.
+            let (ns, name) = named.split_once('/')?;
+            let ns = (ns != "$(POD_NAMESPACE)").then(|| ns.to_owned());
+            return Some((ns, name.to_owned(), "tls.crt".to_owned()));
+        }
         let Some(path) = flag_value(c, "--tls-cert-file") else {
             continue;
         };
         // A file inside the mounted Secret: its key.
         let (volume, key) = volume_at(spec, c, &path).filter(|(_, key)| !key.is_empty())?;
         let secret = volume.secret.as_ref()?.secret_name.clone()?;
-        return Some((secret, key));
+        return Some((None, secret, key));
     }
     None
 }
@@ -331,7 +322,11 @@ mod tests {
                 "volumes": [{"name": "tls", "secret": {"secretName": "sidecar-injector-tls"}}]}}))
             .unwrap()
         };
-        let want = Some(("sidecar-injector-tls".to_owned(), "tls.crt".to_owned()));
+        let want = Some((
+            None,
+            "sidecar-injector-tls".to_owned(),
+            "tls.crt".to_owned(),
+        ));
         let shipped = pod(json!([
             "serve",
             "--tls-cert-file=/etc/sidecar-injector/tls/tls.crt"
@@ -348,6 +343,24 @@ mod tests {
             "--tls-cert-file=/etc/sidecar-injector/tlsx/tls.crt"
         ]));
         assert_eq!(serving_secret(&elsewhere), None);
+        let kept = pod(json!([
+            "serve",
+            "--cert-secret=sys/inj-tls",
+            "--webhook-configuration=inj"
+        ]));
+        assert_eq!(
+            serving_secret(&kept),
+            Some((
+                Some("sys".to_owned()),
+                "inj-tls".to_owned(),
+                "tls.crt".to_owned()
+            ))
+        );
+        let shipped_kept = pod(json!(["serve", "--cert-secret=$(POD_NAMESPACE)/inj-tls"]));
+        assert_eq!(
+            serving_secret(&shipped_kept),
+            Some((None, "inj-tls".to_owned(), "tls.crt".to_owned()))
+        );
     }
 
     #[test]

@@ -1,0 +1,575 @@
+//! What the Lease holder does next with the certificate Secret and the webhook's caBundle,
+//! decided from what it sees and the time: pure, so every step of a rotation is tested here.
+//!
+//! The Secret holds `ca.crt` (the CAs to trust, oldest first: the caBundle), `ca.key` (the
+//! newest CA's key), and `tls.crt`/`tls.key` (the serving pair, signed by one of the CAs).
+//! With `L` the serving certificate's validity:
+//! - the serving certificate is renewed when less than `L/3` of it is left;
+//! - a CA is valid `4L`. When less than `2L` of the newest is left, a new CA is added to the
+//!   bundle (the old one stays) and published in the caBundle; only once the apiserver has
+//!   had it for [`Timing::propagation`] is a serving certificate signed by it; the old CA
+//!   leaves the bundle [`Timing::grace`] after that certificate was first seen, when every
+//!   replica, watching the Secret, serves it. No call fails during a rotation.
+
+use crate::cluster::certificates::authority::Issued;
+use std::time::Duration;
+use x509_parser::pem::Pem;
+
+pub const CA_CERT: &str = "ca.crt";
+pub const CA_KEY: &str = "ca.key";
+pub const TLS_CERT: &str = "tls.crt";
+pub const TLS_KEY: &str = "tls.key";
+
+/// The durations of a rotation, all from the serving certificate's validity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub serving: Duration,
+}
+
+impl Timing {
+    pub fn ca_validity(&self) -> Duration {
+        self.serving * 4
+    }
+    /// Renew the serving certificate when less than this is left of it.
+    pub fn renew_before(&self) -> Duration {
+        self.serving / 3
+    }
+    /// Add a new CA when less than this is left of the newest.
+    pub fn rollover_before(&self) -> Duration {
+        self.serving * 2
+    }
+    /// How long the apiserver has had a caBundle before a certificate signed by its newest CA
+    /// is served: its webhook configuration informer must have seen the bundle.
+    pub fn propagation(&self) -> Duration {
+        (self.serving / 20).clamp(Duration::from_secs(2), Duration::from_secs(60))
+    }
+    /// How long after a serving certificate was first seen the CAs it does not need stay
+    /// trusted: every replica watches the Secret and serves it within seconds.
+    pub fn grace(&self) -> Duration {
+        (self.serving / 10).clamp(Duration::from_secs(5), Duration::from_secs(600))
+    }
+    /// How often the holder looks again with nothing changed.
+    pub fn tick(&self) -> Duration {
+        (self.serving / 30).clamp(Duration::from_secs(1), Duration::from_secs(30))
+    }
+    /// The shortest validity the steps fit in.
+    pub const MIN_SERVING: Duration = Duration::from_secs(30);
+}
+
+/// A certificate as the plan needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cert {
+    pub pem: String,
+    pub subject: Vec<u8>,
+    pub issuer: Vec<u8>,
+    pub not_after: i64,
+    pub serial: String,
+    /// DNS names and IP addresses (as text) of the subjectAltName.
+    pub names: Vec<String>,
+    pub public_key: Vec<u8>,
+}
+
+/// The Secret's contents, parsed.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// Oldest first; the last is the one `ca.key` belongs to.
+    pub cas: Vec<Cert>,
+    pub ca_key_pem: String,
+    pub leaf: Cert,
+    pub leaf_key_pem: String,
+}
+
+impl Stored {
+    /// Reads the Secret's data. An error says what is wrong, for the log; the holder then
+    /// makes a new set.
+    pub fn parse(get: impl Fn(&str) -> Option<Vec<u8>>) -> Result<Stored, String> {
+        let text = |key: &str| -> Result<String, String> {
+            let bytes = get(key).ok_or_else(|| format!("no {key}"))?;
+            String::from_utf8(bytes).map_err(|_| format!("{key} is not PEM text"))
+        };
+        let cas = parse_certs(&text(CA_CERT)?).map_err(|e| format!("{CA_CERT}: {e}"))?;
+        let ca_key_pem = text(CA_KEY)?;
+        let leaf = parse_certs(&text(TLS_CERT)?)
+            .map_err(|e| format!("{TLS_CERT}: {e}"))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("{TLS_CERT} holds no certificate"))?;
+        let leaf_key_pem = text(TLS_KEY)?;
+        let newest = cas
+            .last()
+            .ok_or_else(|| format!("{CA_CERT} holds no certificate"))?;
+        let key = rcgen::KeyPair::from_pem(&ca_key_pem)
+            .map_err(|e| format!("{CA_KEY} is not a private key: {e}"))?;
+        if rcgen::PublicKeyData::subject_public_key_info(&key) != newest.public_key {
+            return Err(format!(
+                "{CA_KEY} is not the key of the last CA in {CA_CERT}"
+            ));
+        }
+        if !cas.iter().any(|ca| ca.subject == leaf.issuer) {
+            return Err(format!("{TLS_CERT} is signed by no CA in {CA_CERT}"));
+        }
+        Ok(Stored {
+            cas,
+            ca_key_pem,
+            leaf,
+            leaf_key_pem,
+        })
+    }
+
+    pub fn newest_ca(&self) -> Issued {
+        Issued {
+            cert_pem: self.cas.last().map(|c| c.pem.clone()).unwrap_or_default(),
+            key_pem: self.ca_key_pem.clone(),
+        }
+    }
+
+    /// The caBundle: the PEM of every CA, oldest first.
+    pub fn bundle(&self) -> String {
+        bundle(&self.cas)
+    }
+
+    fn signed_by_newest(&self) -> bool {
+        self.cas.last().map(|c| &c.subject) == Some(&self.leaf.issuer)
+    }
+}
+
+pub fn bundle(cas: &[Cert]) -> String {
+    cas.iter().map(|c| c.pem.as_str()).collect()
+}
+
+/// Every certificate of a PEM text.
+pub fn parse_certs(pem_text: &str) -> Result<Vec<Cert>, String> {
+    let mut certs = Vec::new();
+    for pem in Pem::iter_from_buffer(pem_text.as_bytes()) {
+        let pem = pem.map_err(|e| format!("not PEM: {e}"))?;
+        let (_, x509) = x509_parser::parse_x509_certificate(&pem.contents)
+            .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+        let names = x509
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .map(|san| {
+                san.value
+                    .general_names
+                    .iter()
+                    .filter_map(|n| match n {
+                        x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
+                        x509_parser::extensions::GeneralName::IPAddress(ip) => ip_text(ip),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        certs.push(Cert {
+            pem: pem_of(&pem.contents),
+            subject: x509.subject().as_raw().to_vec(),
+            issuer: x509.issuer().as_raw().to_vec(),
+            not_after: x509.validity().not_after.timestamp(),
+            serial: x509.raw_serial_as_string(),
+            names,
+            public_key: x509.public_key().raw.to_vec(),
+        });
+    }
+    if certs.is_empty() {
+        return Err("holds no certificate".to_owned());
+    }
+    Ok(certs)
+}
+
+fn ip_text(bytes: &[u8]) -> Option<String> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes)
+            .ok()
+            .map(|b| std::net::Ipv4Addr::from(b).to_string()),
+        16 => <[u8; 16]>::try_from(bytes)
+            .ok()
+            .map(|b| std::net::Ipv6Addr::from(b).to_string()),
+        _ => None,
+    }
+}
+
+fn pem_of(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
+/// What the holder remembers between looks (and forgets when it loses the Lease, so a new
+/// holder waits the full time again).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// The caBundle the webhook configuration holds, and since when (Unix seconds).
+    pub bundle: Option<(String, i64)>,
+    /// The serving certificate's serial, and since when it is in the Secret.
+    pub leaf: Option<(String, i64)>,
+}
+
+impl Seen {
+    /// Records what is there now; times only move when the thing changes.
+    pub fn observe(&mut self, webhook_bundle: Option<&str>, stored: Option<&Stored>, now: i64) {
+        match webhook_bundle {
+            Some(b) if self.bundle.as_ref().map(|(s, _)| s.as_str()) != Some(b) => {
+                self.bundle = Some((b.to_owned(), now))
+            }
+            None => self.bundle = None,
+            _ => {}
+        }
+        match stored {
+            Some(s) if self.leaf.as_ref().map(|(l, _)| l) != Some(&s.leaf.serial) => {
+                self.leaf = Some((s.leaf.serial.clone(), now))
+            }
+            None => self.leaf = None,
+            _ => {}
+        }
+    }
+}
+
+/// The next step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// No usable set: a new CA and serving certificate (the reason, for the log).
+    Create(String),
+    /// The webhook configuration's caBundle is not the Secret's `ca.crt`: set it.
+    Publish,
+    /// A new serving certificate from the newest CA (the reason).
+    Issue(String),
+    /// A new CA joins the bundle, and its key replaces `ca.key`.
+    AddCa,
+    /// The CAs before the newest leave the bundle.
+    DropOld,
+    /// Nothing to do; look again in this long at the latest.
+    Wait(Duration),
+}
+
+/// The next step, from the Secret (`None`: absent; `Some(Err)`: unusable), the caBundle of
+/// the webhook configuration (`None` when any of its webhooks has another), the names the
+/// serving certificate must hold, what the holder has seen and the time (Unix seconds).
+pub fn plan(
+    stored: Option<&Result<Stored, String>>,
+    webhook_bundle: Option<&str>,
+    names: &[String],
+    seen: &Seen,
+    now: i64,
+    timing: Timing,
+) -> Step {
+    let stored = match stored {
+        None => return Step::Create("the Secret does not exist".to_owned()),
+        Some(Err(why)) => return Step::Create(format!("the Secret is unusable: {why}")),
+        Some(Ok(s)) => s,
+    };
+    let bundle = stored.bundle();
+    if webhook_bundle != Some(bundle.as_str()) {
+        return Step::Publish;
+    }
+    let secs = |d: Duration| d.as_secs() as i64;
+    let since = |t: Option<i64>| now - t.unwrap_or(now);
+    let trusted_for = since(
+        seen.bundle
+            .as_ref()
+            .filter(|(b, _)| *b == bundle)
+            .map(|(_, t)| *t),
+    );
+    let leaf_for = since(
+        seen.leaf
+            .as_ref()
+            .filter(|(s, _)| *s == stored.leaf.serial)
+            .map(|(_, t)| *t),
+    );
+    let left = |c: &Cert| c.not_after - now;
+    let mut wait = secs(timing.tick());
+    if !stored.signed_by_newest() {
+        let needed = secs(timing.propagation());
+        if trusted_for >= needed {
+            return Step::Issue("the newest CA is in the caBundle: it signs now".to_owned());
+        }
+        return Step::Wait(Duration::from_secs(
+            (needed - trusted_for).clamp(1, wait) as u64
+        ));
+    }
+    let mut wanted: Vec<&String> = names.iter().collect();
+    let mut held: Vec<&String> = stored.leaf.names.iter().collect();
+    wanted.sort();
+    wanted.dedup();
+    held.sort();
+    held.dedup();
+    if wanted != held {
+        return Step::Issue(format!(
+            "the names changed: {held:?} held, {wanted:?} wanted"
+        ));
+    }
+    if left(&stored.leaf) < secs(timing.renew_before()) {
+        return Step::Issue(format!(
+            "the serving certificate expires in {} s",
+            left(&stored.leaf)
+        ));
+    }
+    if stored.cas.len() > 1 {
+        let needed = secs(timing.grace());
+        if leaf_for >= needed {
+            return Step::DropOld;
+        }
+        wait = wait.min(needed - leaf_for);
+    }
+    let newest = stored.cas.last().map(left).unwrap_or(0);
+    if stored.cas.len() == 1 && newest < secs(timing.rollover_before()) {
+        return Step::AddCa;
+    }
+    Step::Wait(Duration::from_secs(wait.max(1) as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::certificates::authority;
+    use time::OffsetDateTime;
+
+    const T: Timing = Timing {
+        serving: Duration::from_secs(300),
+    };
+
+    fn at(unix: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(unix).unwrap()
+    }
+
+    fn names() -> Vec<String> {
+        authority::service_names("sidecar-injector", "sidecar-injector")
+    }
+
+    fn set(cas: &[&Issued], signer: &Issued, now: i64, valid: i64) -> Stored {
+        let leaf = authority::issue(signer, &names(), at(now), at(now + valid)).unwrap();
+        let data = [
+            (
+                CA_CERT,
+                cas.iter().map(|c| c.cert_pem.clone()).collect::<String>(),
+            ),
+            (CA_KEY, cas.last().unwrap().key_pem.clone()),
+            (TLS_CERT, leaf.cert_pem),
+            (TLS_KEY, leaf.key_pem),
+        ];
+        Stored::parse(|k| {
+            data.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.as_bytes().to_vec())
+        })
+        .unwrap()
+    }
+
+    fn ca(now: i64) -> Issued {
+        authority::new_ca(at(now), T.ca_validity()).unwrap()
+    }
+
+    #[test]
+    fn no_secret_or_a_broken_one_makes_a_new_set() {
+        assert!(matches!(
+            plan(None, None, &names(), &Seen::default(), 0, T),
+            Step::Create(_)
+        ));
+        let broken = Err("no ca.key".to_owned());
+        assert!(matches!(
+            plan(Some(&broken), None, &names(), &Seen::default(), 0, T),
+            Step::Create(why) if why.contains("no ca.key")
+        ));
+    }
+
+    #[test]
+    fn a_parse_refuses_a_key_of_another_ca_and_a_leaf_of_a_stranger() {
+        let (a, b) = (ca(1_000), ca(1_001));
+        let leaf = authority::issue(&b, &names(), at(1_000), at(1_300)).unwrap();
+        let get = |ca_key: String| {
+            let data = [
+                (CA_CERT, a.cert_pem.clone()),
+                (CA_KEY, ca_key),
+                (TLS_CERT, leaf.cert_pem.clone()),
+                (TLS_KEY, leaf.key_pem.clone()),
+            ];
+            Stored::parse(move |k| {
+                data.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.as_bytes().to_vec())
+            })
+        };
+        assert!(
+            get(b.key_pem.clone())
+                .unwrap_err()
+                .contains("not the key of the last CA")
+        );
+        assert!(
+            get(a.key_pem.clone())
+                .unwrap_err()
+                .contains("signed by no CA")
+        );
+    }
+
+    #[test]
+    fn the_bundle_is_published_before_anything_else() {
+        let a = ca(1_000);
+        let s = set(&[&a], &a, 1_000, 300);
+        let ok = Ok(s.clone());
+        assert_eq!(
+            plan(Some(&ok), None, &names(), &Seen::default(), 1_000, T),
+            Step::Publish
+        );
+        assert_eq!(
+            plan(
+                Some(&ok),
+                Some("stale"),
+                &names(),
+                &Seen::default(),
+                1_000,
+                T
+            ),
+            Step::Publish
+        );
+        let mut seen = Seen::default();
+        seen.observe(Some(&s.bundle()), Some(&s), 1_000);
+        assert!(matches!(
+            plan(Some(&ok), Some(&s.bundle()), &names(), &seen, 1_000, T),
+            Step::Wait(_)
+        ));
+    }
+
+    #[test]
+    fn the_serving_certificate_is_renewed_with_a_third_left_and_when_names_change() {
+        let a = ca(1_000);
+        let s = set(&[&a], &a, 1_000, 300);
+        let ok = Ok(s.clone());
+        let mut seen = Seen::default();
+        seen.observe(Some(&s.bundle()), Some(&s), 1_000);
+        let b = s.bundle();
+        assert!(matches!(
+            plan(Some(&ok), Some(&b), &names(), &seen, 1_199, T),
+            Step::Wait(_)
+        ));
+        assert!(matches!(
+            plan(Some(&ok), Some(&b), &names(), &seen, 1_201, T),
+            Step::Issue(why) if why.contains("expires")
+        ));
+        let mut more = names();
+        more.push("10.0.0.1".to_owned());
+        assert!(matches!(
+            plan(Some(&ok), Some(&b), &more, &seen, 1_000, T),
+            Step::Issue(why) if why.contains("names changed")
+        ));
+    }
+
+    /// A whole CA rollover: at no step is a serving certificate in the Secret whose CA the
+    /// published bundle lacks, and the old CA leaves only after the grace.
+    #[test]
+    fn a_ca_rollover_never_serves_an_untrusted_certificate() {
+        let a = ca(0);
+        // Half the CA's life is gone: the newest CA has less than 2L left.
+        let now = T.ca_validity().as_secs() as i64 - T.rollover_before().as_secs() as i64 + 1;
+        let s = set(&[&a], &a, now, 300);
+        let mut seen = Seen::default();
+        seen.observe(Some(&s.bundle()), Some(&s), now - 100);
+        assert_eq!(
+            plan(
+                Some(&Ok(s.clone())),
+                Some(&s.bundle()),
+                &names(),
+                &seen,
+                now,
+                T
+            ),
+            Step::AddCa
+        );
+        // The holder adds B: the Secret has A+B and B's key; the leaf is still A's.
+        let b = ca(now);
+        let s2 = Stored::parse(|k| match k {
+            CA_CERT => Some(format!("{}{}", a.cert_pem, b.cert_pem).into_bytes()),
+            CA_KEY => Some(b.key_pem.clone().into_bytes()),
+            TLS_CERT => Some(s.leaf.pem.clone().into_bytes()),
+            TLS_KEY => Some(s.leaf_key_pem.clone().into_bytes()),
+            _ => None,
+        })
+        .unwrap();
+        let ok2 = Ok(s2.clone());
+        // Until the webhook has A+B, publish; nothing is signed by B.
+        assert_eq!(
+            plan(Some(&ok2), Some(&s.bundle()), &names(), &seen, now, T),
+            Step::Publish
+        );
+        seen.observe(Some(&s2.bundle()), Some(&s2), now + 1);
+        // Published, but not for long enough: wait.
+        assert!(matches!(
+            plan(Some(&ok2), Some(&s2.bundle()), &names(), &seen, now + 2, T),
+            Step::Wait(_)
+        ));
+        let p = T.propagation().as_secs() as i64;
+        assert!(matches!(
+            plan(
+                Some(&ok2),
+                Some(&s2.bundle()),
+                &names(),
+                &seen,
+                now + 1 + p,
+                T
+            ),
+            Step::Issue(_)
+        ));
+        // B signs the leaf; A stays for the grace, then goes.
+        let s3 = set(&[&a, &b], &b, now + 1 + p, 300);
+        let ok3 = Ok(s3.clone());
+        seen.observe(Some(&s3.bundle()), Some(&s3), now + 1 + p);
+        let g = T.grace().as_secs() as i64;
+        assert!(matches!(
+            plan(
+                Some(&ok3),
+                Some(&s3.bundle()),
+                &names(),
+                &seen,
+                now + p + g,
+                T
+            ),
+            Step::Wait(_)
+        ));
+        assert_eq!(
+            plan(
+                Some(&ok3),
+                Some(&s3.bundle()),
+                &names(),
+                &seen,
+                now + 1 + p + g,
+                T
+            ),
+            Step::DropOld
+        );
+    }
+
+    #[test]
+    fn a_new_holder_waits_the_full_propagation_again() {
+        let a = ca(0);
+        let b = ca(10);
+        let s = set(&[&a, &b], &a, 10, 300);
+        let ok = Ok(s.clone());
+        let mut seen = Seen::default();
+        // This holder first sees the bundle at 500, though it was published long before.
+        seen.observe(Some(&s.bundle()), Some(&s), 500);
+        assert!(matches!(
+            plan(Some(&ok), Some(&s.bundle()), &names(), &seen, 501, T),
+            Step::Wait(_)
+        ));
+    }
+
+    #[test]
+    fn timings_scale_with_the_validity_within_bounds() {
+        let day = Timing {
+            serving: Duration::from_secs(90 * 86_400),
+        };
+        assert_eq!(day.propagation(), Duration::from_secs(60));
+        assert_eq!(day.grace(), Duration::from_secs(600));
+        assert_eq!(day.tick(), Duration::from_secs(30));
+        let short = Timing {
+            serving: Timing::MIN_SERVING,
+        };
+        assert_eq!(short.propagation(), Duration::from_secs(2));
+        assert_eq!(short.grace(), Duration::from_secs(5));
+        assert_eq!(short.tick(), Duration::from_secs(1));
+    }
+}

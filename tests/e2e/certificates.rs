@@ -1,0 +1,334 @@
+//! Issue "install in one command": `serve --cert-secret NS/NAME --webhook-configuration NAME`
+//! makes its CA and serving certificate itself, keeps the webhook's caBundle, and rotates
+//! both with no failed call. `serve` runs as the shipped ServiceAccount with the shipped RBAC
+//! (moved to the test's own namespace and webhook configuration), so the apiserver's
+//! authorizer judges every call it makes; the webhook is called by URL on this host with
+//! `failurePolicy: Fail`, so a caBundle that does not verify the served certificate refuses
+//! the Pod.
+
+use super::day_one::Undo;
+use super::secrets::{config_dir, install_rbac, service_account_kubeconfig};
+use super::*;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::Secret;
+use std::collections::BTreeSet;
+
+/// The Secret name the shipped Deployment and RBAC use.
+const SECRET: &str = "sidecar-injector-tls";
+
+/// The test's home namespace with the shipped RBAC (the webhook configuration it may edit
+/// renamed to `home`), and a webhook configuration `home` for namespaces labelled
+/// `home=on`, by URL to a port nothing listens on yet and with no caBundle: what a fresh
+/// install has before `serve` first runs.
+async fn home(env: &Env, c: &Client, home: &str, undo: &mut Undo) {
+    namespace(c, home, json!({})).await;
+    undo.kubectl(
+        &format!("namespace {home}"),
+        &["delete", "namespace", home, "--wait=false"],
+    );
+    install_rbac(
+        env,
+        home,
+        &[(
+            "resourceNames: [sidecar-injector]\n  verbs: [get, list, watch, patch]",
+            &format!("resourceNames: [{home}]\n  verbs: [get, list, watch, patch]"),
+        )],
+        undo,
+    );
+    let hook = json!({"apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration", "metadata": {"name": home},
+        "webhooks": [{"name": format!("{home}.e2e.test"), "admissionReviewVersions": ["v1"],
+            "sideEffects": "NoneOnDryRun", "failurePolicy": "Fail", "timeoutSeconds": 5,
+            "reinvocationPolicy": "IfNeeded",
+            "clientConfig": {"url": "https://127.0.0.1:1/mutate"},
+            "namespaceSelector": {"matchLabels": {home: "on"}},
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                "resources": ["pods"]}]}]});
+    undo.kubectl(
+        &format!("mutatingwebhookconfiguration {home}"),
+        &[
+            "delete",
+            "mutatingwebhookconfiguration",
+            home,
+            "--ignore-not-found",
+        ],
+    );
+    ok(&kubectl(
+        env,
+        &["apply", "-f", "-"],
+        Some(&hook.to_string()),
+    ));
+}
+
+/// A replica of `serve` keeping its certificate in `home`'s Secret, as the ServiceAccount.
+fn replica(
+    env: &Env,
+    home: &str,
+    dir: &std::path::Path,
+    name: &str,
+    extra: &[&str],
+) -> (Beside, u16, u16, PathBuf) {
+    let log = dir.join(format!("{name}.log"));
+    let mut args = vec![
+        "--config".to_owned(),
+        config_dir(dir, home).display().to_string(),
+        "--kubeconfig".into(),
+        service_account_kubeconfig(env, home, dir)
+            .display()
+            .to_string(),
+        "--cert-secret".into(),
+        format!("{home}/{SECRET}"),
+        "--webhook-configuration".into(),
+        home.to_owned(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let (child, port, metrics) =
+        common::spawn_serve_with_env(&args, &[("POD_NAMESPACE", home), ("POD_NAME", name)], &log);
+    assert!(
+        port != 0,
+        "{name} did not serve: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    (Beside(child), port, metrics, log)
+}
+
+/// Points the webhook configuration at this port.
+fn call_port(env: &Env, home: &str, port: u16) {
+    ok(&kubectl(
+        env,
+        &[
+            "patch",
+            "mutatingwebhookconfiguration",
+            home,
+            "--type=json",
+            "-p",
+            &json!([{"op": "replace", "path": "/webhooks/0/clientConfig/url",
+                "value": format!("https://127.0.0.1:{port}/mutate")}])
+            .to_string(),
+        ],
+        None,
+    ));
+}
+
+fn data(secret: &Secret, key: &str) -> String {
+    let bytes = secret.data.as_ref().and_then(|d| d.get(key));
+    String::from_utf8_lossy(bytes.map(|b| b.0.as_slice()).unwrap_or_default()).into_owned()
+}
+
+async fn ca_bundle_of(c: &Client, home: &str) -> Option<String> {
+    let hook = Api::<MutatingWebhookConfiguration>::all(c.clone())
+        .get(home)
+        .await
+        .unwrap();
+    let bundle = hook.webhooks?.first()?.client_config.ca_bundle.clone()?;
+    Some(String::from_utf8_lossy(&bundle.0).into_owned())
+}
+
+/// The serial numbers of a PEM text's certificates.
+fn serials(pem: &str) -> Vec<String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(|der| {
+            let der = der.unwrap();
+            let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+            cert.raw_serial_as_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: tests/e2e/run"]
+async fn self_managed_certificates() {
+    let env = env();
+    let c = client(&env).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut undo = Undo::new();
+    let h = "e2e-certs";
+    home(&env, &c, h, &mut undo).await;
+
+    // The first replica finds no Secret: it makes the CA and the certificate, sets the
+    // caBundle, and serves; no certificate step at all.
+    let started = Instant::now();
+    let (a, port_a, metrics_a, log_a) = replica(&env, h, dir.path(), "certs-a", &[]);
+    println!(
+        "first replica serving in {} ms",
+        started.elapsed().as_millis()
+    );
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), h);
+    let secret = secrets.get(SECRET).await.unwrap();
+    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+    assert_eq!(
+        secret.metadata.labels.as_ref().unwrap()["app.kubernetes.io/managed-by"],
+        "sidecar-injector"
+    );
+    let bundle = eventually("the caBundle set to the Secret's CA", 10, || async {
+        ca_bundle_of(&c, h)
+            .await
+            .filter(|b| *b == data(&secret, "ca.crt"))
+    })
+    .await;
+    assert_eq!(serials(&bundle).len(), 1);
+    let leaf = serials(&data(&secret, "tls.crt"));
+
+    // The apiserver verifies the served certificate with that caBundle (Fail: a Pod is
+    // refused if it does not) and the Pod comes back injected.
+    call_port(&env, h, port_a);
+    let app = namespace(&c, "e2e-certs-app", json!({h: "on"})).await;
+    undo.kubectl(
+        "namespace e2e-certs-app",
+        &["delete", "namespace", &app, "--wait=false"],
+    );
+    let pod = eventually("a Pod injected through the new caBundle", 30, || async {
+        create_pod(
+            &c,
+            &app,
+            pod_json(&format!("p-{}", common::free_port()), json!({})),
+        )
+        .await
+        .ok()
+    })
+    .await;
+    assert!(injected(&pod), "{:?}", containers(&pod));
+
+    // A second replica serves the same certificate, read from the Secret (its expiry
+    // metric is that certificate's), and makes nothing new.
+    let (_b, _port_b, metrics_b, log_b) = replica(&env, h, dir.path(), "certs-b", &[]);
+    let expiry = "sidecar_injector_certificate_expiry_timestamp_seconds";
+    assert_eq!(
+        metric(metrics_a, expiry).await,
+        metric(metrics_b, expiry).await
+    );
+    // Restarted, the first replica keeps the same CA and certificate.
+    drop(a);
+    let (_a2, port_a2, _, _) = replica(&env, h, dir.path(), "certs-a2", &[]);
+    call_port(&env, h, port_a2);
+    let after = secrets.get(SECRET).await.unwrap();
+    assert_eq!(
+        serials(&data(&after, "tls.crt")),
+        leaf,
+        "the certificate is kept"
+    );
+    assert_eq!(ca_bundle_of(&c, h).await.as_deref(), Some(bundle.as_str()));
+    let pod = eventually("a Pod injected by the restarted replica", 30, || async {
+        create_pod(
+            &c,
+            &app,
+            pod_json(&format!("q-{}", common::free_port()), json!({})),
+        )
+        .await
+        .ok()
+    })
+    .await;
+    assert!(injected(&pod));
+    for log in [&log_a, &log_b] {
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(!text.contains("ERROR"), "{text}");
+    }
+    // The caBundle blanked (a `helm upgrade` or an ArgoCD sync would) comes back at once.
+    ok(&kubectl(
+        &env,
+        &[
+            "patch",
+            "mutatingwebhookconfiguration",
+            h,
+            "--type=json",
+            "-p",
+            r#"[{"op": "remove", "path": "/webhooks/0/clientConfig/caBundle"}]"#,
+        ],
+        None,
+    ));
+    let blanked = Instant::now();
+    eventually("the blanked caBundle set again", 10, || async {
+        ca_bundle_of(&c, h).await.filter(|b| *b == bundle)
+    })
+    .await;
+    println!(
+        "blanked caBundle set again in {} ms",
+        blanked.elapsed().as_millis()
+    );
+}
+
+/// 100 s of Pod creations, about 3 a second, while `--cert-validity 30s` renews the serving
+/// certificate every 20 s and rolls the CA over once (a CA lasts 120 s and is rolled over
+/// with 60 s left). Every creation must succeed and come back injected: `Fail` refuses a
+/// Pod whenever the apiserver cannot verify the certificate served.
+#[tokio::test]
+#[ignore = "needs a cluster: tests/e2e/run"]
+async fn self_managed_rotation_under_load() {
+    let env = env();
+    let c = client(&env).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut undo = Undo::new();
+    let h = "e2e-rotate";
+    home(&env, &c, h, &mut undo).await;
+    let (_a, port, _, log) = replica(&env, h, dir.path(), "rotate-a", &["--cert-validity", "30s"]);
+    call_port(&env, h, port);
+    let app = namespace(&c, "e2e-rotate-app", json!({h: "on"})).await;
+    undo.kubectl(
+        "namespace e2e-rotate-app",
+        &["delete", "namespace", &app, "--wait=false"],
+    );
+    eventually("the webhook in effect", 30, || async {
+        create_pod(
+            &c,
+            &app,
+            pod_json(&format!("w-{}", common::free_port()), json!({})),
+        )
+        .await
+        .ok()
+        .filter(injected)
+    })
+    .await;
+
+    // The Secret watched beside the creations: every serving certificate and CA seen.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (c, stop) = (c.clone(), stop.clone());
+        tokio::spawn(async move {
+            let secrets: Api<Secret> = Api::namespaced(c, h);
+            let (mut leaves, mut cas, mut most_cas) = (BTreeSet::new(), BTreeSet::new(), 0);
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(s) = secrets.get(SECRET).await {
+                    leaves.extend(serials(&data(&s, "tls.crt")));
+                    let now = serials(&data(&s, "ca.crt"));
+                    most_cas = most_cas.max(now.len());
+                    cas.extend(now);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            (leaves, cas, most_cas)
+        })
+    };
+    let (mut created, mut refused, mut uninjected) = (0, Vec::new(), 0);
+    let start = Instant::now();
+    let mut i = 0;
+    while start.elapsed() < Duration::from_secs(100) {
+        i += 1;
+        match create_pod(&c, &app, pod_json(&format!("r-{i}"), json!({}))).await {
+            Ok(p) if injected(&p) => created += 1,
+            Ok(_) => uninjected += 1,
+            Err(e) => refused.push(format!("{:.1}s: {e}", start.elapsed().as_secs_f64())),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (leaves, cas, most_cas) = watcher.await.unwrap();
+    println!(
+        "{created} created and injected, {} refused, {uninjected} uninjected; {} serving certificates and {} CAs seen, at most {most_cas} CAs at once",
+        refused.len(),
+        leaves.len(),
+        cas.len()
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(created >= 100, "{created} creations");
+    assert!(refused.is_empty(), "refused: {refused:#?}\n{text}");
+    assert_eq!(uninjected, 0);
+    assert!(leaves.len() >= 4, "renewals: {leaves:?}\n{text}");
+    assert!(
+        cas.len() >= 2 && most_cas == 2,
+        "a CA rollover: {cas:?} (at most {most_cas} at once)\n{text}"
+    );
+    let bundle = ca_bundle_of(&c, h).await.unwrap();
+    assert_eq!(serials(&bundle).len(), 1, "the old CA left the caBundle");
+}

@@ -1,0 +1,307 @@
+//! Issue "install in one command": the Helm chart `charts/sidecar-injector` renders what
+//! `manifests/` renders, and installs, upgrades and uninstalls on the real apiserver with the
+//! `helm` built from its Go module (tests/e2e/build). The webhook runs on this host
+//! (`webhook.url`) as the chart's ServiceAccount, keeping its own certificate: no certificate
+//! step at all.
+
+use super::day_one::Undo;
+use super::secrets::account_kubeconfig;
+use super::*;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use std::collections::BTreeMap;
+
+fn helm_bin() -> PathBuf {
+    std::env::var("E2E_HELM")
+        .expect("E2E_HELM is not set: run the e2e tests with tests/e2e/run")
+        .into()
+}
+
+fn chart() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/sidecar-injector")
+}
+
+/// Runs helm against the suite's cluster.
+fn helm(env: &Env, args: &[&str]) -> Output {
+    let mut all = vec!["--kubeconfig", env.kubeconfig.to_str().unwrap()];
+    all.extend_from_slice(args);
+    common::run(helm_bin(), &all, None)
+}
+
+/// Documents by kind and name, the Namespace left out (Helm does not create it).
+fn by_name(text: &str) -> BTreeMap<(String, String), Value> {
+    let docs: Vec<Value> = sidecar_injector::engine::yaml::documents(text).unwrap();
+    docs.into_iter()
+        .filter(|d| d["kind"] != "Namespace")
+        .map(|d| {
+            let kind = d["kind"].as_str().unwrap().to_owned();
+            let name = d["metadata"]["name"].as_str().unwrap().to_owned();
+            ((kind, name), d)
+        })
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: tests/e2e/run"]
+async fn kustomize_and_helm_render_the_same() {
+    let env = env();
+    let lint = helm(&env, &["lint", "--strict", chart().to_str().unwrap()]);
+    ok(&lint);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let chart = chart();
+    for (kustomization, values) in [
+        ("manifests", vec![]),
+        (
+            "manifests/overlays/cert-manager",
+            vec!["--set", "certificates.mode=certManager"],
+        ),
+        (
+            "manifests/overlays/local",
+            vec!["--set", "webhook.url=https://127.0.0.1:8443/mutate"],
+        ),
+    ] {
+        let kustomized = by_name(&ok(&kubectl(
+            &env,
+            &["kustomize", root.join(kustomization).to_str().unwrap()],
+            None,
+        )));
+        let mut args = vec![
+            "template",
+            "sidecar-injector",
+            chart.to_str().unwrap(),
+            "--namespace",
+            "sidecar-injector",
+        ];
+        args.extend(values.iter().copied());
+        let rendered = by_name(&ok(&helm(&env, &args)));
+        assert_eq!(
+            kustomized.keys().collect::<Vec<_>>(),
+            rendered.keys().collect::<Vec<_>>(),
+            "{kustomization}: the same objects"
+        );
+        for (key, k) in &kustomized {
+            assert!(
+                *k == rendered[key],
+                "{kustomization} {key:?} differs:\nkustomize: {}\nhelm: {}",
+                serde_json::to_string_pretty(k).unwrap(),
+                serde_json::to_string_pretty(&rendered[key]).unwrap()
+            );
+        }
+        println!("{kustomization}: {} objects, the same", kustomized.len());
+    }
+    // A wrong value is refused with a message that names it.
+    let wrong = helm(
+        &env,
+        &[
+            "template",
+            "x",
+            chart.to_str().unwrap(),
+            "--set",
+            "certificates.mode=selfmanaged",
+        ],
+    );
+    assert!(!wrong.status.success());
+    let said = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        said.contains("/certificates/mode") && said.contains("selfManaged"),
+        "{said}"
+    );
+}
+
+async fn ca_bundle(c: &Client, name: &str) -> Option<Vec<u8>> {
+    let hook = Api::<MutatingWebhookConfiguration>::all(c.clone())
+        .get_opt(name)
+        .await
+        .unwrap()?;
+    Some(hook.webhooks?.first()?.client_config.ca_bundle.clone()?.0)
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: tests/e2e/run"]
+async fn helm_install_upgrade_uninstall() {
+    let env = env();
+    let c = client(&env).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut undo = Undo::new();
+    let (release, ns, label) = ("e2e-helm", "e2e-helm", "e2e-helm");
+    undo.kubectl(
+        "namespace e2e-helm",
+        &[
+            "delete",
+            "namespace",
+            ns,
+            "--wait=false",
+            "--ignore-not-found",
+        ],
+    );
+    let uninstall = Uninstall(env.kubeconfig.clone(), release.to_owned());
+    // This test's namespaces opt in by their own label: the config says so, and so does the
+    // webhook's namespaceSelector.
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base/config");
+    let settings = std::fs::read_to_string(shipped.join("config.yaml"))
+        .unwrap()
+        .replace(
+            "namespaceLabel: sidecar-injection",
+            &format!("namespaceLabel: {label}"),
+        );
+    let settings_file = dir.path().join("config.yaml");
+    std::fs::write(&settings_file, &settings).unwrap();
+    let port = common::free_port();
+    let url = format!("webhook.url=https://127.0.0.1:{port}/mutate");
+    let selector = format!(
+        "webhook.namespaceSelector.matchExpressions[0].key={label},webhook.namespaceSelector.matchExpressions[0].operator=In,webhook.namespaceSelector.matchExpressions[0].values[0]=enabled"
+    );
+    let settings_arg = format!("config.settings={}", settings_file.display());
+    let chart = chart();
+    let install = |verb: &'static str, extra: Vec<String>| {
+        let mut args: Vec<String> = [
+            verb,
+            release,
+            chart.to_str().unwrap(),
+            "--namespace",
+            ns,
+            "--set",
+            &url,
+            "--set",
+            &selector,
+            "--set",
+            "webhook.failurePolicy=Fail",
+            "--set-file",
+            &settings_arg,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if verb == "install" {
+            args.push("--create-namespace".into());
+        }
+        args.extend(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ok(&helm(&env, &args))
+    };
+    install("install", vec![]);
+    let installed = Instant::now();
+
+    // The webhook on this host, as the chart's ServiceAccount: it makes its certificate and
+    // sets the caBundle of the release's webhook configuration.
+    let log = dir.path().join("serve.log");
+    let args: Vec<String> = [
+        "--listen".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "--config".into(),
+        format!("configmap:{ns}/sidecar-injector"),
+        "--kubeconfig".into(),
+        account_kubeconfig(&env, ns, "sidecar-injector", dir.path())
+            .display()
+            .to_string(),
+        "--cert-secret".into(),
+        format!("{ns}/sidecar-injector-tls"),
+        "--webhook-configuration".into(),
+        release.into(),
+    ]
+    .to_vec();
+    let (child, tls, _) = common::spawn_serve_with_env(
+        &args,
+        &[("POD_NAMESPACE", ns), ("POD_NAME", "helm-a")],
+        &log,
+    );
+    let _serve = Beside(child);
+    assert_eq!(
+        tls,
+        port,
+        "serve: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let app = namespace(&c, "e2e-helm-app", json!({label: "enabled"})).await;
+    undo.kubectl(
+        "namespace e2e-helm-app",
+        &["delete", "namespace", &app, "--wait=false"],
+    );
+    let pod = eventually("a Pod injected after helm install", 30, || async {
+        create_pod(
+            &c,
+            &app,
+            pod_json(&format!("a-{}", common::free_port()), json!({})),
+        )
+        .await
+        .ok()
+    })
+    .await;
+    assert!(injected(&pod), "{:?}", containers(&pod));
+    println!(
+        "helm install to the first injected Pod: {} ms, no certificate step",
+        installed.elapsed().as_millis()
+    );
+    let bundle = ca_bundle(&c, release).await.expect("the caBundle is set");
+
+    // helm upgrade with another template: the caBundle is kept (the chart never renders
+    // one) and new Pods get the new template.
+    let template = std::fs::read_to_string(shipped.join("mutate.yaml"))
+        .unwrap()
+        .replace("value: \"{{ values.logLevel }}\"", "value: UPGRADED");
+    assert!(
+        template.contains("UPGRADED"),
+        "the shipped template sets the log level"
+    );
+    let template_file = dir.path().join("mutate.yaml");
+    std::fs::write(&template_file, template).unwrap();
+    install(
+        "upgrade",
+        vec![
+            "--set-file".into(),
+            format!("config.templates.default={}", template_file.display()),
+        ],
+    );
+    assert_eq!(
+        ca_bundle(&c, release).await,
+        Some(bundle),
+        "the caBundle is kept"
+    );
+    let upgraded = eventually("a Pod with the new template", 30, || async {
+        let p = create_pod(
+            &c,
+            &app,
+            pod_json(&format!("b-{}", common::free_port()), json!({})),
+        )
+        .await
+        .ok()?;
+        serde_json::to_string(&p)
+            .unwrap()
+            .contains("UPGRADED")
+            .then_some(p)
+    })
+    .await;
+    assert!(injected(&upgraded));
+
+    // helm uninstall: no webhook configuration is left, and Pods are created without it.
+    drop(uninstall);
+    let hooks = Api::<MutatingWebhookConfiguration>::all(c.clone());
+    assert!(hooks.get_opt(release).await.unwrap().is_none());
+    let plain = create_pod(&c, &app, pod_json("after-uninstall", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(containers(&plain), ["app"]);
+}
+
+/// `helm uninstall` of the release, when dropped (also on a failed assertion).
+struct Uninstall(PathBuf, String);
+
+impl Drop for Uninstall {
+    fn drop(&mut self) {
+        let out = common::run(
+            helm_bin(),
+            &[
+                "--kubeconfig",
+                self.0.to_str().unwrap(),
+                "uninstall",
+                &self.1,
+                "--namespace",
+                &self.1,
+                "--wait",
+            ],
+            None,
+        );
+        if !out.status.success() {
+            eprintln!("helm uninstall: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
