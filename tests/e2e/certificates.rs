@@ -225,7 +225,17 @@ async fn self_managed_certificates() {
         let text = std::fs::read_to_string(log).unwrap();
         assert!(!text.contains("ERROR"), "{text}");
     }
-    // The caBundle blanked (a `helm upgrade` or an ArgoCD sync would) comes back at once.
+    // The caBundle blanked (a `helm upgrade` or an ArgoCD sync would) comes back at once,
+    // from a live Lease holder (the killed one's Lease expires first: 15 s).
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(c.clone(), h);
+    eventually("a live replica to hold the Lease", 40, || async {
+        let lease = leases.get_opt("sidecar-injector-repair").await.ok()??;
+        let holder = lease.spec?.holder_identity?;
+        ["certs-b", "certs-a2"]
+            .contains(&holder.as_str())
+            .then_some(())
+    })
+    .await;
     ok(&kubectl(
         &env,
         &[

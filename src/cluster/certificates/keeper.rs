@@ -45,6 +45,10 @@ impl std::fmt::Display for Options {
 
 /// How long a replica waits for the first pair before it gives up (and is restarted).
 const FIRST_PAIR_WITHIN: Duration = Duration::from_secs(120);
+/// How often a replica without the Lease checks whether it has it now.
+const LEADER_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// While it waits, it says so this often.
+const WAITING_SAID_EVERY: Duration = Duration::from_secs(5);
 
 /// The latest state of one named object, as its watch last saw it.
 #[derive(Debug, Clone)]
@@ -142,10 +146,24 @@ where
                 break;
             }
         }
-        let waited = tokio::time::timeout_at(deadline, secret_rx.changed()).await;
+        // Said every few seconds, so a Pod killed by its liveness probe first still says why.
+        let next_word = (tokio::time::Instant::now() + WAITING_SAID_EVERY).min(deadline);
+        let waited = tokio::time::timeout_at(next_word, secret_rx.changed()).await;
         match waited {
             Ok(Ok(())) => {}
             Ok(Err(_)) => bail!("the watch of {opts} stopped"),
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                let what = match &latest {
+                    Latest::Unknown => {
+                        "its watch has not listed it yet (is the API reachable, and may the ServiceAccount list and watch it?)"
+                    }
+                    Latest::Absent => {
+                        "it does not exist yet (the replica holding the Lease creates it)"
+                    }
+                    Latest::Present(_) => "it holds no usable tls.crt and tls.key yet",
+                };
+                tracing::warn!(secret = %opts, "waiting for the serving certificate before listening: {what}");
+            }
             Err(_) => bail!(
                 "{opts} held no usable serving certificate within {} s. The replica holding the Lease creates it: its log says why it has not. Check that the MutatingWebhookConfiguration {} exists and that the ServiceAccount may read and write that Secret (manifests/base/rbac.yaml)",
                 FIRST_PAIR_WITHIN.as_secs(),
@@ -195,6 +213,8 @@ async fn hold(
         let mut wait = opts.timing.tick();
         if !leader.load(Ordering::Relaxed) {
             seen = Seen::default();
+            // Leadership is a flag, not an event: look at it again soon (no API call).
+            wait = LEADER_CHECK_EVERY;
         } else {
             let secret = secret_rx.borrow_and_update().clone();
             let webhook = webhook_rx.borrow_and_update().clone();
@@ -272,7 +292,17 @@ async fn look(
             let ca = authority::new_ca(now, timing.ca_validity())?;
             let leaf = authority::issue(&ca, &names, now, now + timing.serving)?;
             tracing::info!(secret = %opts, reason = %why, "certificates: a new CA and serving certificate");
-            write(secrets, opts, existing, &ca.cert_pem, &ca.key_pem, &leaf).await?;
+            // ca.crt in the one PEM form the caBundle is compared in.
+            let cas = rotation::parse_certs(&ca.cert_pem).map_err(anyhow::Error::msg)?;
+            write(
+                secrets,
+                opts,
+                existing,
+                &rotation::bundle(&cas),
+                &ca.key_pem,
+                &leaf,
+            )
+            .await?;
         }
         Step::Publish => {
             let bundle = ok.as_ref().map(Stored::bundle).unwrap_or_default();
