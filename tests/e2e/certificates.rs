@@ -270,13 +270,19 @@ async fn self_managed_rotation_under_load() {
     let c = client(&env).await;
     let dir = tempfile::tempdir().unwrap();
     let mut undo = Undo::new();
-    let h = "e2e-rotate";
+    let h = "e2e-ca-rollover";
     home(&env, &c, h, &mut undo).await;
-    let (_a, port, _, log) = replica(&env, h, dir.path(), "rotate-a", &["--cert-validity", "30s"]);
+    let (_a, port, _, log) = replica(
+        &env,
+        h,
+        dir.path(),
+        "rollover-a",
+        &["--cert-validity", "30s"],
+    );
     call_port(&env, h, port);
-    let app = namespace(&c, "e2e-rotate-app", json!({h: "on"})).await;
+    let app = namespace(&c, "e2e-ca-rollover-app", json!({h: "on"})).await;
     undo.kubectl(
-        "namespace e2e-rotate-app",
+        "namespace e2e-ca-rollover-app",
         &["delete", "namespace", &app, "--wait=false"],
     );
     eventually("the webhook in effect", 30, || async {

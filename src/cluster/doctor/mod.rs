@@ -21,7 +21,7 @@ pub use access::{KeptCertificates, Permission, needed};
 pub use tls::host_port;
 
 /// The fix for a caBundle that does not verify the serving certificate.
-pub const INSTALL_CA: &str = "with --cert-secret (the default install) the injector sets the caBundle itself: its log says why it has not (kubectl -n sidecar-injector logs deploy/sidecar-injector); otherwise set it to the CA that signed the serving certificate: base64 -w0 cluster-certs/ca.crt, patched into /webhooks/0/clientConfig/caBundle, or cert-manager's overlay sets it (docs/install.md: Certificates, three ways)";
+pub const INSTALL_CA: &str = "set the caBundle to the CA that signed the serving certificate: with --cert-secret (the default install) the injector does it itself, and its log says why it has not (kubectl -n sidecar-injector logs deploy/sidecar-injector); otherwise base64 -w0 cluster-certs/ca.crt, patched into /webhooks/0/clientConfig/caBundle, or cert-manager's overlay sets it (docs/install.md: Certificates, three ways)";
 /// The certificate must outlive this many days.
 pub const EXPIRY_DAYS: i64 = 14;
 
