@@ -107,19 +107,55 @@ where
     }
 }
 
+/// A namespace a test made: deleted (without waiting for it to go) when dropped, on a failed
+/// assertion too, so no test leaves its namespaces to the next.
+#[must_use = "the namespace is deleted when this guard is dropped"]
+struct Ns(String);
+
+impl std::ops::Deref for Ns {
+    type Target = String;
+    fn deref(&self) -> &String {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Ns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let out = kubectl(
+            &env(),
+            &[
+                "delete",
+                "namespace",
+                &self.0,
+                "--wait=false",
+                "--ignore-not-found",
+            ],
+            None,
+        );
+        if !out.status.success() {
+            eprintln!(
+                "deleting namespace {}: {}",
+                self.0,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
 /// A fresh namespace with these labels, once its `default` ServiceAccount exists (the
 /// ServiceAccount plugin refuses Pods before that).
-async fn namespace(client: &Client, name: &str, labels: Value) -> String {
+async fn namespace(client: &Client, name: &str, labels: Value) -> Ns {
     annotated_namespace(client, name, labels, json!({})).await
 }
 
 /// [`namespace`], with annotations too.
-async fn annotated_namespace(
-    client: &Client,
-    name: &str,
-    labels: Value,
-    annotations: Value,
-) -> String {
+async fn annotated_namespace(client: &Client, name: &str, labels: Value, annotations: Value) -> Ns {
     let api: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace = serde_json::from_value(
         json!({"metadata": {"name": name, "labels": labels, "annotations": annotations}}),
@@ -133,10 +169,10 @@ async fn annotated_namespace(
         sa.get_opt("default").await.ok().flatten()
     })
     .await;
-    name.to_owned()
+    Ns(name.to_owned())
 }
 
-async fn opted_in(client: &Client, name: &str) -> String {
+async fn opted_in(client: &Client, name: &str) -> Ns {
     namespace(client, name, json!({"sidecar-injection": "enabled"})).await
 }
 
@@ -1726,7 +1762,7 @@ async fn failed_injections_are_events_on_the_owner_rate_limited_and_never_for_dr
     let ours = || {
         events(&env, &ns)
             .into_iter()
-            .chain(events(&env, "default").into_iter().filter(|e| e.2 == ns))
+            .chain(events(&env, "default").into_iter().filter(|e| e.2 == *ns))
             .filter(|e| e.0 == "SidecarInjectionFailed")
             .collect::<Vec<_>>()
     };

@@ -20,12 +20,8 @@ const SECRET: &str = "sidecar-injector-tls";
 /// renamed to `home`), and a webhook configuration `home` for namespaces labelled
 /// `home=on`, by URL to a port nothing listens on yet and with no caBundle: what a fresh
 /// install has before `serve` first runs.
-async fn home(env: &Env, c: &Client, home: &str, undo: &mut Undo) {
-    namespace(c, home, json!({})).await;
-    undo.kubectl(
-        &format!("namespace {home}"),
-        &["delete", "namespace", home, "--wait=false"],
-    );
+async fn home(env: &Env, c: &Client, home: &str, undo: &mut Undo) -> Ns {
+    let ns = namespace(c, home, json!({})).await;
     install_rbac(
         env,
         home,
@@ -58,6 +54,7 @@ async fn home(env: &Env, c: &Client, home: &str, undo: &mut Undo) {
         &["apply", "-f", "-"],
         Some(&hook.to_string()),
     ));
+    ns
 }
 
 /// A replica of `serve` keeping its certificate in `home`'s Secret, as the ServiceAccount.
@@ -145,7 +142,7 @@ async fn self_managed_certificates() {
     let dir = tempfile::tempdir().unwrap();
     let mut undo = Undo::new();
     let h = "e2e-certs";
-    home(&env, &c, h, &mut undo).await;
+    let _home = home(&env, &c, h, &mut undo).await;
 
     // The first replica finds no Secret: it makes the CA and the certificate, sets the
     // caBundle, and serves; no certificate step at all.
@@ -175,10 +172,6 @@ async fn self_managed_certificates() {
     // refused if it does not) and the Pod comes back injected.
     call_port(&env, h, port_a);
     let app = namespace(&c, "e2e-certs-app", json!({h: "on"})).await;
-    undo.kubectl(
-        "namespace e2e-certs-app",
-        &["delete", "namespace", &app, "--wait=false"],
-    );
     let pod = eventually("a Pod injected through the new caBundle", 30, || async {
         create_pod(
             &c,
@@ -271,7 +264,7 @@ async fn self_managed_rotation_under_load() {
     let dir = tempfile::tempdir().unwrap();
     let mut undo = Undo::new();
     let h = "e2e-ca-rollover";
-    home(&env, &c, h, &mut undo).await;
+    let _home = home(&env, &c, h, &mut undo).await;
     let (_a, port, _, log) = replica(
         &env,
         h,
@@ -281,10 +274,6 @@ async fn self_managed_rotation_under_load() {
     );
     call_port(&env, h, port);
     let app = namespace(&c, "e2e-ca-rollover-app", json!({h: "on"})).await;
-    undo.kubectl(
-        "namespace e2e-ca-rollover-app",
-        &["delete", "namespace", &app, "--wait=false"],
-    );
     eventually("the webhook in effect", 30, || async {
         create_pod(
             &c,

@@ -212,10 +212,6 @@ async fn helm_install_upgrade_uninstall() {
         std::fs::read_to_string(&log).unwrap_or_default()
     );
     let app = namespace(&c, "e2e-helm-app", json!({label: "enabled"})).await;
-    undo.kubectl(
-        "namespace e2e-helm-app",
-        &["delete", "namespace", &app, "--wait=false"],
-    );
     let pod = eventually("a Pod injected after helm install", 30, || async {
         create_pod(
             &c,

@@ -46,7 +46,8 @@ async fn a_lease_is_taken_over_only_after_its_holder_stops_renewing() {
     assert_eq!(spec.lease_transitions, Some(1));
 }
 
-#[tokio::test]
+// Multi-threaded: `keep_going` below blocks its thread while the renewals run on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a cluster: tests/e2e/run"]
 async fn repair_stops_between_workloads_once_the_lease_is_lost() {
     let env = env();
@@ -119,7 +120,18 @@ async fn repair_stops_between_workloads_once_the_lease_is_lost() {
         }
     };
     let mut stolen = None;
-    let keep_going = || leader.load(Ordering::Relaxed);
+    // Between workloads: once the Lease is being taken, the renewals (every 200 ms) must see
+    // it before the next restart; give them up to 10 s on a busy machine rather than race them.
+    let steal_started = AtomicBool::new(false);
+    let keep_going = || {
+        if steal_started.load(Ordering::Relaxed) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while leader.load(Ordering::Relaxed) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        leader.load(Ordering::Relaxed)
+    };
     let done = repair::repair(
         &c,
         &workloads,
@@ -130,6 +142,7 @@ async fn repair_stops_between_workloads_once_the_lease_is_lost() {
         |p| {
             if let Progress::Restarted { .. } = p {
                 stolen.get_or_insert_with(&steal);
+                steal_started.store(true, Ordering::Relaxed);
             }
         },
     )

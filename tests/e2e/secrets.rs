@@ -154,6 +154,8 @@ struct Home {
     name: String,
     kubeconfig: PathBuf,
     config: PathBuf,
+    /// Deleted with the rest of the test's state.
+    _ns: Ns,
 }
 
 async fn home(
@@ -165,11 +167,7 @@ async fn home(
     dir: &std::path::Path,
     undo: &mut Undo,
 ) -> Home {
-    namespace(c, name, json!({})).await;
-    undo.kubectl(
-        &format!("namespace {name}"),
-        &["delete", "namespace", name, "--wait=false"],
-    );
+    let ns = namespace(c, name, json!({})).await;
     install_rbac(env, name, &[], undo);
     let secrets: Api<Secret> = Api::namespaced(c.clone(), name);
     secrets
@@ -180,6 +178,7 @@ async fn home(
         name: name.to_owned(),
         kubeconfig: service_account_kubeconfig(env, name, dir),
         config: config_dir(dir, label),
+        _ns: ns,
     }
 }
 
@@ -261,11 +260,7 @@ async fn secrets_propagate_sync_and_clean_up() {
 
     // Create: a namespace that opts in gets its copy.
     let ns = "e2e-secrets-sync";
-    undo.kubectl(
-        &format!("namespace {ns}"),
-        &["delete", "namespace", ns, "--wait=false"],
-    );
-    namespace(&c, ns, json!({})).await;
+    let _ns = namespace(&c, ns, json!({})).await;
     let copies: Api<Secret> = Api::namespaced(c.clone(), ns);
     let start = Instant::now();
     ok(&kubectl(
@@ -395,11 +390,7 @@ async fn secrets_foreign_left_alone() {
 
     // Someone else's Secret of that name, in a namespace not yet opted in.
     let ns = "e2e-secrets-foreign";
-    undo.kubectl(
-        &format!("namespace {ns}"),
-        &["delete", "namespace", ns, "--wait=false"],
-    );
-    namespace(&c, ns, json!({})).await;
+    let _ns = namespace(&c, ns, json!({})).await;
     let secrets: Api<Secret> = Api::namespaced(c.clone(), ns);
     let mut theirs = token_secret(ns, "their-own-token-3b3b");
     theirs.metadata.labels = Some(BTreeMap::from([("owner".to_owned(), "team-x".to_owned())]));
@@ -501,12 +492,7 @@ async fn with_the_default_install_the_token_created_once_reaches_a_new_namespace
     let c = client(&env).await;
     token_source_once(&env).await;
     let start = Instant::now();
-    let mut undo = Undo::new();
     let ns = opted_in(&c, "e2e-secrets-default").await;
-    undo.kubectl(
-        &format!("namespace {ns}"),
-        &["delete", "namespace", &ns, "--wait=false"],
-    );
     let copies: Api<Secret> = Api::namespaced(c.clone(), &ns);
     // `opted_in` returns once the namespace's default ServiceAccount exists, the earliest a
     // Pod can be created there.
