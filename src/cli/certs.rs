@@ -12,10 +12,8 @@ use time::{Duration, OffsetDateTime};
 
 pub use authority::service_names;
 
-pub const CA_CERT: &str = "ca.crt";
-pub const CA_KEY: &str = "ca.key";
-pub const TLS_CERT: &str = "tls.crt";
-pub const TLS_KEY: &str = "tls.key";
+/// The file names: those of the keys of the Secret `serve --cert-secret` keeps.
+pub use crate::cluster::certificates::rotation::{CA_CERT, CA_KEY, TLS_CERT, TLS_KEY};
 
 /// How long the CA and the serving certificate made by `certs` are valid.
 const CA_VALIDITY: std::time::Duration = std::time::Duration::from_secs(3650 * 86_400);

@@ -238,4 +238,37 @@ mod tests {
         let embedded = pod(json!({"containers": [{"name": "s", "args": ["serve"]}]}));
         assert_eq!(served_configmap(&embedded, "inj"), None);
     }
+
+    #[test]
+    fn the_certificate_secret_a_pod_keeps_is_read_from_its_arguments() {
+        let installed = |args: serde_json::Value| Installed {
+            configuration: None,
+            namespace: "inj".to_owned(),
+            configmap: ("inj".to_owned(), "sidecar-injector".to_owned()),
+            found_by: String::new(),
+            pods: vec![pod(json!({"containers": [{"name": "s", "args": args}]}))],
+        };
+        let kept = |ns: &str, secret: &str| {
+            Some(crate::cluster::doctor::KeptCertificates {
+                namespace: ns.to_owned(),
+                secret: secret.to_owned(),
+                webhook_configuration: "inj".to_owned(),
+            })
+        };
+        let named = installed(json!([
+            "serve",
+            "--cert-secret=sys/inj-tls",
+            "--webhook-configuration=inj"
+        ]));
+        assert_eq!(named.kept_certificates(), kept("sys", "inj-tls"));
+        // kubelet expands $(POD_NAMESPACE); the Pod as stored keeps it.
+        let shipped = installed(json!([
+            "serve",
+            "--cert-secret=$(POD_NAMESPACE)/inj-tls",
+            "--webhook-configuration=inj"
+        ]));
+        assert_eq!(shipped.kept_certificates(), kept("inj", "inj-tls"));
+        let files = installed(json!(["serve", "--tls-cert-file=/etc/tls/tls.crt"]));
+        assert_eq!(files.kept_certificates(), None);
+    }
 }

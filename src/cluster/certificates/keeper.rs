@@ -332,10 +332,7 @@ async fn look(
             let ca = authority::new_ca(now, timing.ca_validity())?;
             let mut cas = stored.cas.clone();
             cas.extend(rotation::parse_certs(&ca.cert_pem).map_err(anyhow::Error::msg)?);
-            let leaf = Issued {
-                cert_pem: stored.leaf.pem.clone(),
-                key_pem: stored.leaf_key_pem.clone(),
-            };
+            let leaf = stored.leaf_pair();
             tracing::info!(secret = %opts, "certificates: CA rollover: a new CA joins the caBundle; it signs once the apiserver has it");
             write(
                 secrets,
@@ -350,10 +347,7 @@ async fn look(
         Step::DropOld => {
             let stored = ok.context("no usable Secret")?;
             let newest = stored.cas.last().cloned().into_iter().collect::<Vec<_>>();
-            let leaf = Issued {
-                cert_pem: stored.leaf.pem.clone(),
-                key_pem: stored.leaf_key_pem.clone(),
-            };
+            let leaf = stored.leaf_pair();
             tracing::info!(secret = %opts, dropped = stored.cas.len() - 1, "certificates: CA rollover done: the previous CA leaves the caBundle");
             write(
                 secrets,

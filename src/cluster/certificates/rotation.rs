@@ -123,6 +123,14 @@ impl Stored {
         }
     }
 
+    /// The serving pair as stored, to write back unchanged.
+    pub fn leaf_pair(&self) -> Issued {
+        Issued {
+            cert_pem: self.leaf.pem.clone(),
+            key_pem: self.leaf_key_pem.clone(),
+        }
+    }
+
     /// The caBundle: the PEM of every CA, oldest first.
     pub fn bundle(&self) -> String {
         bundle(&self.cas)

@@ -4,6 +4,7 @@
 //! mount (the Secret behind `--tls-cert-file`), verified for `SERVICE.NAMESPACE.svc`.
 
 use super::{Finding, INSTALL_CA};
+use crate::cluster::certificates::rotation::TLS_CERT;
 use crate::cluster::installed::{Installed, flag_value, volume_at};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhook;
 use k8s_openapi::api::core::v1::Secret;
@@ -202,13 +203,21 @@ pub async fn by_service(
     let Some(ca) = ca_bundle else {
         return (no_ca_bundle(), None);
     };
-    let Some((namespace, secret, key)) = installed.pods.iter().find_map(serving_secret) else {
+    // The Secret the Pods keep (--cert-secret), or the one mounted where --tls-cert-file points.
+    let found = match installed.kept_certificates() {
+        Some(kept) => Some((kept.namespace, kept.secret, TLS_CERT.to_owned())),
+        None => installed
+            .pods
+            .iter()
+            .find_map(serving_secret)
+            .map(|(secret, key)| (installed.namespace.clone(), secret, key)),
+    };
+    let Some((namespace, secret, key)) = found else {
         return (
             Finding::skip("caBundle", "no injector Pod takes its serving certificate from a Secret (--cert-secret, or one mounted at --tls-cert-file): not verified".into()),
             None,
         );
     };
-    let namespace = namespace.unwrap_or_else(|| installed.namespace.clone());
     let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let pem = match api.get_opt(&secret).await {
         Ok(Some(s)) => s.data.and_then(|d| d.get(&key).map(|b| b.0.clone())),
@@ -277,26 +286,17 @@ pub async fn by_service(
     (finding, Some(Served { chain, from }))
 }
 
-/// The Secret (its namespace when `--cert-secret` names one) and key the Pod serves from:
-/// `--cert-secret`'s, or the one mounted where `--tls-cert-file` points.
-fn serving_secret(
-    pod: &k8s_openapi::api::core::v1::Pod,
-) -> Option<(Option<String>, String, String)> {
+/// The Secret and key behind a Pod's `--tls-cert-file`.
+fn serving_secret(pod: &k8s_openapi::api::core::v1::Pod) -> Option<(String, String)> {
     let spec = pod.spec.as_ref()?;
     for c in &spec.containers {
-        if let Some(named) = flag_value(c, "--cert-secret") {
-            // kubelet expands $(POD_NAMESPACE); the Pod as stored keeps it.
-            let (ns, name) = named.split_once('/')?;
-            let ns = (ns != "$(POD_NAMESPACE)").then(|| ns.to_owned());
-            return Some((ns, name.to_owned(), "tls.crt".to_owned()));
-        }
         let Some(path) = flag_value(c, "--tls-cert-file") else {
             continue;
         };
         // A file inside the mounted Secret: its key.
         let (volume, key) = volume_at(spec, c, &path).filter(|(_, key)| !key.is_empty())?;
         let secret = volume.secret.as_ref()?.secret_name.clone()?;
-        return Some((None, secret, key));
+        return Some((secret, key));
     }
     None
 }
@@ -322,11 +322,7 @@ mod tests {
                 "volumes": [{"name": "tls", "secret": {"secretName": "sidecar-injector-tls"}}]}}))
             .unwrap()
         };
-        let want = Some((
-            None,
-            "sidecar-injector-tls".to_owned(),
-            "tls.crt".to_owned(),
-        ));
+        let want = Some(("sidecar-injector-tls".to_owned(), "tls.crt".to_owned()));
         let shipped = pod(json!([
             "serve",
             "--tls-cert-file=/etc/sidecar-injector/tls/tls.crt"
@@ -343,24 +339,6 @@ mod tests {
             "--tls-cert-file=/etc/sidecar-injector/tlsx/tls.crt"
         ]));
         assert_eq!(serving_secret(&elsewhere), None);
-        let kept = pod(json!([
-            "serve",
-            "--cert-secret=sys/inj-tls",
-            "--webhook-configuration=inj"
-        ]));
-        assert_eq!(
-            serving_secret(&kept),
-            Some((
-                Some("sys".to_owned()),
-                "inj-tls".to_owned(),
-                "tls.crt".to_owned()
-            ))
-        );
-        let shipped_kept = pod(json!(["serve", "--cert-secret=$(POD_NAMESPACE)/inj-tls"]));
-        assert_eq!(
-            serving_secret(&shipped_kept),
-            Some((None, "inj-tls".to_owned(), "tls.crt".to_owned()))
-        );
     }
 
     #[test]
