@@ -4,6 +4,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use sidecar_injector::cli::check::{self, CheckArgs};
 use sidecar_injector::cli::doctor::{self, DoctorArgs};
+use sidecar_injector::cli::hooks::{self, ProbeArgs, UnregisterArgs};
 use sidecar_injector::cli::{certs, context, input};
 use sidecar_injector::cluster;
 use sidecar_injector::engine::Outcome;
@@ -47,6 +48,12 @@ enum Command {
     /// Check the installed injector end to end, one line per check (✔, or ✖ with the fix).
     /// Exit code 0 all pass, 1 a problem, 2 when doctor could not run.
     Doctor(DoctorArgs),
+    /// Create a server-side dry-run Pod in an opted-in namespace and check that it comes back
+    /// injected (the Helm chart's `helm test`). Exit 0 injected, 1 not.
+    Probe(ProbeArgs),
+    /// Delete the webhook configuration, so Pods are created without the injector (the Helm
+    /// chart's pre-delete hook: it goes before the Deployment does).
+    Unregister(UnregisterArgs),
     /// Write a CA and a serving certificate for the webhook's Service, and print the caBundle.
     Certs {
         #[arg(long, default_value = "sidecar-injector")]
@@ -188,6 +195,8 @@ fn main() -> ExitCode {
         Command::Validate { config } => validate(config),
         Command::Check(args) => run_check(args),
         Command::Doctor(args) => run_doctor(args),
+        Command::Probe(args) => block_on(hooks::probe(args)),
+        Command::Unregister(args) => block_on(hooks::unregister(args)),
         Command::Certs {
             service,
             namespace,
@@ -423,19 +432,19 @@ async fn read_namespaces(
 }
 
 fn run_check(args: CheckArgs) -> Result<ExitCode> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting tokio")?
-        .block_on(check::run(args, &own_namespace()))
+    block_on(check::run(args, &own_namespace()))
 }
 
 fn run_doctor(args: DoctorArgs) -> Result<ExitCode> {
+    block_on(doctor::run(args))
+}
+
+fn block_on(f: impl std::future::Future<Output = Result<ExitCode>>) -> Result<ExitCode> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting tokio")?
-        .block_on(doctor::run(args))
+        .block_on(f)
 }
 
 fn validate(config: Option<PathBuf>) -> Result<ExitCode> {

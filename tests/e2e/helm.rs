@@ -27,11 +27,17 @@ fn helm(env: &Env, args: &[&str]) -> Output {
     common::run(helm_bin(), &all, None)
 }
 
-/// Documents by kind and name, the Namespace left out (Helm does not create it).
+/// A document's Helm hook annotation, if it is a hook.
+fn hook(d: &Value) -> Option<&str> {
+    d["metadata"]["annotations"]["helm.sh/hook"].as_str()
+}
+
+/// Documents by kind and name, the Namespace left out (Helm does not create it) and the
+/// chart's hooks too (kustomize has none).
 fn by_name(text: &str) -> BTreeMap<(String, String), Value> {
     let docs: Vec<Value> = sidecar_injector::engine::yaml::documents(text).unwrap();
     docs.into_iter()
-        .filter(|d| d["kind"] != "Namespace")
+        .filter(|d| d["kind"] != "Namespace" && hook(d).is_none())
         .map(|d| {
             let kind = d["kind"].as_str().unwrap().to_owned();
             let name = d["metadata"]["name"].as_str().unwrap().to_owned();
@@ -88,6 +94,61 @@ async fn kustomize_and_helm_render_the_same() {
         }
         println!("{kustomization}: {} objects, the same", kustomized.len());
     }
+    // The hooks, each with its own ServiceAccount and only the rights its command needs.
+    let hooks = |extra: &[&str]| {
+        let mut args = vec!["template", "sidecar-injector", chart.to_str().unwrap()];
+        args.extend_from_slice(&["--namespace", "sidecar-injector"]);
+        args.extend_from_slice(extra);
+        let docs: Vec<Value> =
+            sidecar_injector::engine::yaml::documents(&ok(&helm(&env, &args))).unwrap();
+        docs.into_iter()
+            .filter_map(|d| {
+                let hook = hook(&d)?.to_owned();
+                Some(((hook, d["kind"].as_str()?.to_owned()), d))
+            })
+            .collect::<BTreeMap<_, _>>()
+    };
+    let all = hooks(&[]);
+    let names: Vec<String> = all
+        .iter()
+        .map(|((h, k), d)| format!("{h} {k}/{}", d["metadata"]["name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "pre-delete ClusterRole/sidecar-injector-unregister",
+            "pre-delete ClusterRoleBinding/sidecar-injector-unregister",
+            "pre-delete Job/sidecar-injector-unregister",
+            "pre-delete ServiceAccount/sidecar-injector-unregister",
+            "test Namespace/sidecar-injector-test",
+            "test Pod/sidecar-injector-test",
+            "test Role/sidecar-injector-test",
+            "test RoleBinding/sidecar-injector-test",
+            "test ServiceAccount/sidecar-injector-test",
+        ]
+    );
+    let key = |h: &str, k: &str| (h.to_owned(), k.to_owned());
+    assert_eq!(
+        all[&key("pre-delete", "ClusterRole")]["rules"],
+        json!([{"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
+                "resourceNames": ["sidecar-injector"], "verbs": ["delete"]}])
+    );
+    assert_eq!(
+        all[&key("test", "Role")]["rules"],
+        json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["create"]}])
+    );
+    assert_eq!(
+        all[&key("test", "Namespace")]["metadata"]["labels"]["sidecar-injection"],
+        "enabled",
+        "the test's namespace opts in as the default config and selector want"
+    );
+    assert!(
+        hooks(&["--set", "hooks.unregisterOnDelete=false"])
+            .keys()
+            .all(|(h, _)| h == "test"),
+        "hooks.unregisterOnDelete=false: no pre-delete hook"
+    );
+    println!("hooks: {}", names.join(", "));
     // A wrong value is refused with a message that names it.
     let wrong = helm(
         &env,
@@ -133,7 +194,17 @@ async fn helm_install_upgrade_uninstall() {
             "--ignore-not-found",
         ],
     );
-    let uninstall = Uninstall(env.kubeconfig.clone(), release.to_owned());
+    undo.kubectl(
+        "namespace e2e-helm-test",
+        &[
+            "delete",
+            "namespace",
+            "e2e-helm-test",
+            "--wait=false",
+            "--ignore-not-found",
+        ],
+    );
+    let mut uninstall = Uninstall(env.kubeconfig.clone(), release.to_owned(), true);
     // This test's namespaces opt in by their own label: the config says so, and so does the
     // webhook's namespaceSelector.
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base/config");
@@ -151,6 +222,7 @@ async fn helm_install_upgrade_uninstall() {
         "webhook.namespaceSelector.matchExpressions[0].key={label},webhook.namespaceSelector.matchExpressions[0].operator=In,webhook.namespaceSelector.matchExpressions[0].values[0]=enabled"
     );
     let settings_arg = format!("config.settings={}", settings_file.display());
+    let test_label = format!("hooks.test.namespaceLabels.{label}=enabled");
     let chart = chart();
     let install = |verb: &'static str, extra: Vec<String>| {
         let mut args: Vec<String> = [
@@ -165,6 +237,11 @@ async fn helm_install_upgrade_uninstall() {
             &selector,
             "--set",
             "webhook.failurePolicy=Fail",
+            // No kwok node runs the hooks' Pods: this test plays their kubelet.
+            "--set",
+            "hooks.nodeSelector.e2e-runs-hooks=on-the-host",
+            "--set",
+            &test_label,
             "--set-file",
             &settings_arg,
         ]
@@ -268,21 +345,161 @@ async fn helm_install_upgrade_uninstall() {
     .await;
     assert!(injected(&upgraded));
 
-    // helm uninstall: no webhook configuration is left, and Pods are created without it.
-    drop(uninstall);
+    // helm test: its Pod, as its own ServiceAccount, makes a dry-run Pod in the namespace the
+    // test made with the opt-in label, and it comes back injected.
+    let testing = std::thread::spawn(move || {
+        helm(
+            &env_of_thread(),
+            &["test", release, "--namespace", ns, "--timeout", "90s"],
+        )
+    });
+    let (pod, out) = run_hook_pod(&env, &c, ns, "e2e-helm-test", dir.path()).await;
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success()
+            && said.contains("injected: a server-side dry-run Pod in namespace e2e-helm-test"),
+        "probe: {said}"
+    );
+    report_hook_pod(&c, ns, &pod, &out).await;
+    let tested = ok(&testing.join().unwrap());
+    assert!(
+        tested
+            .lines()
+            .any(|l| l.starts_with("Phase:") && l.ends_with("Succeeded")),
+        "{tested}"
+    );
+    println!("helm test: {}", said.trim());
+
+    // helm uninstall: its pre-delete hook deletes the webhook configuration while every
+    // object of the release is still there (Helm alone deletes it last), so no Fail webhook
+    // is ever left without its server; then Pods are created without it.
+    let uninstalling = std::thread::spawn(move || {
+        helm(
+            &env_of_thread(),
+            &[
+                "uninstall",
+                release,
+                "--namespace",
+                ns,
+                "--wait",
+                "--timeout",
+                "90s",
+            ],
+        )
+    });
+    let (pod, out) = run_hook_pod(&env, &c, ns, "e2e-helm-unregister", dir.path()).await;
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && said.contains("deleted mutatingwebhookconfiguration e2e-helm"),
+        "unregister: {said}"
+    );
     let hooks = Api::<MutatingWebhookConfiguration>::all(c.clone());
     assert!(hooks.get_opt(release).await.unwrap().is_none());
+    let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(c.clone(), ns);
+    assert!(
+        configmaps
+            .get_opt("sidecar-injector")
+            .await
+            .unwrap()
+            .is_some(),
+        "Helm waits for the hook: the release's ConfigMap is still there"
+    );
+    report_hook_pod(&c, ns, &pod, &out).await;
+    ok(&uninstalling.join().unwrap());
+    uninstall.2 = false;
+    assert!(
+        configmaps
+            .get_opt("sidecar-injector")
+            .await
+            .unwrap()
+            .is_none(),
+        "helm uninstall deleted the release's objects after the hook"
+    );
+    println!("helm uninstall: {}", said.trim());
     let plain = create_pod(&c, &app, pod_json("after-uninstall", json!({})))
         .await
         .unwrap();
     assert_eq!(containers(&plain), ["app"]);
 }
 
-/// `helm uninstall` of the release, when dropped (also on a failed assertion).
-struct Uninstall(PathBuf, String);
+/// The suite's environment, for a thread that runs helm while the test plays kubelet.
+fn env_of_thread() -> Env {
+    env()
+}
+
+/// Plays kubelet for a hook Pod the chart's nodeSelector keeps off every kwok node: runs its
+/// command on this host as its ServiceAccount (a TokenRequest token), as the Pod would.
+async fn run_hook_pod(
+    env: &Env,
+    c: &Client,
+    ns: &str,
+    name: &str,
+    dir: &std::path::Path,
+) -> (Pod, Output) {
+    let pods: Api<Pod> = Api::namespaced(c.clone(), ns);
+    let selector = format!("app.kubernetes.io/name={name}");
+    let pod = eventually(&format!("the hook Pod {name}"), 60, || async {
+        pods.list(&ListParams::default().labels(&selector))
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|p| p.metadata.deletion_timestamp.is_none())
+    })
+    .await;
+    let spec = pod.spec.clone().unwrap();
+    let account = spec.service_account_name.clone().unwrap();
+    let kubeconfig = account_kubeconfig(env, ns, &account, dir);
+    let mut args = spec.containers[0].args.clone().unwrap();
+    args.push(format!("--kubeconfig={}", kubeconfig.display()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = common::run(common::bin(), &args, None);
+    (pod, out)
+}
+
+/// What kubelet reports when the hook's container has ended: the Pod's phase and exit code.
+async fn report_hook_pod(c: &Client, ns: &str, pod: &Pod, out: &Output) {
+    let code = out.status.code().unwrap_or(1);
+    let container = &pod.spec.as_ref().unwrap().containers[0];
+    let now = rfc3339_now();
+    let status = json!({"status": {
+        "phase": if code == 0 { "Succeeded" } else { "Failed" },
+        "containerStatuses": [{
+            "name": container.name, "image": container.image, "imageID": "", "ready": false,
+            "restartCount": 0,
+            "state": {"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" },
+                                     "startedAt": now, "finishedAt": now}}
+        }]
+    }});
+    Api::<Pod>::namespaced(c.clone(), ns)
+        .patch_status(
+            pod.metadata.name.as_deref().unwrap(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(status),
+        )
+        .await
+        .unwrap();
+}
+
+/// Now as RFC 3339, to the second.
+fn rfc3339_now() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .round(k8s_openapi::jiff::Unit::Second)
+        .unwrap()
+        .to_string()
+}
+
+/// `helm uninstall` of the release, when dropped while armed (a failed assertion): without
+/// hooks, for no kwok node runs them.
+struct Uninstall(PathBuf, String, bool);
 
 impl Drop for Uninstall {
     fn drop(&mut self) {
+        if !self.2 {
+            return;
+        }
         let out = common::run(
             helm_bin(),
             &[
@@ -292,6 +509,7 @@ impl Drop for Uninstall {
                 &self.1,
                 "--namespace",
                 &self.1,
+                "--no-hooks",
                 "--wait",
             ],
             None,

@@ -30,3 +30,35 @@ subjects:
 {{- fail (printf "config.settings is not YAML: %s" (get $settings "Error")) }}
 {{- end }}
 {{- end }}
+
+{{/* The pod spec of a hook: the injector's image running one command as its own
+     ServiceAccount, as locked down as the Deployment. Called with (list $ NAME ARGS). */}}
+{{- define "sidecar-injector.hookPod" -}}
+{{- $ := index . 0 }}
+restartPolicy: Never
+serviceAccountName: {{ index . 1 }}
+{{- with $.Values.hooks.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  runAsNonRoot: true
+  runAsUser: 65532
+  runAsGroup: 65532
+  seccompProfile: {type: RuntimeDefault}
+containers:
+- name: {{ index . 1 }}
+  image: {{ printf "%s:%s" $.Values.image.repository $.Values.image.tag | quote }}
+  imagePullPolicy: {{ $.Values.image.pullPolicy }}
+  args:
+  {{- toYaml (index . 2) | nindent 2 }}
+  resources:
+    requests: {cpu: 10m, memory: 16Mi}
+    limits: {cpu: 200m, memory: 64Mi}
+  securityContext:
+    allowPrivilegeEscalation: false
+    readOnlyRootFilesystem: true
+    runAsNonRoot: true
+    capabilities:
+      drop: [ALL]
+{{- end }}
