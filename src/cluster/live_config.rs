@@ -76,7 +76,9 @@ pub fn watch<F, G>(
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
         let recorder = Recorder::new(client, reporter);
         let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-        let stream = watcher(api, config).default_backoff().applied_objects();
+        let stream = watcher(api, config)
+            .backoff(crate::cluster::watch_backoff())
+            .applied_objects();
         futures::pin_mut!(stream);
         let mut last_version = None;
         while let Some(item) = stream.next().await {

@@ -16,4 +16,4 @@ pub mod probe;
 pub mod repair;
 pub mod secret_sync;
 
-pub use client::{api_error, client};
+pub use client::{api_error, client, watch_backoff};

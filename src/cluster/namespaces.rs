@@ -50,7 +50,7 @@ impl Namespaces {
         let api: Api<PartialObjectMeta<Namespace>> = Api::all(client);
         let (store, writer) = reflector::store();
         let stream = reflector::reflector(writer, watcher(api.clone(), watcher::Config::default()))
-            .default_backoff();
+            .backoff(crate::cluster::watch_backoff());
         let healthy = Arc::new(AtomicBool::new(false));
         let health = healthy.clone();
         tokio::spawn(async move {

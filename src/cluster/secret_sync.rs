@@ -124,7 +124,8 @@ impl Copier {
         let config = watcher::Config::default().labels(&format!("{}=enabled", scope.label));
         streams.push(tagged(
             0,
-            reflector::reflector(writer, watcher(api, config)).default_backoff(),
+            reflector::reflector(writer, watcher(api, config))
+                .backoff(crate::cluster::watch_backoff()),
         ));
         let mut sources = Vec::new();
         let mut copies = Vec::new();
@@ -135,7 +136,8 @@ impl Copier {
             let api: Api<Secret> = Api::namespaced(client.clone(), &scope.own_namespace);
             streams.push(tagged(
                 streams.len(),
-                reflector::reflector(writer, watcher(api, by_name.clone())).default_backoff(),
+                reflector::reflector(writer, watcher(api, by_name.clone()))
+                    .backoff(crate::cluster::watch_backoff()),
             ));
             sources.push(store);
             let (store, writer) = reflector::store();
@@ -143,14 +145,16 @@ impl Copier {
             let ours = by_name.clone().labels(&secret_copies::selector());
             streams.push(tagged(
                 streams.len(),
-                reflector::reflector(writer, watcher(api, ours)).default_backoff(),
+                reflector::reflector(writer, watcher(api, ours))
+                    .backoff(crate::cluster::watch_backoff()),
             ));
             copies.push(store);
             let (store, writer) = reflector::store();
             let api: Api<PartialObjectMeta<Secret>> = Api::all(client.clone());
             streams.push(tagged(
                 streams.len(),
-                reflector::reflector(writer, watcher(api, by_name)).default_backoff(),
+                reflector::reflector(writer, watcher(api, by_name))
+                    .backoff(crate::cluster::watch_backoff()),
             ));
             named.push(store);
         }

@@ -67,7 +67,7 @@ where
     let name = name.to_owned();
     tokio::spawn(async move {
         let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-        let stream = watcher(api, config).default_backoff();
+        let stream = watcher(api, config).backoff(crate::cluster::watch_backoff());
         futures::pin_mut!(stream);
         let mut listing: Option<K> = None;
         while let Some(event) = stream.next().await {
