@@ -18,8 +18,16 @@ mod common;
 mod day_one;
 #[path = "e2e/helm.rs"]
 mod helm;
+#[path = "e2e/in_cluster.rs"]
+mod in_cluster;
+#[path = "e2e/kubelet.rs"]
+mod kubelet;
 #[path = "e2e/lease.rs"]
 mod lease;
+#[path = "e2e/rbac.rs"]
+mod rbac;
+#[path = "e2e/restart.rs"]
+mod restart;
 #[path = "e2e/secrets.rs"]
 mod secrets;
 

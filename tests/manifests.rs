@@ -328,7 +328,7 @@ fn the_base_renders_to_a_complete_hardened_install() {
         serde_json::to_value(certs.rules).unwrap(),
         json!([
             {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["sidecar-injector-tls"],
-             "verbs": ["get", "list", "watch", "update"]},
+             "verbs": ["list", "watch", "update"]},
             {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}
         ])
     );
@@ -337,7 +337,7 @@ fn the_base_renders_to_a_complete_hardened_install() {
         serde_json::to_value(webhook.rules).unwrap(),
         json!([{"apiGroups": ["admissionregistration.k8s.io"],
                 "resources": ["mutatingwebhookconfigurations"], "resourceNames": [mwc_name],
-                "verbs": ["get", "list", "watch", "patch"]}])
+                "verbs": ["list", "watch", "patch"]}])
     );
     for (kind, name) in [
         ("RoleBinding", "sidecar-injector-certificates"),
@@ -873,7 +873,7 @@ fn secrets_are_granted_by_the_names_propagate_secrets_lists_and_create_alone_is_
             (
                 json!("sidecar-injector-certificates"),
                 json!({"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["sidecar-injector-tls"],
-                       "verbs": ["get", "list", "watch", "update"]})
+                       "verbs": ["list", "watch", "update"]})
             ),
             (
                 json!("sidecar-injector-certificates"),

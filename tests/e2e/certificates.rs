@@ -16,21 +16,22 @@ use std::collections::BTreeSet;
 /// The Secret name the shipped Deployment and RBAC use.
 const SECRET: &str = "sidecar-injector-tls";
 
+/// The shipped RBAC's rule on the webhook configuration, by name.
+pub(crate) const WEBHOOK_RULE: &str =
+    "resourceNames: [sidecar-injector]\n  verbs: [list, watch, patch]";
+
+/// [`WEBHOOK_RULE`] for the webhook configuration `home`.
+pub(crate) fn webhook_rule(home: &str) -> String {
+    format!("resourceNames: [{home}]\n  verbs: [list, watch, patch]")
+}
+
 /// The test's home namespace with the shipped RBAC (the webhook configuration it may edit
 /// renamed to `home`), and a webhook configuration `home` for namespaces labelled
 /// `home=on`, by URL to a port nothing listens on yet and with no caBundle: what a fresh
 /// install has before `serve` first runs.
-async fn home(env: &Env, c: &Client, home: &str, undo: &mut Undo) -> Ns {
+pub(crate) async fn home(env: &Env, c: &Client, home: &str, undo: &mut Undo) -> Ns {
     let ns = namespace(c, home, json!({})).await;
-    install_rbac(
-        env,
-        home,
-        &[(
-            "resourceNames: [sidecar-injector]\n  verbs: [get, list, watch, patch]",
-            &format!("resourceNames: [{home}]\n  verbs: [get, list, watch, patch]"),
-        )],
-        undo,
-    );
+    install_rbac(env, home, &[(WEBHOOK_RULE, &webhook_rule(home))], undo);
     let hook = json!({"apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration", "metadata": {"name": home},
         "webhooks": [{"name": format!("{home}.e2e.test"), "admissionReviewVersions": ["v1"],
@@ -90,7 +91,7 @@ fn replica(
 }
 
 /// Points the webhook configuration at this port.
-fn call_port(env: &Env, home: &str, port: u16) {
+pub(crate) fn call_port(env: &Env, home: &str, port: u16) {
     ok(&kubectl(
         env,
         &[

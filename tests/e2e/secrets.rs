@@ -23,6 +23,24 @@ const WITHIN: Duration = Duration::from_secs(5);
 /// names of the cluster-wide objects, and the `more` replacements after; the cluster-wide
 /// objects are removed by `undo`.
 pub(crate) fn install_rbac(env: &Env, home: &str, more: &[(&str, &str)], undo: &mut Undo) {
+    let text = rbac_for(home, more);
+    for kind in ["clusterrole", "clusterrolebinding"] {
+        for name in [
+            home.to_owned(),
+            format!("{home}-secrets"),
+            format!("{home}-webhook"),
+        ] {
+            undo.kubectl(
+                &format!("{kind} {name}"),
+                &["delete", kind, &name, "--ignore-not-found"],
+            );
+        }
+    }
+    ok(&kubectl(env, &["apply", "-f", "-"], Some(&text)));
+}
+
+/// The shipped ServiceAccount and RBAC as [`install_rbac`] applies them.
+pub(crate) fn rbac_for(home: &str, more: &[(&str, &str)]) -> String {
     let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base");
     let mut text = String::new();
     for file in ["serviceaccount.yaml", "rbac.yaml"] {
@@ -42,19 +60,7 @@ pub(crate) fn install_rbac(env: &Env, home: &str, more: &[(&str, &str)], undo: &
             && shipped.contains(&format!("resourceNames: [{TOKEN}]")),
         "the shipped RBAC grants {TOKEN} by name, and every subject moved to {home}"
     );
-    for kind in ["clusterrole", "clusterrolebinding"] {
-        for name in [
-            home.to_owned(),
-            format!("{home}-secrets"),
-            format!("{home}-webhook"),
-        ] {
-            undo.kubectl(
-                &format!("{kind} {name}"),
-                &["delete", kind, &name, "--ignore-not-found"],
-            );
-        }
-    }
-    ok(&kubectl(env, &["apply", "-f", "-"], Some(&text)));
+    text
 }
 
 /// A kubeconfig that authenticates as `home`'s ServiceAccount `home` (a token from the

@@ -139,7 +139,7 @@ pub fn needed(
         }
     }
     if let Some(kept) = certificates {
-        for verb in ["get", "list", "watch", "update"] {
+        for verb in ["list", "watch", "update"] {
             all.push(Permission {
                 namespace: Some(kept.namespace.clone()),
                 name: Some(kept.secret.clone()),
@@ -160,7 +160,7 @@ pub fn needed(
                 "--cert-secret: the serving certificate",
             )
         });
-        for verb in ["get", "list", "watch", "patch"] {
+        for verb in ["list", "watch", "patch"] {
             all.push(Permission {
                 name: Some(kept.webhook_configuration.clone()),
                 ..Permission::new(
