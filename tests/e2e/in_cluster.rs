@@ -1,0 +1,449 @@
+//! Issue "the product as deployed": `manifests/` as shipped, called by the apiserver through
+//! its Service (`clientConfig.service`), never by URL. `tests/e2e/run` runs these tests in a
+//! cluster of their own, inside a network namespace it makes (`unshare --net`), with the
+//! apiserver's `--enable-aggregator-routing=true`: the apiserver calls the Service's
+//! endpoints, the Pods' addresses, where the test's kubelet (kubelet.rs) runs each replica as
+//! the shipped ServiceAccount. Then replicas fail under a stream of Pod creations with
+//! `failurePolicy: Fail`: a rolling update, and a SIGKILL.
+
+use super::kubelet::{Kubelet, NODE};
+use super::*;
+use k8s_openapi::api::core::v1::{Endpoints, Secret};
+use std::sync::Mutex;
+
+const NS: &str = "sidecar-injector";
+
+/// manifests/ as shipped, with two changes: a nodeSelector that puts the Deployment's Pods on
+/// the node the test's kubelet plays, and `failurePolicy: Fail`.
+struct Install {
+    kubelet: Option<Kubelet>,
+    dir: tempfile::TempDir,
+    app: Option<Ns>,
+}
+
+fn relative_to(from: &std::path::Path, to: &std::path::Path) -> String {
+    let up = from.components().count() - 1;
+    format!(
+        "{}{}",
+        "../".repeat(up),
+        to.to_str().unwrap().trim_start_matches('/')
+    )
+}
+
+impl Install {
+    async fn new(env: &Env, c: &Client, app: &str) -> Install {
+        let dir = tempfile::tempdir().unwrap();
+        let manifests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
+        let kustomization = format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- {}\npatches:\n- target: {{kind: Deployment, name: sidecar-injector}}\n  patch: |-\n    - op: add\n      path: /spec/template/spec/nodeSelector\n      value: {{{NODE}: \"true\"}}\n- target: {{kind: MutatingWebhookConfiguration, name: sidecar-injector}}\n  patch: |-\n    - op: replace\n      path: /webhooks/0/failurePolicy\n      value: Fail\n",
+            relative_to(dir.path(), &manifests)
+        );
+        std::fs::write(dir.path().join("kustomization.yaml"), kustomization).unwrap();
+        ok(&kubectl(
+            env,
+            &["apply", "-k", dir.path().to_str().unwrap()],
+            None,
+        ));
+        let secrets: Api<Secret> = Api::namespaced(c.clone(), NS);
+        let token: Secret =
+            serde_json::from_value(json!({"metadata": {"name": "bitbucket-pipelines-metrics"},
+            "stringData": {"api-token": "e2e"}}))
+            .unwrap();
+        let _ = secrets.create(&PostParams::default(), &token).await;
+        let logs = dir.path().join("pods");
+        std::fs::create_dir_all(&logs).unwrap();
+        let kubelet = Kubelet::start(env, c, NS, logs).await;
+        let install = Install {
+            kubelet: Some(kubelet),
+            dir,
+            app: None,
+        };
+        // Both replicas Ready and behind the Service.
+        let endpoints: Api<Endpoints> = Api::namespaced(c.clone(), NS);
+        eventually("2 ready endpoints behind the Service", 90, || async {
+            let ep = endpoints.get_opt("sidecar-injector").await.ok()??;
+            let ready: usize = ep
+                .subsets
+                .iter()
+                .flatten()
+                .map(|s| s.addresses.as_ref().map_or(0, Vec::len))
+                .sum();
+            (ready == 2).then_some(())
+        })
+        .await;
+        let mut install = install;
+        let ns = opted_in(c, app).await;
+        webhook_in_effect(c, &ns).await;
+        install.app = Some(ns);
+        install
+    }
+
+    fn kubelet(&self) -> &Kubelet {
+        self.kubelet.as_ref().unwrap()
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for e in std::fs::read_dir(self.dir.path().join("pods")).unwrap() {
+            let p = e.unwrap().path();
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out.push_str(&format!(
+                "--- {}\n{}\n",
+                p.display(),
+                lines[lines.len().saturating_sub(15)..].join("\n")
+            ));
+        }
+        out
+    }
+
+    /// Deletes the install and waits until it is gone (the kubelet still running, to stop
+    /// the replicas' processes and let their Pods go), so the next test installs afresh.
+    async fn uninstall(mut self, env: &Env) {
+        drop(self.app.take());
+        let dir = self.dir.path().to_str().unwrap().to_owned();
+        // Blocking this worker; the kubelet's loop runs on the other.
+        let deleted = tokio::task::block_in_place(|| {
+            kubectl(
+                env,
+                &["delete", "-k", &dir, "--ignore-not-found", "--timeout=120s"],
+                None,
+            )
+        });
+        ok(&deleted);
+        if let Some(k) = self.kubelet.take() {
+            k.stop().await;
+        }
+    }
+}
+
+/// What a stream of Pod creations saw.
+#[derive(Default, Debug)]
+struct Tally {
+    injected: usize,
+    uninjected: Vec<String>,
+    refused: Vec<(f64, String)>,
+}
+
+/// `per_second` bare Pod creations in `ns` for `secs`, each on its own task (a slow call does
+/// not hold the next back).
+async fn stream_of_pods(c: &Client, ns: &str, prefix: &str, per_second: u32, secs: u64) -> Tally {
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let start = Instant::now();
+    let every = Duration::from_secs(1) / per_second;
+    let mut tasks = Vec::new();
+    let total = per_second as u64 * secs;
+    for i in 0..total {
+        let at = every * i as u32;
+        if let Some(wait) = at.checked_sub(start.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+        let (c, ns, tally) = (c.clone(), ns.to_owned(), tally.clone());
+        let name = format!("{prefix}-{i}");
+        tasks.push(tokio::spawn(async move {
+            let sent = start.elapsed().as_secs_f64();
+            let result = create_pod(&c, &ns, pod_json(&name, json!({}))).await;
+            let mut t = tally.lock().unwrap();
+            match result {
+                Ok(p) if injected(&p) => t.injected += 1,
+                Ok(_) => t.uninjected.push(name),
+                Err(e) => t.refused.push((sent, format!("{name}: {e}"))),
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    Arc::try_unwrap(tally).unwrap().into_inner().unwrap()
+}
+
+async fn metric_at(ip: &str, name: &str) -> f64 {
+    let text = match reqwest::get(format!("http://{ip}:9090/metrics")).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => return 0.0,
+    };
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the in-cluster phase: tests/e2e/run"]
+async fn in_cluster_service_path() {
+    let env = env();
+    let c = client(&env).await;
+    let install = Install::new(&env, &c, "e2e-service-path").await;
+    let app = install.app.as_ref().unwrap().to_string();
+
+    // Called through the Service, with the certificate the injector made for its name.
+    let hook = ok(&kubectl(
+        &env,
+        &[
+            "get",
+            "mutatingwebhookconfiguration",
+            "sidecar-injector",
+            "-o",
+            "jsonpath={.webhooks[0].clientConfig.service.name}/{.webhooks[0].clientConfig.url}",
+        ],
+        None,
+    ));
+    assert_eq!(hook, "sidecar-injector/", "by Service, with no URL");
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), NS);
+    let tls = secrets.get("sidecar-injector-tls").await.unwrap();
+    let pem = tls.data.unwrap()["tls.crt"].0.clone();
+    let der = rustls::pki_types::CertificateDer::from(
+        rustls_pemfile_first(&pem).expect("a certificate in tls.crt"),
+    );
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let sans: Vec<String> = cert
+        .subject_alternative_name()
+        .unwrap()
+        .map(|s| {
+            s.value
+                .general_names
+                .iter()
+                .map(|n| n.to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        sans.iter()
+            .any(|s| s.contains("sidecar-injector.sidecar-injector.svc"))
+            && !sans.iter().any(|s| s.starts_with("IPAddress")),
+        "the Service's names, no IP: {sans:?}"
+    );
+
+    // The endpoints are the Pods the kubelet runs; each answers the apiserver.
+    let pods = install.kubelet().pods();
+    assert_eq!(pods.len(), 2, "{pods:?}");
+    let endpoints: Api<Endpoints> = Api::namespaced(c.clone(), NS);
+    let ep = endpoints.get("sidecar-injector").await.unwrap();
+    let mut addresses: Vec<String> = ep
+        .subsets
+        .iter()
+        .flatten()
+        .flat_map(|s| s.addresses.iter().flatten().map(|a| a.ip.clone()))
+        .collect();
+    addresses.sort();
+    let mut ips: Vec<String> = pods.iter().map(|(_, ip, _)| ip.clone()).collect();
+    ips.sort();
+    assert_eq!(addresses, ips);
+    let before: Vec<f64> = futures_join(&ips, "sidecar_injector_admissions_total").await;
+    for i in 0..30 {
+        let p = create_pod(&c, &app, pod_json(&format!("svc-{i}"), json!({})))
+            .await
+            .unwrap();
+        assert!(injected(&p));
+    }
+    let after: Vec<f64> = futures_join(&ips, "sidecar_injector_admissions_total").await;
+    let served: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    // The apiserver resolves the Service when it dials, and keeps one HTTP/2 connection: the
+    // replica it dialled answers until that connection closes (a drain's GOAWAY, a crash).
+    println!("30 Pods injected through the Service: the replicas at {ips:?} answered {served:?}");
+    assert_eq!(
+        served.iter().sum::<f64>(),
+        30.0,
+        "every call reached a replica behind the Service: {served:?}: {}",
+        install.logs()
+    );
+    install.uninstall(&env).await;
+}
+
+fn rustls_pemfile_first(pem: &[u8]) -> Option<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .next()?
+        .ok()
+        .map(|d| d.to_vec())
+}
+
+async fn futures_join(ips: &[String], name: &str) -> Vec<f64> {
+    let mut out = Vec::new();
+    for ip in ips {
+        out.push(metric_at(ip, name).await);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the in-cluster phase: tests/e2e/run"]
+async fn injector_rolling_update_under_load() {
+    let env = env();
+    let c = client(&env).await;
+    let install = Install::new(&env, &c, "e2e-rolling").await;
+    let app = install.app.as_ref().unwrap().to_string();
+    let first: Vec<String> = install
+        .kubelet()
+        .pods()
+        .into_iter()
+        .map(|(n, _, _)| n)
+        .collect();
+
+    // 20 creations a second for 60 s; 10 s in, the injector's rolling update (maxSurge 1,
+    // maxUnavailable 0: a new replica Ready, then an old one SIGTERMed and drained, twice);
+    // and a Deployment scaled from 0 to 100 in the middle of it.
+    ok(&kubectl(
+        &env,
+        &[
+            "create",
+            "deployment",
+            "load",
+            "-n",
+            &app,
+            "--image=registry.k8s.io/pause:3.10",
+            "--replicas=0",
+        ],
+        None,
+    ));
+    let roll = {
+        let env = super::env();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let started = Instant::now();
+            ok(&kubectl(
+                &env,
+                &[
+                    "rollout",
+                    "restart",
+                    "deployment/sidecar-injector",
+                    "-n",
+                    NS,
+                ],
+                None,
+            ));
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            ok(&kubectl(
+                &env,
+                &[
+                    "scale",
+                    "deployment/load",
+                    "-n",
+                    "e2e-rolling",
+                    "--replicas=100",
+                ],
+                None,
+            ));
+            ok(&kubectl(
+                &env,
+                &[
+                    "rollout",
+                    "status",
+                    "deployment/sidecar-injector",
+                    "-n",
+                    NS,
+                    "--timeout=120s",
+                ],
+                None,
+            ));
+            started.elapsed()
+        })
+    };
+    let tally = stream_of_pods(&c, &app, "roll", 20, 60).await;
+    let rolled = roll.await.unwrap();
+    let now: Vec<String> = install
+        .kubelet()
+        .pods()
+        .into_iter()
+        .map(|(n, _, _)| n)
+        .collect();
+    assert!(
+        now.iter().all(|n| !first.contains(n)) && now.len() == 2,
+        "both replicas replaced: before {first:?}, after {now:?}"
+    );
+    // The Deployment's 100 Pods: all created, all injected, no FailedCreate.
+    let pods: Api<Pod> = Api::namespaced(c.clone(), &app);
+    let scaled = eventually("the 100 Pods of the scale-up", 90, || async {
+        let list = pods
+            .list(&ListParams::default().labels("app=load"))
+            .await
+            .ok()?;
+        (list.items.len() >= 100).then_some(list.items)
+    })
+    .await;
+    let scaled_uninjected = scaled.iter().filter(|p| !injected(p)).count();
+    let failed_creates = ok(&kubectl(
+        &env,
+        &[
+            "get",
+            "events",
+            "-n",
+            &app,
+            "--field-selector=reason=FailedCreate",
+            "-o",
+            "name",
+        ],
+        None,
+    ));
+    let total = tally.injected + tally.uninjected.len() + tally.refused.len();
+    println!(
+        "rolling update under load (rollout {:.1} s): {total} bare Pods created, {} injected, {} refused, {} uninjected; the scale-up: {} Pods, {} uninjected, {} FailedCreate Events",
+        rolled.as_secs_f64(),
+        tally.injected,
+        tally.refused.len(),
+        tally.uninjected.len(),
+        scaled.len(),
+        scaled_uninjected,
+        failed_creates.lines().count()
+    );
+    assert!(total >= 1000, "{total}");
+    assert!(
+        tally.refused.is_empty() && tally.uninjected.is_empty(),
+        "{tally:?}\n{}",
+        install.logs()
+    );
+    assert_eq!(scaled_uninjected, 0);
+    assert!(failed_creates.trim().is_empty(), "{failed_creates}");
+    install.uninstall(&env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the in-cluster phase: tests/e2e/run"]
+async fn replica_killed_under_load() {
+    let env = env();
+    let c = client(&env).await;
+    let install = Install::new(&env, &c, "e2e-killed").await;
+    let app = install.app.as_ref().unwrap().to_string();
+    let (victim, _, _) = install.kubelet().pods()[0].clone();
+
+    // 20 creations a second for 40 s; 10 s in, one replica gets SIGKILL. The kubelet sees the
+    // exit within a second, reports the Pod not Ready (the endpoint goes) and restarts it;
+    // it is Ready again once its readiness probe passes.
+    let killer = {
+        let victim = victim.clone();
+        let killer = install.kubelet().killer();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            killer.kill(&victim);
+        })
+    };
+    let tally = stream_of_pods(&c, &app, "kill", 20, 40).await;
+    killer.await.unwrap();
+    let total = tally.injected + tally.uninjected.len() + tally.refused.len();
+    let window = match (tally.refused.first(), tally.refused.last()) {
+        (Some(a), Some(b)) => format!("{:.1} s to {:.1} s", a.0, b.0),
+        _ => "none".into(),
+    };
+    println!(
+        "one replica of two SIGKILLed under load (failurePolicy Fail, timeoutSeconds 5, readiness periodSeconds 5 failureThreshold 2): {total} created, {} injected, {} refused (sent {window} into the run), {} uninjected",
+        tally.injected,
+        tally.refused.len(),
+        tally.uninjected.len()
+    );
+    if let Some((_, first)) = tally.refused.first() {
+        println!("the first refusal: {first}");
+    }
+    assert!(tally.uninjected.is_empty(), "{tally:?}");
+    assert!(
+        tally.refused.iter().all(|(t, _)| *t >= 9.0 && *t < 25.0),
+        "refusals only after the kill, until the endpoint went: {:?}\n{}",
+        tally.refused,
+        install.logs()
+    );
+    let pods = install.kubelet().pods();
+    assert!(
+        pods.iter().any(|(n, _, ready)| n == &victim && *ready),
+        "the killed replica restarted and Ready again: {pods:?}"
+    );
+    install.uninstall(&env).await;
+}
