@@ -58,6 +58,22 @@ pub(crate) async fn home(env: &Env, c: &Client, home: &str, undo: &mut Undo) -> 
     ns
 }
 
+/// `serve`'s arguments as the shipped Deployment gives them, for `home`: the live ConfigMap
+/// `sidecar-injector`, and the certificate kept in the Secret for the webhook configuration
+/// `home`, as the ServiceAccount of `kubeconfig`.
+pub(crate) fn shipped_args(home: &str, kubeconfig: &std::path::Path) -> Vec<String> {
+    vec![
+        "--config".into(),
+        format!("configmap:{home}/sidecar-injector"),
+        "--kubeconfig".into(),
+        kubeconfig.display().to_string(),
+        "--cert-secret".into(),
+        format!("{home}/{SECRET}"),
+        "--webhook-configuration".into(),
+        home.into(),
+    ]
+}
+
 /// A replica of `serve` keeping its certificate in `home`'s Secret, as the ServiceAccount.
 fn replica(
     env: &Env,
@@ -173,16 +189,7 @@ async fn self_managed_certificates() {
     // refused if it does not) and the Pod comes back injected.
     call_port(&env, h, port_a);
     let app = namespace(&c, "e2e-certs-app", json!({h: "on"})).await;
-    let pod = eventually("a Pod injected through the new caBundle", 30, || async {
-        create_pod(
-            &c,
-            &app,
-            pod_json(&format!("p-{}", common::free_port()), json!({})),
-        )
-        .await
-        .ok()
-    })
-    .await;
+    let pod = first_admitted(&c, &app, "a Pod injected through the new caBundle").await;
     assert!(injected(&pod), "{:?}", containers(&pod));
 
     // A second replica serves the same certificate, read from the Secret (its expiry

@@ -5,9 +5,9 @@
 //! calls the API, then reads the log: no call was refused (a rule missing fails), and every
 //! verb of every rule was used (a rule not needed fails).
 
-use super::certificates::{WEBHOOK_RULE, call_port, home, webhook_rule};
+use super::certificates::{WEBHOOK_RULE, call_port, home, shipped_args, webhook_rule};
 use super::day_one::Undo;
-use super::secrets::{config_dir, rbac_for, service_account_kubeconfig};
+use super::secrets::{apply_configmap, config_dir, rbac_for, service_account_kubeconfig};
 use super::*;
 use k8s_openapi::api::core::v1::Secret;
 use std::collections::BTreeSet;
@@ -129,25 +129,7 @@ async fn rbac_as_service_account() {
         .replace("  intervalSeconds: 60", "  intervalSeconds: 2");
     assert!(settings.contains("maxPerMinute: 60") && settings.contains("intervalSeconds: 2"));
     std::fs::write(config.join("config.yaml"), &settings).unwrap();
-    let apply_config = |dir: &std::path::Path| {
-        let yaml = ok(&kubectl(
-            &env,
-            &[
-                "create",
-                "configmap",
-                "sidecar-injector",
-                "-n",
-                HOME,
-                &format!("--from-file={}", dir.display()),
-                "--dry-run=client",
-                "-o",
-                "yaml",
-            ],
-            None,
-        ));
-        ok(&kubectl(&env, &["apply", "-f", "-"], Some(&yaml)));
-    };
-    apply_config(&config);
+    apply_configmap(&env, HOME, &config);
     let secrets: Api<Secret> = Api::namespaced(c.clone(), HOME);
     let token = |value: &str| -> Secret {
         serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
@@ -223,18 +205,8 @@ spec:
     // it renews), the Lease, repair and the Secret copies.
     let log = dir.path().join("serve.log");
     let kubeconfig = service_account_kubeconfig(&env, HOME, dir.path());
-    let args: Vec<String> = vec![
-        "--config".into(),
-        format!("configmap:{HOME}/sidecar-injector"),
-        "--kubeconfig".into(),
-        kubeconfig.display().to_string(),
-        "--cert-secret".into(),
-        format!("{HOME}/sidecar-injector-tls"),
-        "--webhook-configuration".into(),
-        HOME.into(),
-        "--cert-validity".into(),
-        "30s".into(),
-    ];
+    let mut args = shipped_args(HOME, &kubeconfig);
+    args.extend(["--cert-validity".into(), "30s".into()]);
     let (child, port, _) = common::spawn_serve_with_env(
         &args,
         &[("POD_NAMESPACE", HOME), ("POD_NAME", "rbac-a")],
@@ -265,16 +237,7 @@ spec:
         || async { copies.get_opt("bitbucket-pipelines-metrics").await.ok()? },
     )
     .await;
-    let pod = eventually("a Pod injected", 30, || async {
-        create_pod(
-            &c,
-            &app,
-            pod_json(&format!("p-{}", common::free_port()), json!({})),
-        )
-        .await
-        .ok()
-    })
-    .await;
+    let pod = first_admitted(&c, &app, "a Pod injected").await;
     assert!(injected(&pod), "{:?}", containers(&pod));
     // An injected Pod stuck in ContainerCreating, on a Node no kubelet manages (cordoned, and
     // tainted so that the DaemonSet leaves it alone): after a minute, check reads the
@@ -357,9 +320,9 @@ spec:
     std::fs::create_dir_all(&bad).unwrap();
     std::fs::write(bad.join("config.yaml"), "policy: sometimes\n").unwrap();
     std::fs::copy(config.join("mutate.yaml"), bad.join("mutate.yaml")).unwrap();
-    apply_config(&bad);
+    apply_configmap(&env, HOME, &bad);
     std::fs::write(bad.join("config.yaml"), "policy: rarely\n").unwrap();
-    apply_config(&bad);
+    apply_configmap(&env, HOME, &bad);
     eventually("a ConfigRefused Event", 30, || async {
         let out = kubectl(
             &env,
@@ -371,7 +334,7 @@ spec:
             .then_some(())
     })
     .await;
-    apply_config(&config);
+    apply_configmap(&env, HOME, &config);
 
     // check, as the ServiceAccount: every namespace, then the application's once its stuck
     // Pod is a minute old.

@@ -6,9 +6,9 @@
 //! serve what changed: its watches reconnect through a fresh watch cache (a resume from an
 //! old resourceVersion may be refused with 410 Gone and must relist).
 
-use super::certificates::{call_port, home};
+use super::certificates::{call_port, home, shipped_args};
 use super::day_one::Undo;
-use super::secrets::{config_dir, service_account_kubeconfig};
+use super::secrets::{apply_configmap, config_dir, service_account_kubeconfig};
 use super::*;
 use k8s_openapi::api::coordination::v1::Lease;
 
@@ -116,26 +116,6 @@ fn tail(path: &std::path::Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-/// The ConfigMap `sidecar-injector` of HOME from a config directory, applied.
-fn apply_config(env: &Env, dir: &std::path::Path) {
-    let yaml = ok(&kubectl(
-        env,
-        &[
-            "create",
-            "configmap",
-            "sidecar-injector",
-            "-n",
-            HOME,
-            &format!("--from-file={}", dir.display()),
-            "--dry-run=client",
-            "-o",
-            "yaml",
-        ],
-        None,
-    ));
-    ok(&kubectl(env, &["apply", "-f", "-"], Some(&yaml)));
-}
-
 /// A server-side dry-run Pod in `ns`, through the suite's apiserver (which calls the webhook).
 async fn dry_run(c: &Client, ns: &str) -> Option<Pod> {
     let api: Api<Pod> = Api::namespaced(c.clone(), ns);
@@ -200,7 +180,7 @@ async fn apiserver_restart_recovers() {
         .replace("overridable: []", "overridable: [logLevel]");
     assert!(settings.contains("overridable: [logLevel]"));
     std::fs::write(config.join("config.yaml"), settings).unwrap();
-    apply_config(&env, &config);
+    apply_configmap(&env, HOME, &config);
     let app = namespace(
         &c,
         "e2e-restart-app",
@@ -209,16 +189,7 @@ async fn apiserver_restart_recovers() {
     .await;
 
     let log = dir.path().join("serve.log");
-    let args: Vec<String> = vec![
-        "--config".into(),
-        format!("configmap:{HOME}/sidecar-injector"),
-        "--kubeconfig".into(),
-        kubeconfig.display().to_string(),
-        "--cert-secret".into(),
-        format!("{HOME}/sidecar-injector-tls"),
-        "--webhook-configuration".into(),
-        HOME.into(),
-    ];
+    let args = shipped_args(HOME, &kubeconfig);
     let (child, tls, _) = common::spawn_serve_with_env(
         &args,
         &[("POD_NAMESPACE", HOME), ("POD_NAME", "restart-a")],
@@ -256,7 +227,7 @@ async fn apiserver_restart_recovers() {
         .replace("logLevel: INFO", "logLevel: RESTARTED");
     assert!(restarted_config.contains("RESTARTED"));
     std::fs::write(config.join("config.yaml"), &restarted_config).unwrap();
-    apply_config(&env, &config);
+    apply_configmap(&env, HOME, &config);
     ok(&kubectl(
         &env,
         &[

@@ -114,6 +114,26 @@ pub(crate) fn config_dir(dir: &std::path::Path, label: &str) -> PathBuf {
     config
 }
 
+/// The ConfigMap `sidecar-injector` of namespace `home`, from a config directory, applied.
+pub(crate) fn apply_configmap(env: &Env, home: &str, dir: &std::path::Path) {
+    let yaml = ok(&kubectl(
+        env,
+        &[
+            "create",
+            "configmap",
+            "sidecar-injector",
+            "-n",
+            home,
+            &format!("--from-file={}", dir.display()),
+            "--dry-run=client",
+            "-o",
+            "yaml",
+        ],
+        None,
+    ));
+    ok(&kubectl(env, &["apply", "-f", "-"], Some(&yaml)));
+}
+
 fn token_secret(ns: &str, token: &str) -> Secret {
     Secret {
         metadata: kube::api::ObjectMeta {
