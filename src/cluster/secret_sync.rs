@@ -107,9 +107,6 @@ struct Copier {
     /// Every Secret of each name, metadata only.
     named: Vec<Store<PartialObjectMeta<Secret>>>,
     streams: Vec<BoxStream<'static, (usize, Result<bool, String>)>>,
-    /// `(namespace, name)` held by a Secret that is not ours that a create met (the
-    /// metadata watch may not have it yet); counted as foreign until the next pass.
-    met: BTreeSet<(String, String)>,
     /// Those a Warning Event went out for (again only once they were gone and came back).
     warned: BTreeSet<(String, String)>,
     missing_said: BTreeSet<String>,
@@ -167,7 +164,6 @@ impl Copier {
             copies,
             named,
             streams,
-            met: BTreeSet::new(),
             warned: BTreeSet::new(),
             missing_said: BTreeSet::new(),
         }
@@ -270,8 +266,9 @@ impl Copier {
             .flat_map(|s| s.state())
             .filter_map(|s| Some((s.metadata.name.clone()?, (*s).clone())))
             .collect();
-        // Someone else's, where a copy is wanted: as the metadata watch has them, plus those
-        // a create met since the last pass (the watch may not have them yet).
+        // Someone else's, where a copy is wanted, as the metadata watch has them. A create
+        // that meets one the watch has not shown yet fails with 409 and changes nothing; the
+        // watch then brings it, and the next pass reports it (no `get` needed, so none granted).
         let theirs: BTreeSet<(String, String)> = self
             .named
             .iter()
@@ -280,8 +277,7 @@ impl Copier {
             .filter_map(|m| Some((m.metadata.namespace.clone()?, m.metadata.name.clone()?)))
             .filter(|(ns, _)| namespaces.contains(ns))
             .collect();
-        let met = std::mem::take(&mut self.met);
-        let mut foreign: BTreeSet<(String, String)> = theirs.union(&met).cloned().collect();
+        let foreign = theirs;
         for (ns, name) in &foreign {
             self.report_foreign(ns, name).await;
         }
@@ -316,7 +312,6 @@ impl Copier {
                 failed += 1;
             }
         }
-        foreign.extend(self.met.iter().cloned());
         self.warned.retain(|k| foreign.contains(k));
         Counts {
             in_sync: plan.in_sync,
@@ -357,31 +352,14 @@ impl Copier {
                 tracing::info!(secret = %target, %source, "propagateSecrets: copy {}d", action.verb());
                 true
             }
-            Err(kube::Error::Api(e)) if e.code == 409 && matches!(action, Action::Create(_)) => {
-                self.in_the_way(namespace, name).await;
-                true
-            }
-            // Changed since the watch saw it: the watch brings the change, then a new pass.
+            // Changed since the watch saw it (or, for a create, a Secret of that name it has
+            // not shown yet: ours, or someone else's): the watch brings it, then a new pass.
             Err(kube::Error::Api(e)) if e.code == 409 => true,
             Err(e) => {
                 tracing::warn!(secret = %target, %source, error = %e, "propagateSecrets: could not {} the copy; tried again at the next change or resync", action.verb());
                 false
             }
         }
-    }
-
-    /// Creating a copy found a Secret of that name already there: ours not yet seen by the
-    /// watch, or someone else's, which is left as it is and reported.
-    async fn in_the_way(&mut self, namespace: &str, name: &str) {
-        let api: Api<PartialObjectMeta<Secret>> = Api::namespaced(self.client.clone(), namespace);
-        let Ok(Some(found)) = api.get_metadata_opt(name).await else {
-            return;
-        };
-        if secret_copies::is_ours(&found.metadata, &self.scope.own_namespace) {
-            return;
-        }
-        self.met.insert((namespace.to_owned(), name.to_owned()));
-        self.report_foreign(namespace, name).await;
     }
 
     /// Reports someone else's Secret where a copy is wanted: logged and a Warning Event on

@@ -199,7 +199,7 @@ fn secrets_are_granted_by_the_names_propagate_secrets_lists_and_create_alone_is_
             (
                 json!("sidecar-injector-secrets"),
                 json!({"apiGroups": [""], "resources": ["secrets"], "resourceNames": propagated,
-                       "verbs": ["get", "list", "watch", "update", "delete"]})
+                       "verbs": ["list", "watch", "update", "delete"]})
             ),
             (
                 json!("sidecar-injector-secrets"),

@@ -131,7 +131,7 @@ pub fn needed(
         ));
     }
     for name in propagate {
-        for verb in ["get", "list", "watch", "update", "delete"] {
+        for verb in ["list", "watch", "update", "delete"] {
             all.push(Permission {
                 name: Some(name.clone()),
                 ..Permission::new(verb, "", "secrets", "propagateSecrets: sources and copies")

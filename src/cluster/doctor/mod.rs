@@ -498,7 +498,6 @@ mod tests {
             secrets,
             [
                 "create None",
-                "get Some(\"token\")",
                 "list Some(\"token\")",
                 "watch Some(\"token\")",
                 "update Some(\"token\")",
