@@ -178,13 +178,6 @@ async fn second_webhook(env: &Env) -> u16 {
     port
 }
 
-fn rustls_pki_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
-    use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<_, _>>()
-        .expect("PEM certificates")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs a cluster: tests/e2e/run"]
 async fn a_later_webhook_changing_the_pod_reinvokes_us_and_nothing_is_added_twice() {

@@ -140,12 +140,10 @@ async fn ca_bundle_of(c: &Client, home: &str) -> Option<String> {
 
 /// The serial numbers of a PEM text's certificates.
 fn serials(pem: &str) -> Vec<String> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    CertificateDer::pem_slice_iter(pem.as_bytes())
+    rustls_pki_certs(pem.as_bytes())
+        .iter()
         .map(|der| {
-            let der = der.unwrap();
-            let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+            let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
             cert.raw_serial_as_string()
         })
         .collect()

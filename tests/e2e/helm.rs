@@ -349,7 +349,7 @@ async fn helm_install_upgrade_uninstall() {
     // test made with the opt-in label, and it comes back injected.
     let testing = std::thread::spawn(move || {
         helm(
-            &env_of_thread(),
+            &super::env(),
             &["test", release, "--namespace", ns, "--timeout", "90s"],
         )
     });
@@ -376,7 +376,7 @@ async fn helm_install_upgrade_uninstall() {
     // is ever left without its server; then Pods are created without it.
     let uninstalling = std::thread::spawn(move || {
         helm(
-            &env_of_thread(),
+            &super::env(),
             &[
                 "uninstall",
                 release,
@@ -422,11 +422,6 @@ async fn helm_install_upgrade_uninstall() {
         .await
         .unwrap();
     assert_eq!(containers(&plain), ["app"]);
-}
-
-/// The suite's environment, for a thread that runs helm while the test plays kubelet.
-fn env_of_thread() -> Env {
-    env()
 }
 
 /// Plays kubelet for a hook Pod the chart's nodeSelector keeps off every kwok node: runs its
@@ -481,14 +476,6 @@ async fn report_hook_pod(c: &Client, ns: &str, pod: &Pod, out: &Output) {
         )
         .await
         .unwrap();
-}
-
-/// Now as RFC 3339, to the second.
-fn rfc3339_now() -> String {
-    k8s_openapi::jiff::Timestamp::now()
-        .round(k8s_openapi::jiff::Unit::Second)
-        .unwrap()
-        .to_string()
 }
 
 /// `helm uninstall` of the release, when dropped while armed (a failed assertion): without

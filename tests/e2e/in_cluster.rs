@@ -86,13 +86,7 @@ impl Install {
         let mut out = String::new();
         for e in std::fs::read_dir(self.dir.path().join("pods")).unwrap() {
             let p = e.unwrap().path();
-            let text = std::fs::read_to_string(&p).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            out.push_str(&format!(
-                "--- {}\n{}\n",
-                p.display(),
-                lines[lines.len().saturating_sub(15)..].join("\n")
-            ));
+            out.push_str(&format!("--- {}\n{}\n", p.display(), tail(&p, 15)));
         }
         out
     }
@@ -157,11 +151,16 @@ async fn stream_of_pods(c: &Client, ns: &str, prefix: &str, per_second: u32, sec
     Arc::try_unwrap(tally).unwrap().into_inner().unwrap()
 }
 
-async fn metric_at(ip: &str, name: &str) -> f64 {
-    let text = match reqwest::get(format!("http://{ip}:9090/metrics")).await {
-        Ok(r) => r.text().await.unwrap_or_default(),
-        Err(_) => return 0.0,
-    };
+/// The sum of every series of `name` (all its labels) on each replica's metrics port.
+async fn summed_at(ips: &[String], name: &str) -> Vec<f64> {
+    let mut out = Vec::new();
+    for ip in ips {
+        out.push(summed(&metrics_text(&format!("{ip}:9090")).await, name));
+    }
+    out
+}
+
+fn summed(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -192,10 +191,10 @@ async fn in_cluster_service_path() {
     let secrets: Api<Secret> = Api::namespaced(c.clone(), NS);
     let tls = secrets.get("sidecar-injector-tls").await.unwrap();
     let pem = tls.data.unwrap()["tls.crt"].0.clone();
-    let der = rustls::pki_types::CertificateDer::from(
-        rustls_pemfile_first(&pem).expect("a certificate in tls.crt"),
-    );
-    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let chain = rustls_pki_certs(&pem);
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(chain.first().expect("a certificate in tls.crt"))
+            .unwrap();
     let sans: Vec<String> = cert
         .subject_alternative_name()
         .unwrap()
@@ -229,14 +228,14 @@ async fn in_cluster_service_path() {
     let mut ips: Vec<String> = pods.iter().map(|(_, ip, _)| ip.clone()).collect();
     ips.sort();
     assert_eq!(addresses, ips);
-    let before: Vec<f64> = futures_join(&ips, "sidecar_injector_admissions_total").await;
+    let before: Vec<f64> = summed_at(&ips, "sidecar_injector_admissions_total").await;
     for i in 0..30 {
         let p = create_pod(&c, &app, pod_json(&format!("svc-{i}"), json!({})))
             .await
             .unwrap();
         assert!(injected(&p));
     }
-    let after: Vec<f64> = futures_join(&ips, "sidecar_injector_admissions_total").await;
+    let after: Vec<f64> = summed_at(&ips, "sidecar_injector_admissions_total").await;
     let served: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
     // The apiserver resolves the Service when it dials, and keeps one HTTP/2 connection: the
     // replica it dialled answers until that connection closes (a drain's GOAWAY, a crash).
@@ -248,22 +247,6 @@ async fn in_cluster_service_path() {
         install.logs()
     );
     install.uninstall(&env).await;
-}
-
-fn rustls_pemfile_first(pem: &[u8]) -> Option<Vec<u8>> {
-    use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
-        .next()?
-        .ok()
-        .map(|d| d.to_vec())
-}
-
-async fn futures_join(ips: &[String], name: &str) -> Vec<f64> {
-    let mut out = Vec::new();
-    for ip in ips {
-        out.push(metric_at(ip, name).await);
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

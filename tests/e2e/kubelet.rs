@@ -48,13 +48,6 @@ pub(crate) struct Kubelet {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-fn now() -> String {
-    k8s_openapi::jiff::Timestamp::now()
-        .round(k8s_openapi::jiff::Unit::Second)
-        .unwrap()
-        .to_string()
-}
-
 /// `$(NAME)` in an argument, from the Pod's environment, as kubelet expands it.
 fn expand(arg: &str, env: &[(String, String)]) -> String {
     env.iter()
@@ -141,7 +134,7 @@ impl Drop for Kubelet {
 }
 
 async fn heartbeat(nodes: &Api<Node>) {
-    let t = now();
+    let t = rfc3339_now();
     let status = json!({"status": {
         "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
             "message": "the e2e test plays this kubelet", "lastHeartbeatTime": t, "lastTransitionTime": t}],
@@ -166,7 +159,7 @@ fn status(c: &Container, pod: &Pod) -> Value {
     let spec = pod.spec.as_ref().unwrap();
     let container = &spec.containers[0];
     let ready = if c.ready { "True" } else { "False" };
-    let t = now();
+    let t = rfc3339_now();
     json!({"status": {
         "phase": "Running", "hostIP": format!("{POD_NET}.1"), "podIP": c.ip, "podIPs": [{"ip": c.ip}],
         "startTime": t,

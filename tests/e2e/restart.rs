@@ -78,7 +78,7 @@ impl Apiserver {
             assert!(
                 Instant::now() < deadline,
                 "the second apiserver was not ready in 60 s; its log ends: {}",
-                tail(&self.log)
+                tail(&self.log, 20)
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -108,12 +108,6 @@ impl Drop for Apiserver {
             let _ = child.wait();
         }
     }
-}
-
-fn tail(path: &std::path::Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 /// A server-side dry-run Pod in `ns`, through the suite's apiserver (which calls the webhook).
