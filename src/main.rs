@@ -10,6 +10,7 @@ use sidecar_injector::cluster;
 use sidecar_injector::engine::Outcome;
 use sidecar_injector::engine::config::{DEFAULT_OWN_NAMESPACE, Source};
 use sidecar_injector::engine::preview;
+use sidecar_injector::serve::accept::Recycle;
 use sidecar_injector::serve::serving_cert::Certificates;
 use sidecar_injector::serve::{config_files, server};
 use std::collections::BTreeMap;
@@ -116,6 +117,13 @@ struct ServeArgs {
     /// Then wait at most this many seconds for the requests in flight.
     #[arg(long, default_value_t = 15.0)]
     drain_timeout_seconds: f64,
+    /// Ask a client connection to end (Connection: close, or GOAWAY on HTTP/2) with its
+    /// answer to this many requests, so the apiserver dials again, to any replica. 0: never.
+    #[arg(long, default_value_t = Recycle::DEFAULT_MAX_REQUESTS)]
+    max_connection_requests: u64,
+    /// The same, for the first answer after a connection is this many seconds old. 0: never.
+    #[arg(long, default_value_t = Recycle::DEFAULT_MAX_AGE_SECONDS)]
+    max_connection_age_seconds: f64,
     /// API access, to read namespaces' labels and annotations. Default: as kubectl finds it
     /// (KUBECONFIG, ~/.kube/config, in a cluster its service account); without any, serve
     /// goes by the request alone.
@@ -300,6 +308,15 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         client_ca_file: args.client_ca_file,
         drain_grace: seconds(args.drain_grace_seconds, "--drain-grace-seconds")?,
         drain_timeout: seconds(args.drain_timeout_seconds, "--drain-timeout-seconds")?,
+        recycle: Recycle {
+            max_requests: (args.max_connection_requests > 0)
+                .then_some(args.max_connection_requests),
+            max_age: Some(seconds(
+                args.max_connection_age_seconds,
+                "--max-connection-age-seconds",
+            )?)
+            .filter(|age| !age.is_zero()),
+        },
         kubeconfig: args.kubeconfig,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

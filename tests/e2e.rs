@@ -20,6 +20,8 @@ mod admission;
 #[path = "e2e/certificates.rs"]
 mod certificates;
 mod common;
+#[path = "e2e/cost.rs"]
+mod cost;
 #[path = "e2e/day_one.rs"]
 mod day_one;
 #[path = "e2e/drift.rs"]

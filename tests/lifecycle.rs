@@ -3,9 +3,11 @@
 
 mod common;
 
-use common::{Server, patch_of, review, simple_pod, write};
+use common::{
+    Server, client_tls_config, patch_of, read_response, review, simple_pod, tls_stream, write,
+};
 use serde_json::Value;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -347,71 +349,6 @@ fn config_swaps_are_served_and_a_broken_one_is_refused() {
 }
 
 /// A rustls client trusting `ca`, presenting `identity` (certificate, key) when given.
-fn client_tls_config(ca: &Path, identity: Option<(&Path, &Path)>) -> rustls::ClientConfig {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    match identity {
-        None => builder.with_no_client_auth(),
-        Some((cert, key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .unwrap()
-                .map(Result::unwrap)
-                .collect();
-            builder
-                .with_client_auth_cert(chain, PrivateKeyDer::from_pem_file(key).unwrap())
-                .unwrap()
-        }
-    }
-}
-
-/// A raw HTTPS connection, to hold a request half-sent.
-fn tls_stream(server: &Server) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    let config = client_tls_config(&server.ca, None);
-    let conn =
-        rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
-    let tcp = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    rustls::StreamOwned::new(conn, tcp)
-}
-
-fn read_response(stream: &mut impl Read) -> String {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        match stream.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&buf);
-                if let Some(head_end) = text.find("\r\n\r\n") {
-                    let len = text[..head_end]
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length: ")
-                                .map(|v| v.trim().parse::<usize>().unwrap())
-                        })
-                        .unwrap_or(0);
-                    if buf.len() >= head_end + 4 + len {
-                        break;
-                    }
-                }
-            }
-            Err(_) => break,
-        }
-    }
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
 #[test]
 fn sigterm_drains_requests_in_flight_and_exits_zero() {
     let mut server = Server::start(&[

@@ -48,6 +48,8 @@ pub struct Metrics {
     certificate_reloads: Family<ResultLabels, Counter>,
     certificate_expiry: Gauge,
     connections_shed: Family<ShedLabels, Counter>,
+    connections: Counter,
+    connections_recycled: Family<ShedLabels, Counter>,
     pods: Family<StateLabels, Gauge>,
     repairs: Counter,
     nodes_without_docker: Gauge,
@@ -115,6 +117,23 @@ impl Metrics {
                 reason: reason.as_str(),
             });
         }
+        let connections = Counter::default();
+        registry.register(
+            "connections",
+            "Client connections whose TLS handshake completed (each one a handshake's work)",
+            connections.clone(),
+        );
+        let connections_recycled = Family::<ShedLabels, Counter>::default();
+        registry.register(
+            "connections_recycled",
+            "Connections this server asked to end after an answer (Connection: close, or GOAWAY on HTTP/2), by reason: requests, age or draining",
+            connections_recycled.clone(),
+        );
+        for reason in crate::serve::accept::Ending::ALL {
+            let _ = connections_recycled.get_or_create(&ShedLabels {
+                reason: reason.as_str(),
+            });
+        }
         // Every reason from the start, at 0, so rate() and alerts see them before they happen.
         for reason in crate::engine::Reason::ALL {
             let _ = admissions.get_or_create(&AdmissionLabels {
@@ -167,6 +186,8 @@ impl Metrics {
             certificate_reloads,
             certificate_expiry,
             connections_shed,
+            connections,
+            connections_recycled,
         }
     }
 
@@ -238,6 +259,18 @@ impl Metrics {
 
     pub fn connection_shed(&self, reason: &'static str) {
         self.connections_shed
+            .get_or_create(&ShedLabels { reason })
+            .inc();
+    }
+
+    /// A TLS handshake completed: one more connection.
+    pub fn connection_opened(&self) {
+        self.connections.inc();
+    }
+
+    /// A connection was asked to end after an answer.
+    pub fn connection_recycled(&self, reason: &'static str) {
+        self.connections_recycled
             .get_or_create(&ShedLabels { reason })
             .inc();
     }

@@ -1,7 +1,8 @@
-//! The webhook process: the router and its handlers, admission decoding, TLS and connection
-//! slots, the serving certificate (files or the Secret), file watches, metrics, and the survey loop. It imports
+//! The webhook process: the router and its handlers, admission decoding, TLS, the accept
+//! loop and each connection's task (recycling), connection slots, the serving certificate (files or the Secret), file watches, metrics, and the survey loop. It imports
 //! [`crate::engine`] and [`crate::cluster`], never the command line.
 
+pub mod accept;
 pub mod admission;
 pub mod config_files;
 pub mod connections;

@@ -4,8 +4,8 @@
 use crate::cluster::namespaces::{self, Namespaces};
 use crate::engine::config::{Config, Source};
 use crate::engine::preview;
+use crate::serve::accept::{Recycle, accept_loop, stopped};
 use crate::serve::admission::{self, Decoded};
-use crate::serve::connections::{self, Registry, Shed, Slot};
 use crate::serve::metrics::Metrics;
 use crate::serve::serving_cert::{self, Certificates};
 use crate::serve::serving_config::ServingConfig;
@@ -14,13 +14,10 @@ use crate::serve::{config_files, file_watch};
 use anyhow::{Context, Result};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,34 +26,16 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch as signal_watch;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
-use tracing::{Instrument, debug, debug_span, error, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Largest body accepted: the apiserver's own limit for an object is 3 MiB; an
 /// AdmissionReview wraps one (two for UPDATE), so this leaves room and refuses far beyond.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
-/// A client that has not finished its TLS handshake by then is dropped (the apiserver's takes
-/// milliseconds).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
-/// A connection that sends no request this long after its handshake is closed: the apiserver
-/// sends its request at once on a new connection.
-const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// hyper applies this both to a request's headers and to an idle keep-alive connection
-/// waiting for its next request. It is longer than the apiserver's idle-connection timeout
-/// (90 s), so the client, not this server, closes idle connections: a server-side close can
-/// race a request the apiserver is sending, and Go does not retry a POST lost that way.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(120);
 /// A request (body included) not read and answered by then gets 408: a client trickling
 /// its body cannot hold a worker. The apiserver's own webhook timeout is at most 30 s.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
-/// Connection slots (SECURITY.md: Connection slots): at the cap an idle connection of the
-/// peer holding the most is closed for a new one, never the new one refused while any is idle.
-const LIMITS: connections::Limits = connections::Limits {
-    max_connections: 1024,
-    max_handshakes: 256,
-};
 /// After the listener closes: how long open connections may still send a first request.
 const LINGER: Duration = Duration::from_secs(1);
 /// How often certificate and config files are checked for changes.
@@ -75,6 +54,8 @@ pub struct ServeOptions {
     pub drain_grace: Duration,
     /// After the grace period: wait at most this long for requests in flight.
     pub drain_timeout: Duration,
+    /// When a client connection is asked to end (so the client dials again, to any replica).
+    pub recycle: Recycle,
     /// The API access to use; `None`: as kubectl finds it (KUBECONFIG, ~/.kube/config, the
     /// in-cluster service account), and none at all when there is none.
     pub kubeconfig: Option<PathBuf>,
@@ -109,6 +90,11 @@ impl AppState {
             draining: AtomicBool::new(false),
         })
     }
+
+    /// After SIGTERM: every answer asks its client to reconnect, to another replica.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
 }
 
 /// The webhook's routes (served over TLS).
@@ -122,10 +108,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            close_while_draining,
         ))
         .with_state(state)
 }
@@ -155,20 +137,6 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         app.metrics.encode(),
     )
         .into_response()
-}
-
-/// While draining, every answer asks the client to reconnect (to another replica).
-async fn close_while_draining(
-    State(app): State<Arc<AppState>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let mut resp = next.run(req).await;
-    if app.draining.load(Ordering::Relaxed) {
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    resp
 }
 
 fn bad_request(msg: &str) -> Response {
@@ -428,7 +396,14 @@ pub async fn run(opts: ServeOptions) -> Result<()> {
     });
 
     let app = router(state.clone());
-    let serving = tokio::spawn(accept_loop(listener, acceptor, app, state.clone(), stop_rx));
+    let serving = tokio::spawn(accept_loop(
+        listener,
+        acceptor,
+        app,
+        state.clone(),
+        opts.recycle,
+        stop_rx,
+    ));
 
     let grace = wait_for_signal(opts.drain_grace).await;
     info!(
@@ -479,143 +454,6 @@ async fn wait_for_signal(grace: Duration) -> Duration {
         let _ = grace;
         Duration::ZERO
     }
-}
-
-/// Accepts TLS connections until `stop`, then hands back the registry of those still open.
-/// Every connection is accepted; the registry makes room for it (module `connections`).
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    app: Router,
-    state: Arc<AppState>,
-    stop: signal_watch::Receiver<bool>,
-) -> Arc<Registry> {
-    let mut stopped = std::pin::pin!(stopped(stop));
-    let registry = Registry::new(LIMITS);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
-    let builder = Arc::new(builder);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = &mut stopped => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!(error = %e, "accept");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let (slot, shed) = registry.admit(peer.ip());
-        for reason in shed {
-            state.metrics.connection_shed(reason.as_str());
-        }
-        let Some(slot) = slot else {
-            debug!(%peer, "every connection is busy: refused");
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
-        let conn = Connection {
-            acceptor: acceptor.clone(),
-            app: app.clone(),
-            builder: builder.clone(),
-            state: state.clone(),
-        };
-        tokio::spawn(conn.serve(tcp, slot).instrument(debug_span!("conn", %peer)));
-    }
-    registry
-}
-
-/// What one connection's task needs.
-struct Connection {
-    acceptor: TlsAcceptor,
-    app: Router,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    state: Arc<AppState>,
-}
-
-impl Connection {
-    /// Handshake, then HTTP until the client closes, the registry asks for the slot back, no
-    /// first request comes, or the server drains.
-    async fn serve(self, tcp: tokio::net::TcpStream, slot: Slot) {
-        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp));
-        let tls = tokio::select! {
-            r = handshake => match r {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    debug!(error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    debug!("TLS handshake timed out");
-                    self.state.metrics.connection_shed(Shed::HandshakeTimeout.as_str());
-                    return;
-                }
-            },
-            _ = slot.close.notified() => return,
-        };
-        slot.handshake_done();
-        let activity = slot.activity.clone();
-        let app = self.app;
-        let service =
-            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let guard = activity.start();
-                let app = app.clone();
-                async move {
-                    let resp = app.oneshot(req).await;
-                    drop(guard);
-                    resp
-                }
-            });
-        let conn = self.builder.serve_connection(TokioIo::new(tls), service);
-        let mut conn = std::pin::pin!(conn);
-        let first_request = tokio::time::sleep(FIRST_REQUEST_TIMEOUT);
-        let mut first_request = std::pin::pin!(first_request);
-        let mut drain = slot.drain.clone();
-        let (mut closing, mut first_checked) = (false, false);
-        loop {
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        debug!(error = %e, "connection ended with an error");
-                    }
-                    break;
-                }
-                _ = slot.close.notified(), if !closing => {
-                    debug!("closed for a new connection (at the connection cap)");
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                }
-                _ = drain.wait_for(|d| *d), if !closing => {
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                }
-                _ = &mut first_request, if !first_checked && !closing => {
-                    first_checked = true;
-                    if slot.activity.requests() == 0 {
-                        debug!("no request after the handshake: closed");
-                        self.state.metrics.connection_shed(Shed::NoFirstRequest.as_str());
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Resolves once the stop flag is raised (or its sender is gone).
-async fn stopped(mut rx: signal_watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
 }
 
 /// A new configuration passed its checks: serve it (decided for the nodes last seen).

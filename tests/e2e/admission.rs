@@ -490,7 +490,7 @@ fn our_webhook_calls(env: &Env) -> f64 {
 }
 
 /// An apiserver counter about one webhook, summed over its other labels.
-fn apiserver_webhook_count(env: &Env, metric: &str, webhook: &str) -> f64 {
+pub(crate) fn apiserver_webhook_count(env: &Env, metric: &str, webhook: &str) -> f64 {
     let metrics = ok(&kubectl(env, &["get", "--raw", "/metrics"], None));
     metrics
         .lines()

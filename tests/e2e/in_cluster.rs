@@ -32,12 +32,26 @@ fn relative_to(from: &std::path::Path, to: &std::path::Path) -> String {
 
 impl Install {
     async fn new(env: &Env, c: &Client, app: &str) -> Install {
+        Install::with_args(env, c, app, &[]).await
+    }
+
+    /// The install, with `args` added to the injector's command line.
+    async fn with_args(env: &Env, c: &Client, app: &str, args: &[&str]) -> Install {
         let dir = tempfile::tempdir().unwrap();
         let manifests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
-        let kustomization = format!(
+        let mut kustomization = format!(
             "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- {}\npatches:\n- target: {{kind: Deployment, name: sidecar-injector}}\n  patch: |-\n    - op: add\n      path: /spec/template/spec/nodeSelector\n      value: {{{NODE}: \"true\"}}\n- target: {{kind: MutatingWebhookConfiguration, name: sidecar-injector}}\n  patch: |-\n    - op: replace\n      path: /webhooks/0/failurePolicy\n      value: Fail\n",
             relative_to(dir.path(), &manifests)
         );
+        if !args.is_empty() {
+            kustomization
+                .push_str("- target: {kind: Deployment, name: sidecar-injector}\n  patch: |-\n");
+            for arg in args {
+                kustomization.push_str(&format!(
+                    "    - op: add\n      path: /spec/template/spec/containers/0/args/-\n      value: {arg}\n"
+                ));
+            }
+        }
         std::fs::write(dir.path().join("kustomization.yaml"), kustomization).unwrap();
         ok(&kubectl(
             env,
@@ -237,8 +251,10 @@ async fn in_cluster_service_path() {
     }
     let after: Vec<f64> = summed_at(&ips, "sidecar_injector_admissions_total").await;
     let served: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
-    // The apiserver resolves the Service when it dials, and keeps one HTTP/2 connection: the
-    // replica it dialled answers until that connection closes (a drain's GOAWAY, a crash).
+    // The apiserver resolves the Service when it dials, and speaks HTTP/1.1 to it on a kept-
+    // alive connection: the replica it dialled answers until that connection ends (after
+    // --max-connection-requests or --max-connection-age-seconds, a drain, a crash).
+    // load_spreads_across_replicas measures the spread.
     println!("30 Pods injected through the Service: the replicas at {ips:?} answered {served:?}");
     assert_eq!(
         served.iter().sum::<f64>(),
@@ -428,5 +444,74 @@ async fn replica_killed_under_load() {
         pods.iter().any(|(n, _, ready)| n == &victim && *ready),
         "the killed replica restarted and Ready again: {pods:?}"
     );
+    install.uninstall(&env).await;
+}
+
+/// Issue "Every replica carries load": two replicas behind the Service, 600 creations at 20 a
+/// second. kube-apiserver picks an endpoint only when it dials and keeps HTTP/1.1 connections
+/// alive, so without recycling one replica takes every call (in_cluster_service_path saw 30
+/// of 30). With a cap of 10 requests a connection, the 600 calls make about 60 dials, each to
+/// a replica picked at random: each replica serves 30–70 % of them (more than 3 standard
+/// deviations of a fair split either way), counted from its own metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the in-cluster phase: tests/e2e/run"]
+async fn load_spreads_across_replicas() {
+    let env = env();
+    let c = client(&env).await;
+    let install =
+        Install::with_args(&env, &c, "e2e-spread", &["--max-connection-requests=10"]).await;
+    let app = install.app.as_ref().unwrap().to_string();
+    let mut ips: Vec<String> = install
+        .kubelet()
+        .pods()
+        .iter()
+        .map(|(_, ip, _)| ip.clone())
+        .collect();
+    ips.sort();
+    assert_eq!(ips.len(), 2, "{ips:?}");
+    let calls = "sidecar_injector_admissions_total";
+    let recycled = "sidecar_injector_connections_recycled_total";
+    let opened = "sidecar_injector_connections_total";
+    let before = (
+        summed_at(&ips, calls).await,
+        summed_at(&ips, recycled).await,
+        summed_at(&ips, opened).await,
+    );
+    let tally = stream_of_pods(&c, &app, "spread", 20, 30).await;
+    let after = (
+        summed_at(&ips, calls).await,
+        summed_at(&ips, recycled).await,
+        summed_at(&ips, opened).await,
+    );
+    let diff = |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(a, b)| a - b).collect() };
+    let served = diff(&after.0, &before.0);
+    let total: f64 = served.iter().sum();
+    let shares: Vec<f64> = served.iter().map(|s| s / total).collect();
+    println!(
+        "RESULT load_spread: {} creations, {} injected, {} refused, {} uninjected; the replicas at {ips:?} served {served:?} ({:.1} % / {:.1} %), opened {:?} connections, recycled {:?}",
+        tally.injected + tally.refused.len() + tally.uninjected.len(),
+        tally.injected,
+        tally.refused.len(),
+        tally.uninjected.len(),
+        shares[0] * 100.0,
+        shares[1] * 100.0,
+        diff(&after.2, &before.2),
+        diff(&after.1, &before.1),
+    );
+    assert!(tally.refused.is_empty(), "{:?}", tally.refused);
+    assert!(tally.uninjected.is_empty(), "{:?}", tally.uninjected);
+    assert_eq!(tally.injected, 600);
+    assert!(
+        total >= 600.0,
+        "the replicas counted {total} calls for 600 creations"
+    );
+    for (ip, share) in ips.iter().zip(&shares) {
+        assert!(
+            (0.3..=0.7).contains(share),
+            "the replica at {ip} served {:.1} % of the calls ({served:?}): {}",
+            share * 100.0,
+            install.logs()
+        );
+    }
     install.uninstall(&env).await;
 }

@@ -364,7 +364,8 @@ async fn look(
 }
 
 /// The names the serving certificate holds: those the apiserver dials for each webhook of the
-/// configuration (a Service's DNS names, or a URL's host), and the extra ones.
+/// configuration (a Service's DNS names, or a URL's host), and the extra ones, each once, in
+/// the form the certificate gives back (`rotation::canonical_name`).
 fn names(webhook: &MutatingWebhookConfiguration, extra: &[String]) -> Result<Vec<String>> {
     let mut names = Vec::new();
     for w in webhook.webhooks.iter().flatten() {
@@ -382,7 +383,7 @@ fn names(webhook: &MutatingWebhookConfiguration, extra: &[String]) -> Result<Vec
     }
     names.extend(extra.iter().cloned());
     let mut unique = Vec::new();
-    for n in names {
+    for n in names.iter().map(|n| rotation::canonical_name(n)) {
         if !unique.contains(&n) {
             unique.push(n);
         }

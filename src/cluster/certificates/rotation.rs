@@ -69,14 +69,25 @@ pub struct Cert {
     pub public_key: Vec<u8>,
 }
 
-/// The Secret's contents, parsed.
-#[derive(Debug, Clone)]
+/// The Secret's contents, parsed. Its `Debug` leaves the keys out, as [`Issued`]'s does.
+#[derive(Clone)]
 pub struct Stored {
     /// Oldest first; the last is the one `ca.key` belongs to.
     pub cas: Vec<Cert>,
     pub ca_key_pem: String,
     pub leaf: Cert,
     pub leaf_key_pem: String,
+}
+
+impl std::fmt::Debug for Stored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stored")
+            .field("cas", &self.cas)
+            .field("ca_key_pem", &"<redacted>")
+            .field("leaf", &self.leaf)
+            .field("leaf_key_pem", &"<redacted>")
+            .finish()
+    }
 }
 
 impl Stored {
@@ -208,6 +219,23 @@ fn pem_of(der: &[u8]) -> String {
     out
 }
 
+/// Names as the certificate holds them, to compare by meaning: an IP address in its
+/// canonical form (`2001:DB8:0::1` is `2001:db8::1`, as it is read back from the
+/// certificate), a DNS name in lower case without a final dot.
+fn name_set(names: &[String]) -> std::collections::BTreeSet<String> {
+    names.iter().map(|n| canonical_name(n)).collect()
+}
+
+/// One name in the form a certificate holds and gives back (see [`name_set`]); the names a
+/// certificate is issued for are written so.
+pub fn canonical_name(name: &str) -> String {
+    let bare = name.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => name.trim_end_matches('.').to_ascii_lowercase(),
+    }
+}
+
 /// What the holder remembers between looks (and forgets when it loses the Lease, so a new
 /// holder waits the full time again).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -300,16 +328,18 @@ pub fn plan(
             (needed - trusted_for).clamp(1, wait) as u64
         ));
     }
-    let mut wanted: Vec<&String> = names.iter().collect();
-    let mut held: Vec<&String> = stored.leaf.names.iter().collect();
-    wanted.sort();
-    wanted.dedup();
-    held.sort();
-    held.dedup();
+    let (wanted, held) = (name_set(names), name_set(&stored.leaf.names));
     if wanted != held {
         return Step::Issue(format!(
             "the names changed: {held:?} held, {wanted:?} wanted"
         ));
+    }
+    // A lone CA near its end is rolled over before any renewal: a leaf is capped at its CA's
+    // end, so one from a CA with less than the renewal margin left would be due at birth,
+    // and renewed again as fast as the API answers (issue 32, item 1).
+    let newest = stored.cas.last().map(left).unwrap_or(0);
+    if stored.cas.len() == 1 && newest < secs(timing.rollover_before()) {
+        return Step::AddCa;
     }
     if left(&stored.leaf) < secs(timing.renew_before()) {
         return Step::Issue(format!(
@@ -323,10 +353,6 @@ pub fn plan(
             return Step::DropOld;
         }
         wait = wait.min(needed - leaf_for);
-    }
-    let newest = stored.cas.last().map(left).unwrap_or(0);
-    if stored.cas.len() == 1 && newest < secs(timing.rollover_before()) {
-        return Step::AddCa;
     }
     Step::Wait(Duration::from_secs(wait.max(1) as u64))
 }
@@ -370,6 +396,108 @@ mod tests {
 
     fn ca(now: i64) -> Issued {
         authority::new_ca(at(now), T.ca_validity()).unwrap()
+    }
+
+    #[test]
+    fn names_are_compared_as_names_not_text() {
+        let a = ca(1_000);
+        let held = [
+            "Sidecar-Injector.sidecar-injector.svc",
+            "2001:db8:0::1",
+            "10.0.0.1",
+        ]
+        .map(String::from)
+        .to_vec();
+        let leaf = authority::issue(&a, &held, at(1_000), at(1_300)).unwrap();
+        let data = [
+            (CA_CERT, a.cert_pem.clone()),
+            (CA_KEY, a.key_pem.clone()),
+            (TLS_CERT, leaf.cert_pem),
+            (TLS_KEY, leaf.key_pem),
+        ];
+        let s = Stored::parse(|k| {
+            data.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.as_bytes().to_vec())
+        })
+        .unwrap();
+        let seen = Seen {
+            bundle: Some((s.bundle(), 1_000)),
+            leaf: Some((s.leaf.serial.clone(), 1_000)),
+        };
+        // The same names, written otherwise: an upper-case IPv6 address, a URL host in
+        // brackets, a DNS name in another case with a final dot.
+        let asked = [
+            "sidecar-injector.SIDECAR-INJECTOR.svc.",
+            "[2001:DB8::1]",
+            "10.0.0.1",
+        ]
+        .map(String::from)
+        .to_vec();
+        let step = plan(
+            Some(&Ok(s.clone())),
+            Some(&s.bundle()),
+            &asked,
+            &seen,
+            1_010,
+            T,
+        );
+        assert!(matches!(step, Step::Wait(_)), "{step:?}");
+        // A name that is really another is still a change.
+        let other = [
+            "sidecar-injector.sidecar-injector.svc",
+            "2001:db8::2",
+            "10.0.0.1",
+        ]
+        .map(String::from)
+        .to_vec();
+        let step = plan(
+            Some(&Ok(s.clone())),
+            Some(&s.bundle()),
+            &other,
+            &seen,
+            1_010,
+            T,
+        );
+        assert!(
+            matches!(step, Step::Issue(ref why) if why.contains("names changed")),
+            "{step:?}"
+        );
+    }
+
+    /// Issue 32, item 1: a lone CA with less than a serving certificate's renewal margin left
+    /// (a holder gap, a raised validity) is rolled over first; a leaf from it would be due at
+    /// birth (it is capped at the CA's end), and renewed as fast as the API answers.
+    #[test]
+    fn a_nearly_expired_ca_is_rolled_over_before_any_leaf_is_issued() {
+        let a = ca(1_000);
+        let ca_end = 1_000 + T.ca_validity().as_secs() as i64;
+        // The leaf runs to the CA's end; now is 50 s before it (renew_before is 100 s).
+        let now = ca_end - 50;
+        let s = set(&[&a], &a, now - 250, 300);
+        let seen = Seen {
+            bundle: Some((s.bundle(), now - 1_000)),
+            leaf: Some((s.leaf.serial.clone(), now - 250)),
+        };
+        let step = plan(
+            Some(&Ok(s.clone())),
+            Some(&s.bundle()),
+            &names(),
+            &seen,
+            now,
+            T,
+        );
+        assert_eq!(step, Step::AddCa);
+    }
+
+    #[test]
+    fn debug_output_holds_no_private_key() {
+        let a = ca(1_000);
+        let s = set(&[&a], &a, 1_000, 300);
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        assert!(shown.contains(&s.leaf.serial), "the rest is shown: {shown}");
     }
 
     #[test]

@@ -1,0 +1,250 @@
+//! Issue "Every replica carries load": the cost of injection, measured in one run on one
+//! cluster against two yardsticks we do not control:
+//! - Pod creations that call no webhook;
+//! - creations through `../shared/perf/floor` (the independent floor: a TLS webhook that
+//!   parses the review and allows everything), registered with a copy of the installed
+//!   webhook configuration: the same TLS (certificate and caBundle), `failurePolicy`,
+//!   timeout, rules, objectSelector and matchConditions; only its URL and namespace label
+//!   differ;
+//! - creations through the injector as installed, with the default template.
+//!
+//! The same client, the same Pod and the same namespace shape for all three. It asserts what
+//! each creation must be (injected or not, none refused) and prints the figures on `RESULT`
+//! lines for BENCHMARKS.md: it asserts nothing about time.
+
+use super::admission::apiserver_webhook_count;
+use super::*;
+use k8s_openapi::api::core::v1::Namespace;
+
+/// The floor's process, killed when dropped.
+struct Floor(std::process::Child);
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the floor (E2E_FLOOR_BIN, built by tests/e2e/run) with the suite's certificate on a
+/// free loopback port; returns it and the port once it accepts connections.
+fn start_floor(env: &Env) -> (Floor, u16) {
+    let bin = std::env::var("E2E_FLOOR_BIN").unwrap_or_else(|_| {
+        panic!(
+            "E2E_FLOOR_BIN is not set: tests/e2e/run builds ../shared/perf/floor (the independent floor) and sets it; run the suite with ../shared beside the repository"
+        )
+    });
+    let port = common::free_port();
+    let certs = env.work.join("certs");
+    let child = Command::new(&bin)
+        .arg(port.to_string())
+        .arg(certs.join("tls.crt"))
+        .arg(certs.join("tls.key"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting the floor {bin}: {e}"));
+    let floor = Floor(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the floor never listened on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (floor, port)
+}
+
+/// A copy of the installed webhook configuration named `name`, calling `url` for the
+/// namespaces labelled `e2e-yardstick=NAME`, and nothing else changed.
+fn register_copy(env: &Env, name: &str, url: &str) -> Registered {
+    let installed = ok(&kubectl(
+        env,
+        &[
+            "get",
+            "mutatingwebhookconfiguration",
+            "sidecar-injector",
+            "-o",
+            "json",
+        ],
+        None,
+    ));
+    let mut hook: Value = serde_json::from_str(&installed).unwrap();
+    hook["metadata"] = json!({"name": name});
+    let w = &mut hook["webhooks"][0];
+    w["name"] = format!("{name}.e2e.test").into();
+    w["clientConfig"]["url"] = url.into();
+    w["namespaceSelector"] = json!({"matchLabels": {"e2e-yardstick": name}});
+    ok(&kubectl(
+        env,
+        &["apply", "-f", "-"],
+        Some(&hook.to_string()),
+    ));
+    Registered(name.to_owned())
+}
+
+/// A Pod that stays Pending (no node has its label), so only admission and storage count.
+fn pending(name: &str) -> Value {
+    let mut pod = pod_json(name, json!({}));
+    pod["spec"]["nodeSelector"] = json!({"e2e-pending": "true"});
+    pod
+}
+
+/// The apiserver's `apiserver_admission_webhook_admission_duration_seconds` for one webhook:
+/// (sum in seconds, count), over its other labels.
+fn apiserver_webhook_seconds(env: &Env, webhook: &str) -> (f64, f64) {
+    let metric = "apiserver_admission_webhook_admission_duration_seconds";
+    (
+        apiserver_webhook_count(env, &format!("{metric}_sum"), webhook),
+        apiserver_webhook_count(env, &format!("{metric}_count"), webhook),
+    )
+}
+
+fn quantile(v: &mut [Duration], p: f64) -> f64 {
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
+}
+
+/// Creations for `secs` from `clients` tasks at once, each as fast as the apiserver answers;
+/// returns how many were created, and the failures.
+async fn flat_out(c: &Client, ns: &str, clients: usize, secs: u64, want_injected: bool) -> usize {
+    let end = Instant::now() + Duration::from_secs(secs);
+    let tasks: Vec<_> = (0..clients)
+        .map(|k| {
+            let (c, ns) = (c.clone(), ns.to_owned());
+            tokio::spawn(async move {
+                let mut done = 0usize;
+                while Instant::now() < end {
+                    let pod = create_pod(&c, &ns, pending(&format!("t{k}-{done}")))
+                        .await
+                        .unwrap_or_else(|e| panic!("creation {done} of client {k} in {ns}: {e}"));
+                    assert_eq!(injected(&pod), want_injected, "{ns}");
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster: tests/e2e/run"]
+async fn added_latency_vs_a_noop_webhook() {
+    let env = env();
+    let c = client(&env).await;
+    let (_floor, floor_port) = start_floor(&env);
+    let _registered = register_copy(
+        &env,
+        "floor",
+        &format!("https://127.0.0.1:{floor_port}/mutate"),
+    );
+    let none = namespace(&c, "e2e-yard-none", json!({})).await;
+    let floor = namespace(&c, "e2e-yard-floor", json!({"e2e-yardstick": "floor"})).await;
+    let injector = opted_in(&c, "e2e-yard-injector").await;
+    webhook_in_effect(&c, &injector).await;
+    // The floor answers: a dry run there comes back (allowed, not injected).
+    dry_run_until(&c, &floor, "the floor to be called", |p| !injected(p)).await;
+    let yardsticks = [(&none, false), (&floor, false), (&injector, true)];
+    let names = ["none", "floor", "injector"];
+
+    // Latency: one client, one creation at a time, the three interleaved so the machine's
+    // noise falls on all of them; 30 rounds of warm-up first.
+    let webhooks = ["floor.e2e.test", "inject.sidecar-injector.io"];
+    let mut times: [Vec<Duration>; 3] = Default::default();
+    let mut seconds_before = Vec::new();
+    for i in 0..530 {
+        if i == 30 {
+            seconds_before = webhooks
+                .iter()
+                .map(|w| apiserver_webhook_seconds(&env, w))
+                .collect();
+        }
+        for (k, (ns, want)) in yardsticks.iter().enumerate() {
+            let t = Instant::now();
+            let pod = create_pod(&c, ns, pending(&format!("l{i}")))
+                .await
+                .unwrap_or_else(|e| panic!("creation {i} in {}: {e}", ns.as_str()));
+            let took = t.elapsed();
+            assert_eq!(injected(&pod), *want, "{}", ns.as_str());
+            if i >= 30 {
+                times[k].push(took);
+            }
+        }
+    }
+    let at_server: Vec<(f64, f64)> = webhooks
+        .iter()
+        .zip(&seconds_before)
+        .map(|(w, before)| {
+            let now = apiserver_webhook_seconds(&env, w);
+            (now.0 - before.0, now.1 - before.1)
+        })
+        .collect();
+    let p: Vec<(f64, f64)> = times
+        .iter_mut()
+        .map(|v| (quantile(v, 0.5), quantile(v, 0.99)))
+        .collect();
+    let added = |k: usize| (p[k].0 - p[0].0, p[k].1 - p[0].1);
+    let (floor_added, injector_added) = (added(1), added(2));
+    println!(
+        "RESULT latency creations_each={} none_p50_ms={:.3} none_p99_ms={:.3} floor_p50_ms={:.3} floor_p99_ms={:.3} injector_p50_ms={:.3} injector_p99_ms={:.3} floor_added_p50_ms={:.3} injector_added_p50_ms={:.3} floor_added_p99_ms={:.3} injector_added_p99_ms={:.3} added_p50_ratio={:.3}",
+        times[0].len(),
+        p[0].0,
+        p[0].1,
+        p[1].0,
+        p[1].1,
+        p[2].0,
+        p[2].1,
+        floor_added.0,
+        injector_added.0,
+        floor_added.1,
+        injector_added.1,
+        injector_added.0 / floor_added.0
+    );
+    for ((w, (sum, count)), name) in webhooks.iter().zip(&at_server).zip(["floor", "injector"]) {
+        assert_eq!(
+            *count as usize,
+            times[0].len(),
+            "the apiserver's calls to {w}"
+        );
+        println!(
+            "RESULT apiserver_webhook {name} calls={count} mean_ms={:.3}",
+            sum / count * 1000.0
+        );
+    }
+
+    // Throughput: 8 clients at once for 30 s against each.
+    let mut rates = Vec::new();
+    for (k, (ns, want)) in yardsticks.iter().enumerate() {
+        let created = flat_out(&c, ns, 8, 30, *want).await;
+        let rate = created as f64 / 30.0;
+        println!("throughput {}: {created} Pods in 30 s", names[k]);
+        rates.push(rate);
+    }
+    println!(
+        "RESULT throughput clients=8 seconds=30 none_per_s={:.1} floor_per_s={:.1} injector_per_s={:.1} injector_vs_none={:.3} injector_vs_floor={:.3} floor_vs_none={:.3}",
+        rates[0],
+        rates[1],
+        rates[2],
+        rates[2] / rates[0],
+        rates[2] / rates[1],
+        rates[1] / rates[0]
+    );
+
+    // Thousands of Pods: the namespaces (deleted by their guards, the Pods with them by the
+    // namespace controller) are gone before the next test, so they load neither its
+    // apiserver nor the injector's survey.
+    drop((none, floor, injector));
+    let namespaces: Api<Namespace> = Api::all(c.clone());
+    let deadline = Instant::now() + Duration::from_secs(300);
+    for name in ["e2e-yard-none", "e2e-yard-floor", "e2e-yard-injector"] {
+        while namespaces.get_opt(name).await.ok().flatten().is_some() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
