@@ -241,7 +241,7 @@ async fn added_latency_vs_a_noop_webhook() {
     // apiserver nor the injector's survey.
     drop((none, floor, injector));
     let namespaces: Api<Namespace> = Api::all(c.clone());
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let deadline = Instant::now() + Duration::from_secs(180);
     for name in ["e2e-yard-none", "e2e-yard-floor", "e2e-yard-injector"] {
         while namespaces.get_opt(name).await.ok().flatten().is_some() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_secs(1)).await;
