@@ -22,7 +22,7 @@ use axum::http::{HeaderValue, header};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
@@ -57,8 +57,8 @@ pub struct Recycle {
 }
 
 impl Recycle {
-    /// The defaults (docs/operations.md, "Connections that end on purpose", says how they were
-    /// chosen).
+    /// The defaults (docs/operations.md, "Connections that end on purpose": what they cost,
+    /// and when to change them).
     pub const DEFAULT_MAX_REQUESTS: u64 = 1000;
     pub const DEFAULT_MAX_AGE_SECONDS: f64 = 30.0;
 
@@ -172,21 +172,17 @@ struct Connection {
 }
 
 /// One connection's ask to end: made once, by the first answer that finds a reason.
+#[derive(Default)]
 struct Asked {
-    /// 0 while not asked, else 1 + the index of the reason in [`Ending::ALL`].
-    reason: AtomicU8,
+    asked: AtomicBool,
     /// Wakes the connection's task, which sends an HTTP/2 connection its GOAWAY.
     wake: Notify,
 }
 
 impl Asked {
-    /// Records `why`; true the first time only.
-    fn ask(&self, why: Ending) -> bool {
-        let code = Ending::ALL.iter().position(|e| *e == why).unwrap_or(0) as u8 + 1;
-        let first = self
-            .reason
-            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
+    /// True the first time only.
+    fn ask(&self) -> bool {
+        let first = !self.asked.swap(true, Ordering::AcqRel);
         if first {
             self.wake.notify_one();
         }
@@ -218,10 +214,7 @@ impl Connection {
         slot.handshake_done();
         self.state.metrics.connection_opened();
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-        let asked = Arc::new(Asked {
-            reason: AtomicU8::new(0),
-            wake: Notify::new(),
-        });
+        let asked = Arc::new(Asked::default());
         let activity = slot.activity.clone();
         let (app, state, recycle) = (self.app, self.state.clone(), self.recycle);
         let ask = asked.clone();
@@ -239,7 +232,7 @@ impl Connection {
                         // On HTTP/2 hyper drops this header; the task sends GOAWAY instead.
                         resp.headers_mut()
                             .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                        if ask.ask(why) {
+                        if ask.ask() {
                             state.metrics.connection_recycled(why.as_str());
                         }
                     }
@@ -322,12 +315,9 @@ mod tests {
 
     #[test]
     fn a_connection_is_asked_to_end_once() {
-        let asked = Asked {
-            reason: AtomicU8::new(0),
-            wake: Notify::new(),
-        };
-        assert!(asked.ask(Ending::Age));
-        assert!(!asked.ask(Ending::Requests));
-        assert!(!asked.ask(Ending::Draining));
+        let asked = Asked::default();
+        assert!(asked.ask());
+        assert!(!asked.ask());
+        assert!(!asked.ask());
     }
 }

@@ -38,6 +38,22 @@ struct HashLabels {
     template_hash: String,
 }
 
+/// A counter family labelled `reason`, registered with every reason at 0 from the start, so
+/// rate() and alerts see them before they happen.
+fn reason_counters<const N: usize>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    reasons: [&'static str; N],
+) -> Family<ShedLabels, Counter> {
+    let family = Family::<ShedLabels, Counter>::default();
+    registry.register(name, help, family.clone());
+    for reason in reasons {
+        let _ = family.get_or_create(&ShedLabels { reason });
+    }
+    family
+}
+
 /// The instruments; cheap to share (each is an `Arc` inside).
 pub struct Metrics {
     registry: Registry,
@@ -106,34 +122,24 @@ impl Metrics {
             Unit::Seconds,
             certificate_expiry.clone(),
         );
-        let connections_shed = Family::<ShedLabels, Counter>::default();
-        registry.register(
+        let connections_shed = reason_counters(
+            &mut registry,
             "connections_shed",
             "Connections closed by the server to keep its slots, by reason",
-            connections_shed.clone(),
+            crate::serve::connections::Shed::ALL.map(|r| r.as_str()),
         );
-        for reason in crate::serve::connections::Shed::ALL {
-            let _ = connections_shed.get_or_create(&ShedLabels {
-                reason: reason.as_str(),
-            });
-        }
         let connections = Counter::default();
         registry.register(
             "connections",
             "Client connections whose TLS handshake completed (each one a handshake's work)",
             connections.clone(),
         );
-        let connections_recycled = Family::<ShedLabels, Counter>::default();
-        registry.register(
+        let connections_recycled = reason_counters(
+            &mut registry,
             "connections_recycled",
             "Connections this server asked to end after an answer (Connection: close, or GOAWAY on HTTP/2), by reason: requests, age or draining",
-            connections_recycled.clone(),
+            crate::serve::accept::Ending::ALL.map(|r| r.as_str()),
         );
-        for reason in crate::serve::accept::Ending::ALL {
-            let _ = connections_recycled.get_or_create(&ShedLabels {
-                reason: reason.as_str(),
-            });
-        }
         // Every reason from the start, at 0, so rate() and alerts see them before they happen.
         for reason in crate::engine::Reason::ALL {
             let _ = admissions.get_or_create(&AdmissionLabels {

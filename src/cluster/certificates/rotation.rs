@@ -376,7 +376,18 @@ mod tests {
     }
 
     fn set(cas: &[&Issued], signer: &Issued, now: i64, valid: i64) -> Stored {
-        let leaf = authority::issue(signer, &names(), at(now), at(now + valid)).unwrap();
+        set_named(cas, signer, now, valid, &names())
+    }
+
+    /// [`set`] with a serving certificate for `names`.
+    fn set_named(
+        cas: &[&Issued],
+        signer: &Issued,
+        now: i64,
+        valid: i64,
+        names: &[String],
+    ) -> Stored {
+        let leaf = authority::issue(signer, names, at(now), at(now + valid)).unwrap();
         let data = [
             (
                 CA_CERT,
@@ -408,60 +419,39 @@ mod tests {
         ]
         .map(String::from)
         .to_vec();
-        let leaf = authority::issue(&a, &held, at(1_000), at(1_300)).unwrap();
-        let data = [
-            (CA_CERT, a.cert_pem.clone()),
-            (CA_KEY, a.key_pem.clone()),
-            (TLS_CERT, leaf.cert_pem),
-            (TLS_KEY, leaf.key_pem),
-        ];
-        let s = Stored::parse(|k| {
-            data.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.as_bytes().to_vec())
-        })
-        .unwrap();
+        let s = set_named(&[&a], &a, 1_000, 300, &held);
         let seen = Seen {
             bundle: Some((s.bundle(), 1_000)),
             leaf: Some((s.leaf.serial.clone(), 1_000)),
         };
+        let step = |asked: &[&str]| {
+            let asked: Vec<String> = asked.iter().map(|n| n.to_string()).collect();
+            plan(
+                Some(&Ok(s.clone())),
+                Some(&s.bundle()),
+                &asked,
+                &seen,
+                1_010,
+                T,
+            )
+        };
         // The same names, written otherwise: an upper-case IPv6 address, a URL host in
         // brackets, a DNS name in another case with a final dot.
-        let asked = [
+        let same = step(&[
             "sidecar-injector.SIDECAR-INJECTOR.svc.",
             "[2001:DB8::1]",
             "10.0.0.1",
-        ]
-        .map(String::from)
-        .to_vec();
-        let step = plan(
-            Some(&Ok(s.clone())),
-            Some(&s.bundle()),
-            &asked,
-            &seen,
-            1_010,
-            T,
-        );
-        assert!(matches!(step, Step::Wait(_)), "{step:?}");
+        ]);
+        assert!(matches!(same, Step::Wait(_)), "{same:?}");
         // A name that is really another is still a change.
-        let other = [
+        let other = step(&[
             "sidecar-injector.sidecar-injector.svc",
             "2001:db8::2",
             "10.0.0.1",
-        ]
-        .map(String::from)
-        .to_vec();
-        let step = plan(
-            Some(&Ok(s.clone())),
-            Some(&s.bundle()),
-            &other,
-            &seen,
-            1_010,
-            T,
-        );
+        ]);
         assert!(
-            matches!(step, Step::Issue(ref why) if why.contains("names changed")),
-            "{step:?}"
+            matches!(other, Step::Issue(ref why) if why.contains("names changed")),
+            "{other:?}"
         );
     }
 
