@@ -334,12 +334,18 @@ pub fn plan(
             "the names changed: {held:?} held, {wanted:?} wanted"
         ));
     }
-    // A lone CA near its end is rolled over before any renewal: a leaf is capped at its CA's
-    // end, so one from a CA with less than the renewal margin left would be due at birth,
-    // and renewed again as fast as the API answers (issue 32, item 1).
+    // A newest CA near its end is never renewed from: a leaf is capped at its CA's end, so
+    // one from a CA with less than the renewal margin left would be due at birth, and renewed
+    // again as fast as the API answers (issue 32, item 1). A lone CA is rolled over. With
+    // older CAs beside it (a holder gap in the middle of a rollover), they end sooner still
+    // and the leaf is the newest's: they leave first, then the next look adds a CA.
     let newest = stored.cas.last().map(left).unwrap_or(0);
-    if stored.cas.len() == 1 && newest < secs(timing.rollover_before()) {
-        return Step::AddCa;
+    if newest < secs(timing.rollover_before()) {
+        return if stored.cas.len() > 1 {
+            Step::DropOld
+        } else {
+            Step::AddCa
+        };
     }
     if left(&stored.leaf) < secs(timing.renew_before()) {
         return Step::Issue(format!(
@@ -475,6 +481,47 @@ mod tests {
             &names(),
             &seen,
             now,
+            T,
+        );
+        assert_eq!(step, Step::AddCa);
+    }
+
+    /// The same after a holder gap in the middle of a rollover: two CAs, the newest near its
+    /// end too. Renewing from it gives a leaf due at birth, and each renewal restarts the
+    /// grace the older CA waits on, so nothing else would ever happen: the older CAs (which
+    /// end sooner) leave first, then a new CA is added.
+    #[test]
+    fn two_nearly_expired_cas_are_not_renewed_from_in_a_loop() {
+        let (a, b) = (ca(900), ca(1_000));
+        let b_end = 1_000 + T.ca_validity().as_secs() as i64;
+        let now = b_end - 50;
+        let s = set(&[&a, &b], &b, now - 250, 300);
+        // A new holder: it has just seen this leaf.
+        let seen = Seen {
+            bundle: Some((s.bundle(), now - 1_000)),
+            leaf: Some((s.leaf.serial.clone(), now)),
+        };
+        let step = plan(
+            Some(&Ok(s.clone())),
+            Some(&s.bundle()),
+            &names(),
+            &seen,
+            now,
+            T,
+        );
+        assert_eq!(step, Step::DropOld);
+        // After the drop, the lone CA is rolled over.
+        let dropped = set(&[&b], &b, now - 250, 300);
+        let seen = Seen {
+            bundle: Some((dropped.bundle(), now)),
+            leaf: Some((dropped.leaf.serial.clone(), now)),
+        };
+        let step = plan(
+            Some(&Ok(dropped.clone())),
+            Some(&dropped.bundle()),
+            &names(),
+            &seen,
+            now + 1,
             T,
         );
         assert_eq!(step, Step::AddCa);
