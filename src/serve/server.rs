@@ -408,7 +408,7 @@ pub async fn run(opts: ServeOptions) -> Result<()> {
     let grace = wait_for_signal(opts.drain_grace).await;
     info!(
         grace_s = grace.as_secs_f64(),
-        "shutdown signal: draining; answers now carry Connection: close"
+        "shutdown signal: draining; every answer now asks its client to reconnect (Connection: close, or GOAWAY on HTTP/2)"
     );
     state.draining.store(true, Ordering::Relaxed);
     tokio::time::sleep(grace).await;
