@@ -16,6 +16,7 @@
 //! The same ask is made while the server drains after SIGTERM (`server.rs`).
 
 use crate::serve::connections::{self, Registry, Shed, Slot};
+use crate::serve::linger;
 use crate::serve::server::AppState;
 use axum::Router;
 use axum::http::{HeaderValue, header};
@@ -240,7 +241,8 @@ impl Connection {
                     resp
                 }
             });
-        let conn = self.builder.serve_connection(TokioIo::new(tls), service);
+        let (lent, lender) = linger::lend(tls);
+        let conn = self.builder.serve_connection(TokioIo::new(lent), service);
         let mut conn = std::pin::pin!(conn);
         let first_request = tokio::time::sleep(FIRST_REQUEST_TIMEOUT);
         let mut first_request = std::pin::pin!(first_request);
@@ -279,6 +281,14 @@ impl Connection {
                         closing = true;
                     }
                 }
+            }
+        }
+        // hyper is done: what it wrote last (an answer with Connection: close, the final
+        // GOAWAY) must reach the client, not be lost to a reset (module `linger`).
+        if let Some(tls) = lender.take_back() {
+            tokio::select! {
+                _ = linger::close_gently(tls, |t| t.get_mut().0, linger::LINGER) => {}
+                _ = slot.close.notified() => {}
             }
         }
     }

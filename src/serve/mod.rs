@@ -1,5 +1,5 @@
 //! The webhook process: the router and its handlers, admission decoding, TLS, the accept
-//! loop and each connection's task (recycling), connection slots, the serving certificate (files or the Secret), file watches, metrics, and the survey loop. It imports
+//! loop and each connection's task (recycling), closing a connection gently, connection slots, the serving certificate (files or the Secret), file watches, metrics, and the survey loop. It imports
 //! [`crate::engine`] and [`crate::cluster`], never the command line.
 
 pub mod accept;
@@ -7,6 +7,7 @@ pub mod admission;
 pub mod config_files;
 pub mod connections;
 pub mod file_watch;
+pub mod linger;
 pub mod metrics;
 pub mod server;
 pub mod serving_cert;
