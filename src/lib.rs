@@ -5,8 +5,8 @@
 //!
 //! | folder | what lives there | may import |
 //! |---|---|---|
-//! | [`engine`] | the pure injection engine: [`engine::decide`], the config and its checks, templates, overrides, the Pod view, patches, preview rendering | nothing of this crate outside `engine`; no tokio, axum, hyper, kube client, file or network I/O |
-//! | [`cluster`] | the optional API context: the client, namespaces, Events, the Lease, the live ConfigMap, the Pod survey, `check` and repair | `engine` |
+//! | [`engine`] | the pure injection engine: [`engine::decide`], the config and its checks, templates, overrides, the Pod view, patches, preview rendering; and the other pure plans: the Secret copies ([`engine::secret_copies`]), the certificates and their rotation ([`engine::certificates`]) | nothing of this crate outside `engine`; no tokio, axum, hyper, kube client, file or network I/O |
+//! | [`cluster`] | the optional API context: the client, namespaces, Events, the Lease, the live ConfigMap, the Pod survey, `check` and repair, the Secret copies' sync, the certificate keeper, `doctor`; each does what a plan of `engine` says | `engine` |
 //! | [`serve`] | the webhook process: router and handlers, admission decoding, TLS, connections, file watches, metrics, the survey loop | `engine`, `cluster` |
 //! | [`cli`] | what only the command line needs: reading manifests for `preview`, writing certificates | `engine`, `cluster`, `serve` |
 //!

@@ -26,7 +26,8 @@ use std::process::Command;
 /// An RBAC rule as (apiGroups, resources, resourceNames, verbs).
 type Rule = (Vec<String>, Vec<String>, Vec<String>, Vec<String>);
 
-/// Kinds that live outside namespaces (of those the install may hold).
+/// The kinds kustomize's schema knows as cluster-scoped: it sets the base's namespace on
+/// every other kind, ValidatingAdmissionPolicy(Binding) included (the apiserver drops it).
 const CLUSTER_SCOPED: [&str; 5] = [
     "Namespace",
     "MutatingWebhookConfiguration",
@@ -186,6 +187,8 @@ fn the_base_renders_to_a_complete_hardened_install() {
         "Service",
         "PodDisruptionBudget",
         "MutatingWebhookConfiguration",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ] {
         assert!(kinds.contains(&k), "{k} missing: {kinds:?}");
     }
@@ -392,7 +395,11 @@ fn the_base_renders_to_a_complete_hardened_install() {
     assert_eq!(port.target_port, Some(IntOrString::String("https".into())));
 
     let pdb: PodDisruptionBudget = one(&docs, "PodDisruptionBudget");
-    assert!(pdb.spec.unwrap().min_available.is_some());
+    // One Pod at a time may go, and a single replica never blocks a node drain (a
+    // minAvailable of 1 would, at replicas: 1).
+    let pdb = pdb.spec.unwrap();
+    assert_eq!(pdb.max_unavailable, Some(IntOrString::Int(1)));
+    assert_eq!(pdb.min_available, None);
 
     let mwc: MutatingWebhookConfiguration = one(&docs, "MutatingWebhookConfiguration");
     let hook = &mwc.webhooks.unwrap()[0];
@@ -465,7 +472,7 @@ fn the_base_renders_to_a_complete_hardened_install() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    assert_eq!(common::schema::assert_valid("manifests/", &docs, &[]), 17);
+    assert_eq!(common::schema::assert_valid("manifests/", &docs, &[]), 19);
 }
 
 #[test]
@@ -485,7 +492,7 @@ fn kustomize_renders_exactly_what_the_test_renderer_does() {
     }
     assert_eq!(
         common::schema::assert_valid("kustomize manifests/", &real, &[]),
-        17
+        19
     );
 }
 

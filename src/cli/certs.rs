@@ -2,9 +2,9 @@
 //! caBundle for the MutatingWebhookConfiguration, and the dev pair `serve` makes when it is
 //! given none.
 
-use crate::cluster::certificates::authority::{self, Issued};
 use crate::cluster::certificates::keeper;
-use crate::cluster::certificates::rotation::Timing;
+use crate::engine::certificates::authority::{self, Issued};
+use crate::engine::certificates::rotation::Timing;
 use anyhow::{Context, Result};
 use base64::Engine as _;
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ use time::{Duration, OffsetDateTime};
 pub use authority::service_names;
 
 /// The file names: those of the keys of the Secret `serve --cert-secret` keeps.
-pub use crate::cluster::certificates::rotation::{CA_CERT, CA_KEY, TLS_CERT, TLS_KEY};
+pub use crate::engine::certificates::rotation::{CA_CERT, CA_KEY, TLS_CERT, TLS_KEY};
 
 /// How long the CA and the serving certificate made by `certs` are valid.
 const CA_VALIDITY: std::time::Duration = std::time::Duration::from_secs(3650 * 86_400);

@@ -41,6 +41,12 @@ pub async fn choose(
         ),
         (None, _, Some(client)) => {
             let found = installed::find(client).await?;
+            for what in &found.unread {
+                eprintln!(
+                    "warning: {what}; the configuration is then guessed ({})",
+                    found.found_by
+                );
+            }
             let (config, described) = installed_config(client, &found).await?;
             (config, format!("{described}; --config chooses another"))
         }

@@ -28,6 +28,9 @@ pub struct Installed {
     pub found_by: String,
     /// The injector's Pods behind the Service (none for a URL webhook).
     pub pods: Vec<Pod>,
+    /// What could not be read, each with the API's answer and the permission it needs
+    /// (what the rest is then guessed from).
+    pub unread: Vec<String>,
 }
 
 impl Installed {
@@ -84,6 +87,7 @@ pub async fn find(client: &kube::Client) -> Result<Installed> {
         configmap: (namespace.to_owned(), CONFIGMAP.to_owned()),
         found_by: why,
         pods: Vec::new(),
+        unread: Vec::new(),
     };
     let Some(service) = service else {
         let why = match &configuration {
@@ -97,13 +101,27 @@ pub async fn find(client: &kube::Client) -> Result<Installed> {
         return Ok(default(DEFAULT_OWN_NAMESPACE, why));
     };
     let ns = service.namespace.clone();
-    let selector = Api::<Service>::namespaced(client.clone(), &ns)
+    let selector = match Api::<Service>::namespaced(client.clone(), &ns)
         .get_opt(&service.name)
         .await
-        .ok()
-        .flatten()
-        .and_then(|s| s.spec?.selector)
-        .filter(|s| !s.is_empty());
+    {
+        Ok(found) => found
+            .and_then(|s| s.spec?.selector)
+            .filter(|s| !s.is_empty()),
+        Err(e) => {
+            let mut found = default(
+                &ns,
+                format!(
+                    "Service {ns}/{} could not be read: the default ConfigMap of its namespace",
+                    service.name
+                ),
+            );
+            found
+                .unread
+                .push(unread(e, &format!("get services {} -n {ns}", service.name)));
+            return Ok(found);
+        }
+    };
     let Some(selector) = selector else {
         return Ok(default(
             &ns,
@@ -114,11 +132,17 @@ pub async fn find(client: &kube::Client) -> Result<Installed> {
         ));
     };
     let labels: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let pods = Api::<Pod>::namespaced(client.clone(), &ns)
+    let mut unread_pods = Vec::new();
+    let pods = match Api::<Pod>::namespaced(client.clone(), &ns)
         .list(&ListParams::default().labels(&labels.join(",")))
         .await
-        .map(|l| l.items)
-        .unwrap_or_default();
+    {
+        Ok(l) => l.items,
+        Err(e) => {
+            unread_pods.push(unread(e, &format!("list pods -n {ns}")));
+            Vec::new()
+        }
+    };
     let served = pods.iter().find_map(|p| served_configmap(p, &ns));
     Ok(match served {
         Some((configmap, how)) => Installed {
@@ -127,9 +151,11 @@ pub async fn find(client: &kube::Client) -> Result<Installed> {
             configmap,
             found_by: how,
             pods,
+            unread: unread_pods,
         },
         None => Installed {
             pods,
+            unread: unread_pods,
             ..default(
                 &ns,
                 format!(
@@ -139,6 +165,15 @@ pub async fn find(client: &kube::Client) -> Result<Installed> {
             )
         },
     })
+}
+
+/// What a read that failed means here: the API's answer and the `kubectl auth can-i` line
+/// for the permission it needs.
+fn unread(e: kube::Error, permission: &str) -> String {
+    format!(
+        "{:#}: this identity needs `{permission}` (kubectl auth can-i {permission})",
+        crate::cluster::api_error(e, "the injector's install could not be read")
+    )
 }
 
 /// The ConfigMap a `serve` Pod reads: `--config configmap:NS/NAME`, or the ConfigMap volume
@@ -214,6 +249,66 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// An apiserver that serves the shipped webhook configuration and Service, and answers
+    /// 403 to listing Pods (an identity without `list pods`).
+    fn forbidden_pods() -> kube::Client {
+        let service = tower::service_fn(
+            |req: axum::http::Request<kube::client::Body>| async move {
+                let path = req.uri().path().to_owned();
+                let (code, body) = if path
+                    .ends_with("/mutatingwebhookconfigurations/sidecar-injector")
+                {
+                    (
+                        200,
+                        json!({"apiVersion": "admissionregistration.k8s.io/v1",
+                    "kind": "MutatingWebhookConfiguration", "metadata": {"name": "sidecar-injector"},
+                    "webhooks": [{"name": "inject.sidecar-injector.io", "sideEffects": "None",
+                        "admissionReviewVersions": ["v1"], "clientConfig": {"service":
+                        {"namespace": "sidecar-injector", "name": "sidecar-injector"}}}]}),
+                    )
+                } else if path.ends_with("/services/sidecar-injector") {
+                    (
+                        200,
+                        json!({"apiVersion": "v1", "kind": "Service",
+                    "metadata": {"name": "sidecar-injector", "namespace": "sidecar-injector"},
+                    "spec": {"selector": {"app": "sidecar-injector"}}}),
+                    )
+                } else {
+                    (
+                        403,
+                        json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                    "reason": "Forbidden", "code": 403, "message": format!(
+                    "pods is forbidden: User \"dev\" cannot list resource \"pods\" ({path})")}),
+                    )
+                };
+                let resp = axum::http::Response::builder()
+                    .status(code)
+                    .header("content-type", "application/json")
+                    .body(kube::client::Body::from(body.to_string().into_bytes()))
+                    .unwrap();
+                Ok::<_, std::convert::Infallible>(resp)
+            },
+        );
+        kube::Client::new(service, "default")
+    }
+
+    /// A 403 listing the injector's Pods used to read as "no injector Pod takes its
+    /// certificate from a Secret": it is now said, with the permission it needs.
+    #[tokio::test]
+    async fn a_refused_read_is_said_with_the_permission_it_needs() {
+        let found = find(&forbidden_pods()).await.unwrap();
+        assert!(found.pods.is_empty());
+        let [said] = found.unread.as_slice() else {
+            panic!("one unread: {:?}", found.unread);
+        };
+        assert!(said.contains("403"), "{said}");
+        assert!(said.contains("cannot list resource"), "{said}");
+        assert!(
+            said.contains("kubectl auth can-i list pods -n sidecar-injector"),
+            "{said}"
+        );
+    }
+
     fn pod(spec: serde_json::Value) -> Pod {
         serde_json::from_value(json!({"metadata": {"name": "inj-1"}, "spec": spec})).unwrap()
     }
@@ -242,6 +337,7 @@ mod tests {
     #[test]
     fn the_certificate_secret_a_pod_keeps_is_read_from_its_arguments() {
         let installed = |args: serde_json::Value| Installed {
+            unread: Vec::new(),
             configuration: None,
             namespace: "inj".to_owned(),
             configmap: ("inj".to_owned(), "sidecar-injector".to_owned()),

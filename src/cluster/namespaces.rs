@@ -24,6 +24,13 @@ static EMPTY: BTreeMap<String, String> = BTreeMap::new();
 /// One namespace's metadata, as the cache holds it.
 pub type NamespaceMeta = Arc<PartialObjectMeta<Namespace>>;
 
+/// The one rule for a namespace being deleted, for every door (the copies, doctor): its
+/// `deletionTimestamp` is set. Its status phase `Terminating` follows from that, and a
+/// metadata-only read (the copies' watch) has no status to look at.
+pub fn being_deleted(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
+    meta.deletion_timestamp.is_some()
+}
+
 /// The engine's view of a namespace's metadata.
 pub fn context(ns: &PartialObjectMeta<Namespace>) -> NamespaceContext<'_> {
     NamespaceContext {

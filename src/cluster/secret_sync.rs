@@ -110,6 +110,8 @@ struct Copier {
     /// Those a Warning Event went out for (again only once they were gone and came back).
     warned: BTreeSet<(String, String)>,
     missing_said: BTreeSet<String>,
+    /// Sources of a type no copy may have that were reported, with that type.
+    uncopyable_said: BTreeSet<(String, String)>,
     recorder: Recorder,
 }
 
@@ -166,6 +168,7 @@ impl Copier {
             streams,
             warned: BTreeSet::new(),
             missing_said: BTreeSet::new(),
+            uncopyable_said: BTreeSet::new(),
         }
     }
 
@@ -178,7 +181,7 @@ impl Copier {
                 match (i - 1) % WATCHES_PER_NAME {
                     0 => format!("Secret {}/{name} (the source)", self.scope.own_namespace),
                     1 => format!(
-                        "the copies of Secret {name} in every namespace (get, list, watch on secrets {name})"
+                        "the copies of Secret {name} in every namespace (list, watch on secrets {name})"
                     ),
                     _ => format!(
                         "the Secrets named {name} in every namespace, metadata only (list, watch on secrets {name})"
@@ -252,7 +255,7 @@ impl Copier {
             .namespaces
             .state()
             .iter()
-            .filter(|n| n.metadata.deletion_timestamp.is_none())
+            .filter(|n| !crate::cluster::namespaces::being_deleted(&n.metadata))
             .filter_map(|n| {
                 let name = n.metadata.name.as_deref()?;
                 config
@@ -306,6 +309,10 @@ impl Copier {
         }
         self.missing_said
             .retain(|n| plan.missing_sources.contains(n));
+        for (name, kind) in &plan.uncopyable {
+            self.report_uncopyable(name, kind).await;
+        }
+        self.uncopyable_said.retain(|k| plan.uncopyable.contains(k));
         let mut failed = 0;
         for action in plan.actions {
             if !self.write(&action).await {
@@ -315,7 +322,8 @@ impl Copier {
         self.warned.retain(|k| foreign.contains(k));
         Counts {
             in_sync: plan.in_sync,
-            failing: failed + plan.missing_sources.len() * namespaces.len(),
+            failing: failed
+                + (plan.missing_sources.len() + plan.uncopyable.len()) * namespaces.len(),
             foreign: foreign.len(),
         }
     }
@@ -333,19 +341,12 @@ impl Copier {
                 .replace(name, &PostParams::default(), secret)
                 .await
                 .map(|_| ()),
-            Action::Delete { uid, .. } => {
-                let params = DeleteParams {
-                    preconditions: Some(Preconditions {
-                        uid: uid.clone(),
-                        resource_version: None,
-                    }),
-                    ..Default::default()
-                };
-                match api.delete(name, &params).await {
-                    Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-                    other => other.map(|_| ()),
-                }
-            }
+            Action::Delete { uid, .. } => delete_exactly(&api, name, uid).await,
+            // Delete, then create: if the create fails, the next pass creates.
+            Action::Replace { copy, uid } => match delete_exactly(&api, name, uid).await {
+                Ok(()) => api.create(&PostParams::default(), copy).await.map(|_| ()),
+                Err(e) => Err(e),
+            },
         };
         match result {
             Ok(()) => {
@@ -369,10 +370,35 @@ impl Copier {
             return;
         }
         let source = secret_copies::source_ref(&self.scope.own_namespace, name);
+        tracing::warn!(secret = %format!("{namespace}/{name}"), %source, "propagateSecrets: a Secret of that name is someone else's; left as it is");
         let note = format!(
             "Secret {namespace}/{name} was not made by sidecar-injector, so it is not replaced by a copy of {source}; injected Pods here read this one. To have the copy, delete this Secret; to keep it, nothing to do."
         );
-        tracing::warn!(secret = %format!("{namespace}/{name}"), %source, "propagateSecrets: a Secret of that name is someone else's; left as it is");
+        self.warn_on_secret(namespace, name, "SecretNotOurs", note)
+            .await;
+    }
+
+    /// Reports a source of a type no copy may have: logged and a Warning Event on the
+    /// source, once for as long as it stays so.
+    async fn report_uncopyable(&mut self, name: &str, kind: &str) {
+        if !self
+            .uncopyable_said
+            .insert((name.to_owned(), kind.to_owned()))
+        {
+            return;
+        }
+        let own = self.scope.own_namespace.clone();
+        let source = secret_copies::source_ref(&own, name);
+        tracing::warn!(%source, r#type = kind, "propagateSecrets: a source of this type is never copied");
+        let note = format!(
+            "Secret {source} is of type {kind}, which sidecar-injector never copies: a copy would hand what it grants to every opted-in namespace (SECURITY.md: Secret rights). Copies are made of the types {}; recreate {source} with one of them (kubectl -n {own} create secret generic {name} --from-literal=...), or remove {name} from propagateSecrets.",
+            secret_copies::COPYABLE_TYPES.join(", ")
+        );
+        self.warn_on_secret(&own, name, "SecretNotCopyable", note)
+            .await;
+    }
+
+    async fn warn_on_secret(&mut self, namespace: &str, name: &str, reason: &str, note: String) {
         let regarding = ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Secret".into()),
@@ -382,13 +408,13 @@ impl Copier {
         };
         let event = Event {
             type_: EventType::Warning,
-            reason: "SecretNotOurs".into(),
+            reason: reason.into(),
             note: Some(note),
             action: "CopySecret".into(),
             secondary: None,
         };
         if let Err(e) = self.recorder.publish(&event, &regarding).await {
-            tracing::debug!(error = %e, "could not record the Event about a foreign Secret");
+            tracing::debug!(error = %e, reason, "could not record the Event about a Secret");
         }
     }
 
@@ -415,6 +441,21 @@ impl Copier {
                 self.write(&action).await;
             }
         }
+    }
+}
+
+/// Deletes `name` if it is still the object `uid` (a 404 is success: it is gone).
+async fn delete_exactly(api: &Api<Secret>, name: &str, uid: &Option<String>) -> kube::Result<()> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: uid.clone(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match api.delete(name, &params).await {
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        other => other.map(|_| ()),
     }
 }
 

@@ -20,6 +20,7 @@ use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+pub mod certificates;
 pub mod config;
 pub mod image;
 mod inject;

@@ -20,6 +20,26 @@ pub const MANAGED_BY: &str = "sidecar-injector";
 /// The annotation naming a copy's source, `NAMESPACE/NAME`.
 pub const COPIED_FROM_KEY: &str = "sidecar-injector.io/copied-from";
 
+/// The types a copy may have (SECURITY.md: Secret rights). A Secret of another type means
+/// something to Kubernetes itself: a `kubernetes.io/service-account-token` Secret is filled
+/// in with a ServiceAccount's token by the token controller, a `bootstrap.kubernetes.io/token`
+/// one lets a node join. Copying those would hand their power to every opted-in namespace,
+/// so a source of such a type is refused (a Warning Event on it), and the policy of
+/// `manifests/base/secret-policy.yaml` refuses the injector's writes of them too.
+pub const COPYABLE_TYPES: [&str; 6] = [
+    "Opaque",
+    "kubernetes.io/dockerconfigjson",
+    "kubernetes.io/dockercfg",
+    "kubernetes.io/tls",
+    "kubernetes.io/basic-auth",
+    "kubernetes.io/ssh-auth",
+];
+
+/// A Secret of this type may be copied.
+pub fn copyable(secret: &Secret) -> bool {
+    COPYABLE_TYPES.contains(&type_of(secret))
+}
+
 /// The label selector of the copies.
 pub fn selector() -> String {
     format!("{MANAGED_BY_KEY}={MANAGED_BY}")
@@ -96,6 +116,10 @@ pub enum Action {
     /// A copy that differs from its source; `resource_version` is the copy's, so a write
     /// racing another fails rather than overwrites.
     Update(Secret),
+    /// A copy whose source changed its `type`, which the API never lets an update change:
+    /// the copy (`uid`, deleted only if it is still that object) is deleted, then the
+    /// new one created. Pods already running keep the data they mounted.
+    Replace { copy: Secret, uid: Option<String> },
     /// A copy no longer wanted: its namespace is no longer injected or its name no longer
     /// listed. The uid is the copy's (deleted only if it is still that object).
     Delete {
@@ -109,7 +133,7 @@ impl Action {
     /// The namespace and name of the copy it writes.
     pub fn namespace_name(&self) -> (&str, &str) {
         match self {
-            Action::Create(s) | Action::Update(s) => (
+            Action::Create(s) | Action::Update(s) | Action::Replace { copy: s, .. } => (
                 s.metadata.namespace.as_deref().unwrap_or_default(),
                 s.metadata.name.as_deref().unwrap_or_default(),
             ),
@@ -129,6 +153,7 @@ impl Action {
         match self {
             Action::Create(_) => "create",
             Action::Update(_) => "update",
+            Action::Replace { .. } => "replace",
             Action::Delete { .. } => "delete",
         }
     }
@@ -161,6 +186,9 @@ pub struct Plan {
     /// Listed names whose source does not exist: no copy is made, and existing copies are
     /// left as they are (Pods already using them keep working).
     pub missing_sources: Vec<String>,
+    /// Sources of a type no copy may have (not in [`COPYABLE_TYPES`]), as `(name, type)`:
+    /// no copy is made or changed.
+    pub uncopyable: Vec<(String, String)>,
 }
 
 pub fn plan(o: &Observed<'_>) -> Plan {
@@ -192,9 +220,20 @@ pub fn plan(o: &Observed<'_>) -> Plan {
             out.missing_sources.push(name.clone());
             continue;
         };
+        if !copyable(source) {
+            out.uncopyable
+                .push((name.clone(), type_of(source).to_owned()));
+            continue;
+        }
         for ns in o.namespaces.iter().filter(|ns| *ns != o.own_namespace) {
             match ours.get(&(ns.as_str(), name.as_str())) {
                 Some(copy) if in_sync(copy, source) => out.in_sync += 1,
+                Some(copy) if type_of(copy) != type_of(source) => {
+                    out.actions.push(Action::Replace {
+                        copy: copy_of(source, o.own_namespace, ns),
+                        uid: copy.metadata.uid.clone(),
+                    })
+                }
                 Some(copy) => {
                     let mut want = copy_of(source, o.own_namespace, ns);
                     want.metadata.resource_version = copy.metadata.resource_version.clone();
@@ -375,14 +414,61 @@ mod tests {
         assert_eq!(s.metadata.resource_version.as_deref(), Some("7"));
         assert_eq!(s.data, source("token", "rotated").data);
 
+        assert!(p.uncopyable.is_empty());
+    }
+
+    /// A Secret's `type` cannot be changed by an update (the API refuses it), so when the
+    /// source's owner recreates it with another type, the copies are replaced: deleted (this
+    /// very object, by uid) and created anew. Before, the update failed every 30 s forever.
+    #[test]
+    fn a_source_recreated_with_another_type_has_its_copies_replaced() {
         let mut case = Case::new(&["team-a"]);
-        let mut edited = copy_of(&case.sources["token"], OWN, "team-a");
-        edited.type_ = Some("kubernetes.io/dockerconfigjson".into());
-        case.copies = vec![stored(edited, "8")];
-        assert!(matches!(
-            case.plan().actions.as_slice(),
-            [Action::Update(_)]
-        ));
+        case.copies = vec![stored(copy_of(&case.sources["token"], OWN, "team-a"), "8")];
+        let mut recreated = source("token", "t1");
+        recreated.type_ = Some("kubernetes.io/dockerconfigjson".into());
+        case.sources.insert("token".into(), recreated.clone());
+        let p = case.plan();
+        let [Action::Replace { copy, uid }] = p.actions.as_slice() else {
+            panic!("one replace: {p:?}");
+        };
+        assert_eq!(uid.as_deref(), Some("uid-8"));
+        assert_eq!(
+            copy.type_.as_deref(),
+            Some("kubernetes.io/dockerconfigjson")
+        );
+        assert_eq!(
+            copy.metadata.resource_version, None,
+            "a create, not an update"
+        );
+        assert!(in_sync(copy, &recreated));
+    }
+
+    /// A service-account-token (or bootstrap token) source would hand its power to every
+    /// opted-in namespace: nothing is copied, and existing copies are not touched.
+    #[test]
+    fn a_source_of_a_type_that_means_something_to_kubernetes_is_never_copied() {
+        for kind in [
+            "kubernetes.io/service-account-token",
+            "bootstrap.kubernetes.io/token",
+            "example.com/anything-else",
+        ] {
+            let mut case = Case::new(&["team-a", "team-b"]);
+            let old = stored(copy_of(&case.sources["token"], OWN, "team-a"), "1");
+            case.copies = vec![old];
+            let mut token = source("token", "t1");
+            token.type_ = Some(kind.into());
+            case.sources.insert("token".into(), token);
+            let p = case.plan();
+            assert_eq!(p.actions, [], "{kind}");
+            assert_eq!(p.uncopyable, [("token".to_owned(), kind.to_owned())]);
+        }
+        for kind in COPYABLE_TYPES {
+            let mut case = Case::new(&["team-a"]);
+            let mut token = source("token", "t1");
+            token.type_ = Some(kind.into());
+            case.sources.insert("token".into(), token);
+            assert_eq!(case.plan().actions.len(), 1, "{kind}");
+        }
     }
 
     #[test]

@@ -52,8 +52,8 @@ pub async fn start(
             let first = resolver.clone();
             let source = opts.to_string();
             keeper::start(client.clone(), opts.clone(), leader, move |pair| {
-                let cert_name = format!("{source} {}", crate::cluster::certificates::rotation::TLS_CERT);
-                let key_name = format!("{source} {}", crate::cluster::certificates::rotation::TLS_KEY);
+                let cert_name = format!("{source} {}", crate::engine::certificates::rotation::TLS_CERT);
+                let key_name = format!("{source} {}", crate::engine::certificates::rotation::TLS_KEY);
                 let loaded = tls::pair_from_pem(&pair.cert_pem, &pair.key_pem, &cert_name, &key_name);
                 match first.get() {
                     None => match loaded {

@@ -46,6 +46,12 @@ fn typed(doc: &Value) -> Result<Value, String> {
         ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration") => {
             round_trip::<admissionregistration::v1::MutatingWebhookConfiguration>(doc)
         }
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") => {
+            round_trip::<admissionregistration::v1::ValidatingAdmissionPolicy>(doc)
+        }
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding") => {
+            round_trip::<admissionregistration::v1::ValidatingAdmissionPolicyBinding>(doc)
+        }
         _ => Err(format!("no schema here for {api_version} {kind}")),
     }
 }

@@ -382,6 +382,7 @@ async fn doctor_passes_on_a_good_install_and_names_each_fault_with_its_fix() {
         "secret copies",
         "node runtimes",
         "permissions",
+        "secret policy",
     ] {
         assert!(checks.contains(&want), "{want} in {checks:?}");
     }

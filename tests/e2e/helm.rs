@@ -38,8 +38,15 @@ fn by_name(text: &str) -> BTreeMap<(String, String), Value> {
     let docs: Vec<Value> = sidecar_injector::engine::yaml::documents(text).unwrap();
     docs.into_iter()
         .filter(|d| d["kind"] != "Namespace" && hook(d).is_none())
-        .map(|d| {
+        .map(|mut d| {
             let kind = d["kind"].as_str().unwrap().to_owned();
+            // kustomize's schema does not know these kinds as cluster-scoped and gives them
+            // the base's namespace; the apiserver drops it (they are cluster-scoped).
+            if kind.starts_with("ValidatingAdmissionPolicy")
+                && let Some(m) = d["metadata"].as_object_mut()
+            {
+                m.remove("namespace");
+            }
             let name = d["metadata"]["name"].as_str().unwrap().to_owned();
             ((kind, name), d)
         })

@@ -36,21 +36,44 @@ pub(crate) fn install_rbac(env: &Env, home: &str, more: &[(&str, &str)], undo: &
             );
         }
     }
+    for kind in [
+        "validatingadmissionpolicy",
+        "validatingadmissionpolicybinding",
+    ] {
+        let name = format!("{home}-secrets");
+        undo.kubectl(
+            &format!("{kind} {name}"),
+            &["delete", kind, &name, "--ignore-not-found"],
+        );
+    }
     ok(&kubectl(env, &["apply", "-f", "-"], Some(&text)));
 }
 
-/// The shipped ServiceAccount and RBAC as [`install_rbac`] applies them.
+/// The shipped ServiceAccount, RBAC and Secret policy as [`install_rbac`] applies them.
 pub(crate) fn rbac_for(home: &str, more: &[(&str, &str)]) -> String {
     let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base");
     let mut text = String::new();
-    for file in ["serviceaccount.yaml", "rbac.yaml"] {
+    for file in ["serviceaccount.yaml", "rbac.yaml", "secret-policy.yaml"] {
         text.push_str(&std::fs::read_to_string(base.join(file)).unwrap());
         text.push_str("\n---\n");
     }
     let shipped = text.clone();
     let mut text = text
         .replace("namespace: sidecar-injector", &format!("namespace: {home}"))
-        .replace("name: sidecar-injector", &format!("name: {home}"));
+        .replace("name: sidecar-injector", &format!("name: {home}"))
+        // The policy: the account it binds, the namespace of the certificate Secret.
+        .replace(
+            "policyName: sidecar-injector",
+            &format!("policyName: {home}"),
+        )
+        .replace(
+            "'system:serviceaccount:sidecar-injector:sidecar-injector'",
+            &format!("'system:serviceaccount:{home}:{home}'"),
+        )
+        .replace(
+            "request.namespace == 'sidecar-injector'",
+            &format!("request.namespace == '{home}'"),
+        );
     for (from, to) in more {
         assert!(text.contains(from), "the shipped RBAC has no {from:?}");
         text = text.replace(from, to);
@@ -565,4 +588,221 @@ async fn with_the_default_install_the_token_created_once_reaches_a_new_namespace
     );
     let copy = copies.get(TOKEN).await.unwrap();
     assert!(copy.data.unwrap().contains_key("api-token"));
+}
+
+/// A client as `home`'s ServiceAccount (its kubeconfig).
+async fn as_account(home: &Home) -> Client {
+    let kc = Kubeconfig::read_from(&home.kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+/// A Secret as the injector would write one: labelled managed-by, of `kind`.
+fn labelled(ns: &str, name: &str, kind: &str, annotations: Value) -> Secret {
+    serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": ns, "annotations": annotations,
+            "labels": {"app.kubernetes.io/managed-by": "sidecar-injector"}},
+        "type": kind, "data": {"api-token": "c3RvbGVu"}}))
+    .unwrap()
+}
+
+/// The apiserver's answer to a create, as (code, message); `None` when it was created.
+async fn create_as(api: &Api<Secret>, secret: &Secret) -> Option<(u16, String)> {
+    match api.create(&PostParams::default(), secret).await {
+        Ok(_) => None,
+        Err(kube::Error::Api(e)) => Some((e.code, e.message)),
+        Err(e) => panic!("create {:?}: {e}", secret.metadata.name),
+    }
+}
+
+/// Issue 32, item 8: the shipped RBAC grants `create` on every Secret name (RBAC cannot
+/// limit it), and `list` on the propagated name everywhere; with those alone, the injector's
+/// token could create `kube-system/bitbucket-pipelines-metrics` as a service-account-token
+/// Secret, let the token controller fill it in, and read it back. As that ServiceAccount,
+/// with the shipped RBAC and the shipped ValidatingAdmissionPolicy: that create, an Opaque
+/// Secret of an unlisted name there, and a write over someone else's Secret are refused,
+/// each with a message naming the policy; propagation still works, a source recreated with
+/// another type has its copy replaced (item 7), and a source of a service-account-token type
+/// is never copied, with a Warning Event on it.
+#[tokio::test]
+#[ignore = "needs a cluster: tests/e2e/run"]
+async fn injector_cannot_mint_tokens() {
+    let env = env();
+    let c = client(&env).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut undo = Undo::new();
+    let label = "e2e-mint-inject";
+    let home = home(
+        &env,
+        &c,
+        "e2e-mint",
+        label,
+        "e2e-token-mint-77ab",
+        dir.path(),
+        &mut undo,
+    )
+    .await;
+    let sa = as_account(&home).await;
+    let system: Api<Secret> = Api::namespaced(sa.clone(), "kube-system");
+    let system_admin: Api<Secret> = Api::namespaced(c.clone(), "kube-system");
+    let delete_admin = |name: &'static str| {
+        let api = system_admin.clone();
+        async move {
+            let _ = api.delete(name, &Default::default()).await;
+        }
+    };
+    // The policy is enforced a moment after it is created: until then RBAC alone decides,
+    // and the create goes through (deleted, and tried again).
+    let unlisted = labelled("kube-system", "e2e-mint-unlisted", "Opaque", json!({}));
+    let start = Instant::now();
+    let (code, message) = loop {
+        match create_as(&system, &unlisted).await {
+            Some(refused) => break refused,
+            None => {
+                delete_admin("e2e-mint-unlisted").await;
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "the policy never refused an unlisted Secret"
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    println!("an Opaque Secret of an unlisted name: {code} {message}");
+    assert_eq!(code, 403, "{message}");
+    assert!(
+        message.contains("kube-system/e2e-mint-unlisted")
+            && message.contains("ValidatingAdmissionPolicy 'e2e-mint-secrets'"),
+        "{message}"
+    );
+
+    // The escalation: a token Secret of the propagated name, for a ServiceAccount there.
+    let mint = labelled(
+        "kube-system",
+        TOKEN,
+        "kubernetes.io/service-account-token",
+        json!({"kubernetes.io/service-account.name": "default"}),
+    );
+    let refused = create_as(&system, &mint).await;
+    if refused.is_none() {
+        delete_admin(TOKEN).await;
+    }
+    let (code, message) = refused.expect("a service-account-token Secret created by the injector");
+    println!("a service-account-token Secret of the propagated name: {code} {message}");
+    assert_eq!(code, 403, "{message}");
+    assert!(
+        message.contains("kubernetes.io/service-account-token")
+            && message.contains("ValidatingAdmissionPolicy 'e2e-mint-secrets'"),
+        "{message}"
+    );
+
+    // Someone else's Secret of the propagated name is not overwritten, even relabelled.
+    let theirs = system_admin
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": TOKEN, "namespace": "kube-system"},
+                "type": "Opaque", "data": {"api-token": "dGhlaXJz"}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut over = labelled("kube-system", TOKEN, "Opaque", json!({}));
+    over.metadata.resource_version = theirs.metadata.resource_version.clone();
+    let replaced = system.replace(TOKEN, &PostParams::default(), &over).await;
+    let deleted = system.delete(TOKEN, &Default::default()).await;
+    delete_admin(TOKEN).await;
+    for (what, result) in [
+        ("replace", replaced.map(|_| ())),
+        ("delete", deleted.map(|_| ())),
+    ] {
+        match result {
+            Err(kube::Error::Api(e)) => {
+                println!("{what} someone else's Secret: {} {}", e.code, e.message);
+                assert_eq!(e.code, 403, "{what}: {}", e.message);
+                assert!(e.message.contains("someone else made it"), "{}", e.message);
+            }
+            other => panic!("{what} of someone else's Secret was not refused: {other:?}"),
+        }
+    }
+
+    // Propagation still works under the policy: a replica as this ServiceAccount copies
+    // the source into an opted-in namespace.
+    let (_replica, metrics, log) = replica(&env, &home, dir.path(), "replica-mint");
+    let ns = "e2e-mint-team";
+    let mut labels = serde_json::Map::new();
+    labels.insert(label.into(), "enabled".into());
+    let _ns = namespace(&c, ns, Value::Object(labels)).await;
+    let copies: Api<Secret> = Api::namespaced(c.clone(), ns);
+    let copy = eventually("the copy under the policy", 30, || async {
+        copies.get_opt(TOKEN).await.ok().flatten()
+    })
+    .await;
+    assert_eq!(token_of(&copy), "e2e-token-mint-77ab");
+
+    // Item 7: the source recreated with another type; the copy follows (deleted, created).
+    let sources: Api<Secret> = Api::namespaced(c.clone(), &home.name);
+    sources.delete(TOKEN, &Default::default()).await.unwrap();
+    let basic: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": TOKEN, "namespace": home.name},
+        "type": "kubernetes.io/basic-auth",
+        "stringData": {"username": "collector", "password": "e2e-basic-31f0"}}))
+    .unwrap();
+    sources
+        .create(&PostParams::default(), &basic)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    took(
+        start,
+        "copy replaced after the source's type changed",
+        || async {
+            copies
+                .get_opt(TOKEN)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|s| s.type_.as_deref() == Some("kubernetes.io/basic-auth"))
+        },
+    )
+    .await;
+
+    // A source of a type that means something to Kubernetes is never copied: the copy
+    // stays as it was, and the source gets a Warning Event saying what to do.
+    sources.delete(TOKEN, &Default::default()).await.unwrap();
+    let token_type: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": TOKEN, "namespace": home.name,
+            "annotations": {"kubernetes.io/service-account.name": home.name}},
+        "type": "kubernetes.io/service-account-token"}))
+    .unwrap();
+    sources
+        .create(&PostParams::default(), &token_type)
+        .await
+        .unwrap();
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(c.clone(), &home.name);
+    let note = eventually("a SecretNotCopyable Event on the source", 30, || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items.into_iter().find_map(|e| {
+            (e.reason.as_deref() == Some("SecretNotCopyable")
+                && e.regarding.as_ref()?.name.as_deref() == Some(TOKEN))
+            .then_some(e.note?)
+        })
+    })
+    .await;
+    println!("the Event: {note}");
+    assert!(
+        note.contains("kubernetes.io/service-account-token") && note.contains("propagateSecrets"),
+        "{note}"
+    );
+    let still = copies.get(TOKEN).await.unwrap();
+    assert_eq!(still.type_.as_deref(), Some("kubernetes.io/basic-auth"));
+    assert!(copies_metric(metrics, "failing").await >= 1.0);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !text.contains("could not create the copy"),
+        "a copy was refused:\n{text}"
+    );
+    drop(undo);
 }

@@ -4,8 +4,8 @@
 //! renews and rolls them over as [`rotation`] decides, and keeps the caBundle of the webhook
 //! configuration equal to the Secret's `ca.crt`: the only field of it that it ever edits.
 
-use crate::cluster::certificates::authority::{self, Issued};
-use crate::cluster::certificates::rotation::{
+use crate::engine::certificates::authority::{self, Issued};
+use crate::engine::certificates::rotation::{
     self, CA_CERT, CA_KEY, Seen, Step, Stored, TLS_CERT, TLS_KEY, Timing,
 };
 use crate::engine::secret_copies::{MANAGED_BY, MANAGED_BY_KEY};

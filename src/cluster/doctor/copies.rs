@@ -52,6 +52,31 @@ pub async fn check(client: &kube::Client, config: &Config, opted: &[String]) -> 
             fix: Some(fix.join("; ")),
         };
     }
+    let uncopyable: Vec<String> = sources
+        .iter()
+        .filter(|s| !secret_copies::copyable(s))
+        .map(|s| {
+            format!(
+                "{own}/{} is of type {}",
+                s.metadata.name.as_deref().unwrap_or_default(),
+                s.type_.as_deref().unwrap_or("Opaque")
+            )
+        })
+        .collect();
+    if !uncopyable.is_empty() {
+        return Finding {
+            check: CHECK.into(),
+            outcome: Outcome::Fail,
+            message: format!(
+                "{}, which is never copied: a copy would hand what it grants to every opted-in namespace",
+                uncopyable.join(", ")
+            ),
+            fix: Some(format!(
+                "recreate the source as one of {} (kubectl -n {own} create secret generic NAME --from-literal=KEY=VALUE), or remove it from propagateSecrets",
+                secret_copies::COPYABLE_TYPES.join(", ")
+            )),
+        };
+    }
     let mut wrong: Vec<(String, String, Standing)> = Vec::new();
     for ns in opted {
         let api: Api<Secret> = Api::namespaced(client.clone(), ns);

@@ -5,6 +5,8 @@
 
 mod access;
 mod copies;
+mod expiry;
+mod secret_policy;
 mod tls;
 
 use crate::cluster::installed::Installed;
@@ -22,8 +24,6 @@ pub use tls::host_port;
 
 /// The fix for a caBundle that does not verify the serving certificate.
 pub const INSTALL_CA: &str = "set the caBundle to the CA that signed the serving certificate: with --cert-secret (the default install) the injector does it itself, and its log says why it has not (kubectl -n sidecar-injector logs deploy/sidecar-injector); otherwise base64 -w0 cluster-certs/ca.crt, patched into /webhooks/0/clientConfig/caBundle, or cert-manager's overlay sets it (docs/install.md: Certificates, three ways)";
-/// The certificate must outlive this many days.
-pub const EXPIRY_DAYS: i64 = 14;
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -82,6 +82,14 @@ pub async fn run(
 ) -> Result<Vec<Finding>> {
     let config = loaded.as_ref().map(|(c, _)| *c);
     let mut out = Vec::new();
+    // What could not be read is said first: the checks after it guess without it.
+    if !installed.unread.is_empty() {
+        out.push(Finding::fail(
+            "install readable",
+            installed.unread.join("; "),
+            "run doctor as an identity that can read the injector's Service and Pods (a cluster admin, or grant the permission named), else the certificate, config and permission checks below guess",
+        ));
+    }
     let webhook = installed.webhook();
     match (&installed.configuration, webhook) {
         (None, _) => out.push(Finding::fail(
@@ -136,7 +144,11 @@ pub async fn run(
             )),
         }
     }
-    out.push(expiry(served.as_ref()));
+    out.push(expiry::check(
+        served.as_ref(),
+        installed.kept_certificates().as_ref(),
+        time::OffsetDateTime::now_utc().unix_timestamp(),
+    ));
 
     let label = config.map_or("sidecar-injection", |c| c.settings.namespace_label.as_str());
     let opted = opted_in(client, label, config).await?;
@@ -199,14 +211,28 @@ pub async fn run(
     let user = format!("system:serviceaccount:{}:{account}", installed.namespace);
     let repair = config.is_some_and(|c| c.settings.repair.enabled);
     let propagated = config.map_or(&[][..], |c| &c.settings.propagate_secrets[..]);
+    let kept = installed.kept_certificates();
     let want = needed(
         &installed.namespace,
         &installed.configmap.1,
         repair,
         propagated,
-        installed.kept_certificates().as_ref(),
+        kept.as_ref(),
     );
     out.push(access::review(client, &user, &want).await?);
+    let webhook = installed
+        .configuration
+        .as_ref()
+        .and_then(|c| c.metadata.name.clone())
+        .unwrap_or_else(|| "sidecar-injector".to_owned());
+    let wanted = secret_policy::Wanted {
+        user: &user,
+        propagated,
+        certificate: kept
+            .as_ref()
+            .map(|k| (k.namespace.as_str(), k.secret.as_str())),
+    };
+    out.push(secret_policy::check(client, &secret_policy::policy_name(&webhook), &wanted).await);
     Ok(out)
 }
 
@@ -267,44 +293,6 @@ async fn endpoints(client: &kube::Client, ns: &str, name: &str) -> Finding {
     }
 }
 
-fn expiry(served: Option<&tls::Served>) -> Finding {
-    let Some(served) = served else {
-        return Finding::skip(
-            "certificate expiry",
-            "the serving certificate was not found".into(),
-        );
-    };
-    let Some(not_after) = tls::not_after(served) else {
-        return Finding::skip(
-            "certificate expiry",
-            format!("{}: the certificate does not parse", served.from),
-        );
-    };
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let days = (not_after - now) / 86_400;
-    let when = time::OffsetDateTime::from_unix_timestamp(not_after)
-        .map(|t| t.date().to_string())
-        .unwrap_or_default();
-    if days > EXPIRY_DAYS {
-        Finding::pass(
-            "certificate expiry",
-            format!(
-                "the serving certificate ({}) is good until {when}, {days} days",
-                served.from
-            ),
-        )
-    } else {
-        Finding::fail(
-            "certificate expiry",
-            format!(
-                "the serving certificate ({}) expires on {when}, in {days} days",
-                served.from
-            ),
-            "renew it (sidecar-injector certs, or let cert-manager renew it); serve picks up the new files without a restart",
-        )
-    }
-}
-
 /// The namespaces the webhook injects (labelled, not never-inject, not the injector's, not
 /// being deleted), by name; those enforcing Pod Security baseline or restricted last (a
 /// dry-run Pod there may be refused for what the templates add, which says nothing about
@@ -322,7 +310,7 @@ async fn opted_in(
     let mut found: Vec<(bool, String)> = list
         .items
         .into_iter()
-        .filter(|n| n.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Terminating"))
+        .filter(|n| !crate::cluster::namespaces::being_deleted(&n.metadata))
         .filter_map(|n| {
             let enforcing = n
                 .metadata

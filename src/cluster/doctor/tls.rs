@@ -4,8 +4,8 @@
 //! mount (the Secret behind `--tls-cert-file`), verified for `SERVICE.NAMESPACE.svc`.
 
 use super::{Finding, INSTALL_CA};
-use crate::cluster::certificates::rotation::TLS_CERT;
 use crate::cluster::installed::{Installed, flag_value, volume_at};
+use crate::engine::certificates::rotation::TLS_CERT;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhook;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -28,7 +28,7 @@ pub struct Served {
     pub from: String,
 }
 
-pub use crate::cluster::certificates::authority::host_port;
+pub use crate::engine::certificates::authority::host_port;
 
 fn roots(ca_bundle: &[u8]) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
@@ -213,10 +213,15 @@ pub async fn by_service(
             .map(|(secret, key)| (installed.namespace.clone(), secret, key)),
     };
     let Some((namespace, secret, key)) = found else {
-        return (
-            Finding::skip("caBundle", "no injector Pod takes its serving certificate from a Secret (--cert-secret, or one mounted at --tls-cert-file): not verified".into()),
-            None,
-        );
+        let why = if installed.unread.is_empty() {
+            "no injector Pod takes its serving certificate from a Secret (--cert-secret, or one mounted at --tls-cert-file): not verified".to_owned()
+        } else {
+            format!(
+                "the injector's Pods could not be read ({}), so the Secret their certificate comes from is unknown: not verified",
+                installed.unread.join("; ")
+            )
+        };
+        return (Finding::skip("caBundle", why), None);
     };
     let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let pem = match api.get_opt(&secret).await {
@@ -302,10 +307,12 @@ fn serving_secret(pod: &k8s_openapi::api::core::v1::Pod) -> Option<(String, Stri
 }
 
 /// The leaf's `notAfter`, as Unix time.
-pub fn not_after(served: &Served) -> Option<i64> {
+/// The served leaf's validity, as Unix seconds (not before, not after).
+pub fn validity(served: &Served) -> Option<(i64, i64)> {
     let leaf = served.chain.first()?;
     let (_, parsed) = x509_parser::parse_x509_certificate(leaf).ok()?;
-    Some(parsed.validity().not_after.timestamp())
+    let v = parsed.validity();
+    Some((v.not_before.timestamp(), v.not_after.timestamp()))
 }
 
 #[cfg(test)]
