@@ -497,13 +497,20 @@ fn events(env: &Env, ns: &str) -> Vec<(String, String, String, String)> {
 }
 
 async fn metric(port: u16, name: &str) -> f64 {
+    let found = metric_opt(port, name).await;
+    found.unwrap_or_else(|| panic!("no series {name} on 127.0.0.1:{port}/metrics"))
+}
+
+/// [`metric`], `None` while the series is absent (or `/metrics` does not answer): for
+/// waiting until it appears. A test that asserts a value uses [`metric`], which fails when
+/// the series is absent instead of reading it as 0.
+async fn metric_opt(port: u16, name: &str) -> Option<f64> {
     metrics_text(&format!("127.0.0.1:{port}"))
         .await
         .lines()
         .find(|l| l.starts_with(name))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// The text of `/metrics` at `addr` (HOST:PORT); empty when it does not answer.
@@ -594,7 +601,7 @@ async fn with_ten_thousand_pods_the_webhook_stays_small_and_check_answers() {
     );
     // Wait for a survey that saw them all (the webhook surveys every 60 s).
     eventually("a survey of the 10,000 Pods", 150, || async {
-        (metric(metrics_port, "sidecar_injector_pods{state=\"current\"}").await >= 10_000.0)
+        (metric_opt(metrics_port, "sidecar_injector_pods{state=\"current\"}").await? >= 10_000.0)
             .then_some(())
     })
     .await;

@@ -100,3 +100,100 @@ impl Elector {
         }
     }
 }
+
+/// How long this replica may act as the holder, on its own clock (issue 32, item 4: one
+/// writer at a time). The renewal it sends is stamped `renewTime` before the call, and
+/// another replica may take the Lease once `renewTime` + the duration has passed; so a
+/// successful renewal sent at `sent` gives a tenure until `sent` + duration − [`MARGIN`],
+/// and nothing else extends it. A renewal that hangs (kube's client has no read timeout) or
+/// fails leaves the tenure to run out: the replica steps down then, without the API.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tenure {
+    until: Option<std::time::Instant>,
+}
+
+/// Taken off the Lease's duration: the other replicas' clocks and the time a write takes.
+pub const MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Tenure {
+    /// A renewal sent at `sent` succeeded, for `duration`.
+    pub fn renewed(&mut self, sent: std::time::Instant, duration: std::time::Duration) {
+        self.until = Some(sent + duration.saturating_sub(MARGIN));
+    }
+
+    /// Another replica holds the Lease.
+    pub fn lost(&mut self) {
+        self.until = None;
+    }
+
+    pub fn holds(&self, now: std::time::Instant) -> bool {
+        self.until.is_some_and(|until| now < until)
+    }
+
+    /// How long a renewal may take before the tenure runs out (`None`: nothing held).
+    pub fn left(&self, now: std::time::Instant) -> Option<std::time::Duration> {
+        self.until.map(|until| until.saturating_duration_since(now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    const LEASE: Duration = Duration::from_secs(15);
+
+    /// Whatever the renewals do (succeed, fail, hang, lose), the replica never holds past
+    /// its last successful renewal's send time + the duration − the margin, and holds until
+    /// then unless it lost the Lease.
+    #[test]
+    fn a_tenure_never_outlives_its_last_renewal() {
+        let t0 = Instant::now();
+        let mut tenure = Tenure::default();
+        let mut last_sent: Option<Instant> = None;
+        // Each event: (seconds from t0, what the renewal sent then came back with).
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for i in 0..2_000u64 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let sent = t0 + Duration::from_millis(i * 1_700);
+            match state % 4 {
+                0 | 1 => {
+                    tenure.renewed(sent, LEASE);
+                    last_sent = Some(sent);
+                }
+                2 => {} // failed or hung: nothing changes
+                _ => {
+                    tenure.lost();
+                    last_sent = None;
+                }
+            }
+            for later in [0u64, 5, 12, 13, 14, 20] {
+                let now = sent + Duration::from_secs(later);
+                let bound = last_sent.map(|s| s + LEASE - MARGIN);
+                assert_eq!(
+                    tenure.holds(now),
+                    bound.is_some_and(|b| now < b),
+                    "event {i}, {later} s later"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_renewal_may_wait_only_what_is_left_of_the_tenure() {
+        let t0 = Instant::now();
+        let mut tenure = Tenure::default();
+        assert_eq!(tenure.left(t0), None);
+        tenure.renewed(t0, LEASE);
+        assert_eq!(
+            tenure.left(t0 + Duration::from_secs(3)),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            tenure.left(t0 + Duration::from_secs(30)),
+            Some(Duration::ZERO)
+        );
+    }
+}

@@ -18,9 +18,13 @@ use std::time::Duration;
 
 /// The Lease the repairing replica holds.
 pub use crate::cluster::lease::REPAIR_LEASE as LEASE_NAME;
+use crate::cluster::lease::Tenure;
 /// How long a Lease lasts unless renewed, and how often the holder renews it.
 const LEASE_SECONDS: i32 = 15;
 const RENEW_EVERY: Duration = Duration::from_secs(5);
+/// The longest a renewal may take: with [`RENEW_EVERY`] it fits in the Lease, less the
+/// tenure's margin, so the next renewal is tried before the tenure runs out.
+const RENEW_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// What the survey reads and writes of the webhook process: the live config and the metrics.
 /// Handed in by `serve`, so this module needs nothing else of it.
@@ -52,6 +56,8 @@ pub fn spawn(
         let state = state.clone();
         tokio::spawn(async move {
             let elector = Elector::new(client, &ns, LEASE_NAME, &id, LEASE_SECONDS);
+            let lease = Duration::from_secs(LEASE_SECONDS as u64);
+            let mut tenure = Tenure::default();
             loop {
                 let config = state.config.load();
                 let settings = &config.settings;
@@ -59,16 +65,27 @@ pub fn spawn(
                     || settings.repair.enabled
                     || !settings.propagate_secrets.is_empty()
                 {
-                    let held = match elector.hold().await {
-                        Ok(held) => held,
-                        Err(e) => {
-                            tracing::warn!(
-                                error = format!("{e:#}"),
-                                "the Lease cannot be held (repair, propagateSecrets and --cert-secret wait for it)"
-                            );
-                            false
-                        }
-                    };
+                    // A renewal waits at most what is left of the tenure (kube's client has
+                    // no read timeout): a hung call must not keep this replica writing after
+                    // another has taken the Lease.
+                    let sent = std::time::Instant::now();
+                    let wait = tenure
+                        .left(sent)
+                        .unwrap_or(RENEW_TIMEOUT)
+                        .min(RENEW_TIMEOUT);
+                    match tokio::time::timeout(wait, elector.hold()).await {
+                        Ok(Ok(true)) => tenure.renewed(sent, lease),
+                        Ok(Ok(false)) => tenure.lost(),
+                        Ok(Err(e)) => tracing::warn!(
+                            error = format!("{e:#}"),
+                            "the Lease cannot be held (repair, propagateSecrets and --cert-secret wait for it)"
+                        ),
+                        Err(_) => tracing::warn!(
+                            timeout_s = wait.as_secs_f64(),
+                            "the Lease's renewal did not answer in time: this replica steps down when its tenure runs out"
+                        ),
+                    }
+                    let held = tenure.holds(std::time::Instant::now());
                     if held != leader.swap(held, Ordering::Relaxed) {
                         tracing::info!(lease = LEASE_NAME, identity = %id, leader = held, "leadership changed: the holder repairs, writes the Secret copies and keeps the certificate Secret");
                     }

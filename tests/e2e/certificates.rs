@@ -194,10 +194,15 @@ async fn self_managed_certificates() {
     // metric is that certificate's), and makes nothing new.
     let (_b, _port_b, metrics_b, log_b) = replica(&env, h, dir.path(), "certs-b", &[]);
     let expiry = "sidecar_injector_certificate_expiry_timestamp_seconds";
-    assert_eq!(
+    let (expiry_a, expiry_b) = (
         metric(metrics_a, expiry).await,
-        metric(metrics_b, expiry).await
+        metric(metrics_b, expiry).await,
     );
+    assert!(
+        expiry_a > 1.7e9,
+        "a real expiry time, not an unset gauge: {expiry_a}"
+    );
+    assert_eq!(expiry_a, expiry_b);
     // Restarted, the first replica keeps the same CA and certificate.
     drop(a);
     let (_a2, port_a2, _, _) = replica(&env, h, dir.path(), "certs-a2", &[]);

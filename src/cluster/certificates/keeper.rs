@@ -306,6 +306,16 @@ async fn look(
         }
         Step::Publish => {
             let bundle = ok.as_ref().map(Stored::bundle).unwrap_or_default();
+            // A bundle that would take away a CA the apiserver trusts now is published only
+            // from a Secret just read, never from the watch's view alone (issue 32, item 3):
+            // a watch behind the Secret could otherwise untrust what every replica serves.
+            if rotation::drops_a_ca(&bundles, &bundle) {
+                let fresh = read_now(secrets, opts).await?;
+                if fresh.as_deref() != Some(bundle.as_str()) {
+                    tracing::info!(secret = %opts, "certificates: the Secret's watch is behind; the caBundle waits for it");
+                    return Ok(Some(Duration::from_secs(1)));
+                }
+            }
             publish(webhooks, opts, &webhook, &bundles, &bundle).await?;
             tracing::info!(webhook = %opts.webhook_configuration, cas = bundle.matches("BEGIN CERTIFICATE").count(), "certificates: caBundle set");
         }
@@ -418,8 +428,23 @@ fn common_bundle(bundles: &[Option<String>]) -> Option<String> {
         .then_some(first)
 }
 
+/// The Secret's `ca.crt` as the API holds it now (a list by name: `get` is not granted),
+/// `None` when it has none.
+async fn read_now(secrets: &Api<Secret>, opts: &Options) -> Result<Option<String>> {
+    let params = kube::api::ListParams::default().fields(&format!("metadata.name={}", opts.name));
+    let list = secrets
+        .list(&params)
+        .await
+        .map_err(|e| crate::cluster::api_error(e, &format!("reading the Secret {opts}")))?;
+    Ok(list.items.into_iter().next().and_then(|s| {
+        let ca = s.data?.get(rotation::CA_CERT)?.0.clone();
+        String::from_utf8(ca).ok()
+    }))
+}
+
 /// Sets the caBundle of each webhook that lacks it: a JSON Patch that first tests each
-/// webhook's name at its index, so a configuration changed meanwhile is refused, not edited.
+/// webhook's name at its index and the caBundle it holds, so a configuration changed
+/// meanwhile is refused, not edited.
 async fn publish(
     webhooks: &Api<MutatingWebhookConfiguration>,
     opts: &Options,
@@ -434,6 +459,11 @@ async fn publish(
             continue;
         }
         ops.push(serde_json::json!({"op": "test", "path": format!("/webhooks/{i}/name"), "value": w.name}));
+        // The caBundle as this view has it: changed meanwhile, the patch is refused whole.
+        if let Some(held) = current.get(i).and_then(Option::as_deref) {
+            let held = base64::engine::general_purpose::STANDARD.encode(held);
+            ops.push(serde_json::json!({"op": "test", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": held}));
+        }
         ops.push(serde_json::json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": encoded}));
     }
     let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(ops))

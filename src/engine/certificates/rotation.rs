@@ -157,6 +157,21 @@ pub fn bundle(cas: &[Cert]) -> String {
     cas.iter().map(|c| c.pem.as_str()).collect()
 }
 
+/// Whether publishing `bundle` would take away a CA some webhook's caBundle holds now
+/// (compared as parsed certificates; a bundle that does not parse is judged as dropping).
+pub fn drops_a_ca(current: &[Option<String>], bundle: &str) -> bool {
+    let Ok(new) = parse_certs(bundle) else {
+        return true;
+    };
+    current
+        .iter()
+        .flatten()
+        .any(|held| match parse_certs(held) {
+            Ok(held) => held.iter().any(|c| !new.iter().any(|n| n.pem == c.pem)),
+            Err(_) => false,
+        })
+}
+
 /// Every certificate of a PEM text.
 pub fn parse_certs(pem_text: &str) -> Result<Vec<Cert>, String> {
     let mut certs = Vec::new();
@@ -539,6 +554,24 @@ mod tests {
                 signer.cert_pem.len()
             );
         }
+    }
+
+    /// Issue 32, item 3: a bundle without a CA the webhook trusts now needs a fresh read of
+    /// the Secret; adding one (a rollover's first publish) or the same CAs does not.
+    #[test]
+    fn only_a_bundle_that_drops_a_trusted_ca_needs_a_fresh_read() {
+        let (a, b) = (ca(0), ca(10));
+        let (a_pem, b_pem) = (
+            bundle(&parse_certs(&a.cert_pem).unwrap()),
+            bundle(&parse_certs(&b.cert_pem).unwrap()),
+        );
+        let both = format!("{a_pem}{b_pem}");
+        assert!(!drops_a_ca(&[Some(a_pem.clone())], &both), "adds B");
+        assert!(!drops_a_ca(&[None, Some(both.clone())], &both), "the same");
+        assert!(!drops_a_ca(&[None], &a_pem), "nothing held");
+        assert!(drops_a_ca(&[Some(both.clone())], &b_pem), "drops A");
+        assert!(drops_a_ca(&[Some(a_pem.clone())], &b_pem), "replaces A");
+        assert!(drops_a_ca(&[Some(a_pem)], "not PEM"));
     }
 
     #[test]
