@@ -79,7 +79,12 @@ fn env() -> Env {
 }
 
 async fn client(env: &Env) -> Client {
-    let kc = Kubeconfig::read_from(&env.kubeconfig).expect("the kubeconfig");
+    client_at(&env.kubeconfig).await
+}
+
+/// A client as the kubeconfig at `path` authenticates.
+async fn client_at(path: &std::path::Path) -> Client {
+    let kc = Kubeconfig::read_from(path).expect("the kubeconfig");
     let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
         .expect("a client config");

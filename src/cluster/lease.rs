@@ -127,7 +127,7 @@ impl Tenure {
     }
 
     pub fn holds(&self, now: std::time::Instant) -> bool {
-        self.until.is_some_and(|until| now < until)
+        self.left(now).is_some()
     }
 
     /// How long a renewal may take before the tenure runs out; `None` when nothing is held

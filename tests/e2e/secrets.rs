@@ -590,15 +590,6 @@ async fn with_the_default_install_the_token_created_once_reaches_a_new_namespace
     assert!(copy.data.unwrap().contains_key("api-token"));
 }
 
-/// A client as `home`'s ServiceAccount (its kubeconfig).
-async fn as_account(home: &Home) -> Client {
-    let kc = Kubeconfig::read_from(&home.kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    Client::try_from(config).unwrap()
-}
-
 /// A Secret as the injector would write one: labelled managed-by, of `kind`.
 fn labelled(ns: &str, name: &str, kind: &str, annotations: Value) -> Secret {
     serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
@@ -644,7 +635,7 @@ async fn injector_cannot_mint_tokens() {
         &mut undo,
     )
     .await;
-    let sa = as_account(&home).await;
+    let sa = client_at(&home.kubeconfig).await;
     let system: Api<Secret> = Api::namespaced(sa.clone(), "kube-system");
     let system_admin: Api<Secret> = Api::namespaced(c.clone(), "kube-system");
     let delete_admin = |name: &'static str| {

@@ -144,9 +144,11 @@ pub async fn run(
             )),
         }
     }
+    // What --cert-secret says, read once for the expiry, permissions and policy checks.
+    let kept = installed.kept_certificates();
     out.push(expiry::check(
         served.as_ref(),
-        installed.kept_certificates().as_ref(),
+        kept.as_ref(),
         time::OffsetDateTime::now_utc().unix_timestamp(),
     ));
 
@@ -211,7 +213,6 @@ pub async fn run(
     let user = format!("system:serviceaccount:{}:{account}", installed.namespace);
     let repair = config.is_some_and(|c| c.settings.repair.enabled);
     let propagated = config.map_or(&[][..], |c| &c.settings.propagate_secrets[..]);
-    let kept = installed.kept_certificates();
     let want = needed(
         &installed.namespace,
         &installed.configmap.1,

@@ -254,6 +254,33 @@ mod tests {
         );
     }
 
+    /// The types the policy lets the injector write are the types the engine copies
+    /// (`secret_copies::COPYABLE_TYPES`), in manifests/ and in the chart alike: one list,
+    /// written three times, checked here so the three cannot drift apart.
+    #[test]
+    fn the_policy_allows_exactly_the_types_the_engine_copies() {
+        let (policy, _) = shipped();
+        let expression = policy
+            .spec
+            .unwrap()
+            .variables
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "copyableTypes")
+            .unwrap()
+            .expression;
+        let quoted: Vec<String> = crate::engine::secret_copies::COPYABLE_TYPES
+            .iter()
+            .map(|t| format!("'{t}'"))
+            .collect();
+        assert_eq!(expression, format!("[{}]", quoted.join(", ")));
+        let chart = include_str!("../../../charts/sidecar-injector/templates/secretpolicy.yaml");
+        assert!(
+            chart.contains(&format!("expression: \"{expression}\"")),
+            "the chart's copyableTypes differ from manifests/: {expression}"
+        );
+    }
+
     #[test]
     fn no_secret_written_needs_no_policy() {
         let w = Wanted {

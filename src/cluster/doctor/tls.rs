@@ -306,7 +306,6 @@ fn serving_secret(pod: &k8s_openapi::api::core::v1::Pod) -> Option<(String, Stri
     None
 }
 
-/// The leaf's `notAfter`, as Unix time.
 /// The served leaf's validity, as Unix seconds (not before, not after).
 pub fn validity(served: &Served) -> Option<(i64, i64)> {
     let leaf = served.chain.first()?;
