@@ -245,6 +245,29 @@ fn certificate_rotation_under_load_fails_no_request() {
         server.log_text().contains("do not belong together"),
         "the refusal is logged with its reason"
     );
+    // The replica says it is behind its source: /readyz fails with why (issue 32, item 5),
+    // so the Service stops sending it calls until its source is usable again.
+    let ready = client.get(server.url("/readyz")).send().unwrap();
+    assert_eq!(ready.status(), 503);
+    let why = ready.text().unwrap();
+    assert!(
+        why.contains("serving an earlier certificate") && why.contains("refused"),
+        "{why}"
+    );
+    secret.update(&[("tls.crt", cert_b.clone()), ("tls.key", key_b.clone())]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = client.get(server.url("/readyz")).send().unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never Ready again: {}",
+            r.text().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn template_with(container: &str) -> Vec<u8> {

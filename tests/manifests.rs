@@ -327,14 +327,17 @@ fn the_base_renders_to_a_complete_hardened_install() {
         "no certificate files: {args:?}"
     );
     assert!(pod.volumes.is_none() && c.volume_mounts.is_none());
-    // Its rights: that Secret and that webhook configuration, by name; `create` unnamed.
+    // Its rights: that Secret and that webhook configuration, by name; `create` unnamed;
+    // the EndpointSlices of its own namespace, read.
     let certs: Role = named(&docs, "Role", "sidecar-injector-certificates");
     assert_eq!(
         serde_json::to_value(certs.rules).unwrap(),
         json!([
             {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["sidecar-injector-tls"],
              "verbs": ["list", "watch", "update"]},
-            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+            // What each replica serves, before an old CA leaves the caBundle.
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]}
         ])
     );
     let webhook: ClusterRole = named(&docs, "ClusterRole", "sidecar-injector-webhook");

@@ -105,18 +105,10 @@ impl InjectionEvents {
             return false;
         }
         let pod_name = pod.name();
-        let mut note = format!(
+        let note = clip(format!(
             "Pod {pod_name:?} not injected ({}): {message}",
             reason.as_str()
-        );
-        if note.len() > 1000 {
-            let mut end = 997;
-            while !note.is_char_boundary(end) {
-                end -= 1;
-            }
-            note.truncate(end);
-            note.push_str("...");
-        }
+        ));
         let event = Event {
             type_: EventType::Warning,
             reason: "SidecarInjectionFailed".into(),
@@ -132,6 +124,19 @@ impl InjectionEvents {
         });
         true
     }
+}
+
+/// An Event's note cut to fit the API's 1 KiB limit, on a character boundary.
+pub fn clip(mut note: String) -> String {
+    if note.len() > 1000 {
+        let mut end = 997;
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+        note.push_str("...");
+    }
+    note
 }
 
 /// Who the Events this process records say they come from: the controller, and the Pod's

@@ -15,5 +15,6 @@ pub mod nodes;
 pub mod probe;
 pub mod repair;
 pub mod secret_sync;
+pub mod served;
 
 pub use client::{api_error, client, watch_backoff};

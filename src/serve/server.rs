@@ -71,6 +71,8 @@ pub struct AppState {
     pub events: Option<crate::cluster::events::InjectionEvents>,
     ready: AtomicBool,
     draining: AtomicBool,
+    /// Set while the certificate served is not its source's current one.
+    pub certificate_behind: Arc<serving_cert::Behind>,
 }
 
 impl AppState {
@@ -88,6 +90,7 @@ impl AppState {
             events,
             ready: AtomicBool::new(true),
             draining: AtomicBool::new(false),
+            certificate_behind: Arc::default(),
         })
     }
 
@@ -121,10 +124,12 @@ pub fn metrics_router(state: Arc<AppState>) -> Router {
 }
 
 async fn readyz(State(app): State<Arc<AppState>>) -> Response {
-    if app.ready.load(Ordering::Relaxed) && !app.draining.load(Ordering::Relaxed) {
-        "ok".into_response()
-    } else {
+    if !app.ready.load(Ordering::Relaxed) || app.draining.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    } else if let Some(why) = app.certificate_behind.get() {
+        (StatusCode::SERVICE_UNAVAILABLE, why).into_response()
+    } else {
+        "ok".into_response()
     }
 }
 
@@ -364,6 +369,7 @@ pub async fn run(opts: ServeOptions) -> Result<()> {
         client.as_ref(),
         leader,
         state.metrics.clone(),
+        state.certificate_behind.clone(),
     )
     .await?;
     let tls_config = tls::server_config(resolver.clone(), opts.client_ca_file.as_deref())?;

@@ -21,6 +21,21 @@ pub enum Certificates {
     Secret(keeper::Options),
 }
 
+/// Why the certificate served is not the current one (its source holds a pair that was
+/// refused, so the previous one keeps serving): `/readyz` says it, and fails, so the
+/// apiserver and the Lease holder's look at the replicas leave this replica aside.
+#[derive(Debug, Default)]
+pub struct Behind(std::sync::Mutex<Option<String>>);
+
+impl Behind {
+    fn set(&self, why: Option<String>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = why;
+    }
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// How often certificate files are checked for changes.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -31,13 +46,14 @@ pub async fn start(
     client: Option<&kube::Client>,
     leader: Option<Arc<AtomicBool>>,
     metrics: Arc<Metrics>,
+    behind: Arc<Behind>,
 ) -> Result<Arc<CertResolver>> {
     match certs {
         Certificates::Files { cert, key } => {
             let pair = tls::load_pair(cert, key)?;
             metrics.certificate_expiry(pair.not_after);
             let resolver = Arc::new(CertResolver::new(pair.key));
-            watch_files(cert.clone(), key.clone(), metrics, resolver.clone());
+            watch_files(cert.clone(), key.clone(), metrics, resolver.clone(), behind);
             Ok(resolver)
         }
         Certificates::Secret(opts) => {
@@ -69,7 +85,7 @@ pub async fn start(
                         }
                     },
                     Some(resolver) => {
-                        swapped(loaded, &metrics, resolver);
+                        swapped(loaded, &metrics, resolver, &behind, &source);
                         true
                     }
                 }
@@ -84,9 +100,16 @@ pub async fn start(
 }
 
 /// A new pair, served if it loads; the previous one keeps serving otherwise.
-fn swapped(loaded: Result<Pair>, metrics: &Metrics, resolver: &CertResolver) {
+fn swapped(
+    loaded: Result<Pair>,
+    metrics: &Metrics,
+    resolver: &CertResolver,
+    behind: &Behind,
+    source: &str,
+) {
     match loaded {
         Ok(pair) => {
+            behind.set(None);
             info!(serial = %pair.serial, not_after = pair.not_after, "serving certificate reloaded");
             metrics.certificate_reload(true);
             metrics.certificate_expiry(pair.not_after);
@@ -98,11 +121,21 @@ fn swapped(loaded: Result<Pair>, metrics: &Metrics, resolver: &CertResolver) {
                 "serving certificate refused; the previous one keeps serving"
             );
             metrics.certificate_reload(false);
+            behind.set(Some(format!(
+                "serving an earlier certificate: the current one in {source} is refused ({e:#}); replace it with a usable pair"
+            )));
         }
     }
 }
 
-fn watch_files(cert: PathBuf, key: PathBuf, metrics: Arc<Metrics>, resolver: Arc<CertResolver>) {
+fn watch_files(
+    cert: PathBuf,
+    key: PathBuf,
+    metrics: Arc<Metrics>,
+    resolver: Arc<CertResolver>,
+    behind: Arc<Behind>,
+) {
+    let source = format!("{} and {}", cert.display(), key.display());
     file_watch::spawn(
         "certificate",
         {
@@ -110,6 +143,14 @@ fn watch_files(cert: PathBuf, key: PathBuf, metrics: Arc<Metrics>, resolver: Arc
             move || files.clone()
         },
         WATCH_INTERVAL,
-        move || swapped(tls::load_pair(&cert, &key), &metrics, &resolver),
+        move || {
+            swapped(
+                tls::load_pair(&cert, &key),
+                &metrics,
+                &resolver,
+                &behind,
+                &source,
+            )
+        },
     );
 }

@@ -299,7 +299,7 @@ async fn a_pod_whose_collector_cannot_start_is_failing_and_check_exits_1() {
 }
 
 /// `sidecar-injector doctor -o json`: exit code and findings.
-fn doctor(env: &Env) -> (Option<i32>, Vec<Value>, String) {
+pub(crate) fn doctor(env: &Env) -> (Option<i32>, Vec<Value>, String) {
     let out = common::run(
         common::bin(),
         &[
@@ -318,7 +318,7 @@ fn doctor(env: &Env) -> (Option<i32>, Vec<Value>, String) {
 }
 
 /// The failed findings as (check, message, fix).
-fn failed(findings: &[Value]) -> Vec<(String, String, String)> {
+pub(crate) fn failed(findings: &[Value]) -> Vec<(String, String, String)> {
     findings
         .iter()
         .filter(|f| f["outcome"] == "fail")

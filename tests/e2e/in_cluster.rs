@@ -526,3 +526,84 @@ async fn load_spreads_across_replicas() {
     }
     install.uninstall(&env).await;
 }
+
+/// Issue 32, item 11: `doctor` on the shipped install (a Service, `--cert-secret`), as a
+/// platform engineer runs it: every check passes, and its caBundle check is a TLS handshake
+/// with each Ready endpoint, not a look at the Secret. With the injector stopped and the
+/// caBundle blanked (what a `kubectl apply` of an old manifest does), it fails that check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the in-cluster phase: tests/e2e/run"]
+async fn doctor_on_the_default_install() {
+    use super::day_one::{doctor, failed};
+    let env = env();
+    let c = client(&env).await;
+    let install = Install::new(&env, &c, "e2e-doctor-default").await;
+    // The copies of the token Secret take a resync to reach every opted-in namespace.
+    let findings = eventually("doctor to pass every check", 60, || async {
+        let (code, findings, _) = tokio::task::block_in_place(|| doctor(&env));
+        (code == Some(0) && failed(&findings).is_empty()).then_some(findings)
+    })
+    .await;
+    let ca = findings
+        .iter()
+        .find(|f| f["check"] == "caBundle")
+        .expect("a caBundle finding");
+    let message = ca["message"].as_str().unwrap_or_default();
+    println!("doctor on the default install: {message}");
+    assert!(
+        message.contains("each of 2 Ready endpoint(s) serves"),
+        "the caBundle checked against what both replicas serve: {findings:#?}"
+    );
+
+    // The injector stopped, then the caBundle blanked: nothing puts it back.
+    tokio::task::block_in_place(|| {
+        ok(&kubectl(
+            &env,
+            &[
+                "scale",
+                "deployment",
+                "sidecar-injector",
+                "-n",
+                NS,
+                "--replicas=0",
+            ],
+            None,
+        ))
+    });
+    let endpoints: Api<Endpoints> = Api::namespaced(c.clone(), NS);
+    eventually("no endpoint behind the Service", 60, || async {
+        let ep = endpoints.get_opt("sidecar-injector").await.ok()??;
+        let ready: usize = ep
+            .subsets
+            .iter()
+            .flatten()
+            .map(|s| s.addresses.as_ref().map_or(0, Vec::len))
+            .sum();
+        (ready == 0).then_some(())
+    })
+    .await;
+    tokio::task::block_in_place(|| {
+        ok(&kubectl(
+            &env,
+            &[
+                "patch",
+                "mutatingwebhookconfiguration",
+                "sidecar-injector",
+                "--type=json",
+                "-p",
+                r#"[{"op": "remove", "path": "/webhooks/0/clientConfig/caBundle"}]"#,
+            ],
+            None,
+        ))
+    });
+    let (code, findings, _) = tokio::task::block_in_place(|| doctor(&env));
+    assert_eq!(code, Some(1), "{findings:#?}");
+    let fails = failed(&findings);
+    assert!(
+        fails.iter().any(|(check, message, fix)| check == "caBundle"
+            && message.contains("no caBundle")
+            && !fix.is_empty()),
+        "{fails:#?}"
+    );
+    install.uninstall(&env).await;
+}

@@ -272,14 +272,35 @@ async fn look(
         stored.as_ref().and_then(|s| s.as_ref().ok()),
         now.unix_timestamp(),
     );
-    let step = rotation::plan(
-        stored.as_ref(),
-        current.as_deref(),
-        &names,
-        seen,
-        now.unix_timestamp(),
-        opts.timing,
-    );
+    let plan = |seen: &Seen| {
+        rotation::plan(
+            stored.as_ref(),
+            current.as_deref(),
+            &names,
+            seen,
+            now.unix_timestamp(),
+            opts.timing,
+        )
+    };
+    let mut step = plan(seen);
+    if step == Step::LookAtReplicas
+        && let Some(Ok(s)) = &stored
+    {
+        // Before an older CA leaves: what each Ready endpoint serves, verified against the
+        // newest CA alone (issue 32, item 5).
+        let newest = rotation::bundle(&s.cas[s.cas.len().saturating_sub(1)..]);
+        let client = secrets.clone().into_client();
+        let lagging = crate::cluster::served::lagging(&client, &webhook, &newest).await;
+        if !lagging.is_empty() {
+            tracing::info!(secret = %opts, lagging = %lagging.join("; "), "certificates: the previous CA stays while a replica serves a certificate of it");
+        }
+        seen.replicas = Some(rotation::ReplicaView {
+            leaf: s.leaf.serial.clone(),
+            at: now.unix_timestamp(),
+            lagging,
+        });
+        step = plan(seen);
+    }
     let timing = opts.timing;
     let existing = match &secret {
         Latest::Present(s) => Some(s.as_ref()),
@@ -354,11 +375,23 @@ async fn look(
             )
             .await?;
         }
-        Step::DropOld => {
+        Step::LookAtReplicas => return Ok(Some(Duration::from_secs(1))),
+        Step::DropOld(lagging) => {
             let stored = ok.context("no usable Secret")?;
             let newest = stored.cas.last().cloned().into_iter().collect::<Vec<_>>();
             let leaf = stored.leaf_pair();
-            tracing::info!(secret = %opts, dropped = stored.cas.len() - 1, "certificates: CA rollover done: the previous CA leaves the caBundle");
+            if lagging.is_empty() {
+                tracing::info!(secret = %opts, dropped = stored.cas.len() - 1, "certificates: CA rollover done: every replica serves the new CA's certificate; the previous CA leaves the caBundle");
+            } else {
+                let waited = opts.timing.grace() + opts.timing.patience();
+                let note = format!(
+                    "the previous CA leaves the caBundle although these endpoints do not serve the new CA's certificate after {} s: {}. The apiserver refuses their certificate from now on: restart them, and read their log for why they did not take the Secret {opts}",
+                    waited.as_secs(),
+                    lagging.join("; ")
+                );
+                tracing::warn!(secret = %opts, "certificates: {note}");
+                warn_lagging(secrets, opts, existing, note).await;
+            }
             write(
                 secrets,
                 opts,
@@ -371,6 +404,30 @@ async fn look(
         }
     }
     Ok(None)
+}
+
+/// A Warning Event on the certificate Secret: replicas left behind by a CA rollover.
+async fn warn_lagging(
+    secrets: &Api<Secret>,
+    opts: &Options,
+    secret: Option<&Secret>,
+    note: String,
+) {
+    let Some(secret) = secret else { return };
+    let recorder = kube::runtime::events::Recorder::new(
+        secrets.clone().into_client(),
+        crate::cluster::events::reporter(),
+    );
+    let event = kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Warning,
+        reason: "ReplicaLagsCaRollover".into(),
+        note: Some(crate::cluster::events::clip(note)),
+        action: "RotateCertificates".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &secret.object_ref(&())).await {
+        tracing::warn!(secret = %opts, error = %e, "could not record the Warning Event");
+    }
 }
 
 /// The names the serving certificate holds: those the apiserver dials for each webhook of the

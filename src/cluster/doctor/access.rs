@@ -160,6 +160,15 @@ pub fn needed(
                 "--cert-secret: the serving certificate",
             )
         });
+        all.push(Permission {
+            namespace: Some(kept.namespace.clone()),
+            ..Permission::new(
+                "list",
+                "discovery.k8s.io",
+                "endpointslices",
+                "--cert-secret: what each replica serves, before an old CA leaves",
+            )
+        });
         for verb in ["list", "watch", "patch"] {
             all.push(Permission {
                 name: Some(kept.webhook_configuration.clone()),

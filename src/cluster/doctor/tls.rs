@@ -9,11 +9,9 @@ use crate::engine::certificates::rotation::TLS_CERT;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhook;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
-use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::ServerCertVerifier;
+use rustls::ClientConfig;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::pki_types::{CertificateDer, ServerName};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,19 +28,7 @@ pub struct Served {
 
 pub use crate::engine::certificates::authority::host_port;
 
-fn roots(ca_bundle: &[u8]) -> Result<RootCertStore, String> {
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_bundle) {
-        let cert = cert.map_err(|e| format!("the caBundle is not PEM: {e}"))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("the caBundle holds a certificate rustls refuses: {e}"))?;
-    }
-    if roots.is_empty() {
-        return Err("the caBundle holds no certificate".into());
-    }
-    Ok(roots)
-}
+use crate::cluster::served::{self, roots};
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -203,6 +189,66 @@ pub async fn by_service(
     let Some(ca) = ca_bundle else {
         return (no_ca_bundle(), None);
     };
+    let host = format!("{}.{}.svc", service.name, service.namespace);
+    // What the Ready endpoints serve, read as the apiserver reads it (issue 32, item 11).
+    let why_not = match served::endpoints(client, webhook).await {
+        Ok(eps) if !eps.is_empty() => {
+            let (mut reached, mut unreachable) = (Vec::new(), Vec::new());
+            for ep in &eps {
+                match served::served_by(ep).await {
+                    Ok(chain) => reached.push((ep, chain)),
+                    Err(e) => unreachable.push(format!("{ep}: {e}")),
+                }
+            }
+            if let Some((first, chain)) = reached.first() {
+                let refused: Vec<String> = reached
+                    .iter()
+                    .filter_map(|(ep, chain)| {
+                        served::verify(chain, ca, &host)
+                            .err()
+                            .map(|e| format!("{ep}: {e}"))
+                    })
+                    .collect();
+                let also = if unreachable.is_empty() {
+                    String::new()
+                } else {
+                    format!("; not reached: {}", unreachable.join("; "))
+                };
+                let finding = if refused.is_empty() {
+                    Finding::pass(
+                        "caBundle",
+                        format!(
+                            "verifies the certificate each of {} Ready endpoint(s) serves for {host}{also}",
+                            reached.len()
+                        ),
+                    )
+                } else {
+                    Finding::fail(
+                        "caBundle",
+                        format!(
+                            "does not verify the certificate served for {host} by {}{also}",
+                            refused.join("; ")
+                        ),
+                        INSTALL_CA,
+                    )
+                };
+                let served = Served {
+                    chain: chain.clone(),
+                    from: format!("endpoint {first}"),
+                };
+                return (finding, Some(served));
+            }
+            format!(
+                "no Ready endpoint could be reached from here ({})",
+                unreachable.join("; ")
+            )
+        }
+        Ok(_) => format!(
+            "Service {}/{} has no Ready endpoint",
+            service.namespace, service.name
+        ),
+        Err(e) => e,
+    };
     // The Secret the Pods keep (--cert-secret), or the one mounted where --tls-cert-file points.
     let found = match installed.kept_certificates() {
         Some(kept) => Some((kept.namespace, kept.secret, TLS_CERT.to_owned())),
@@ -256,7 +302,7 @@ pub async fn by_service(
         })
         .unwrap_or_default();
     let from = format!("Secret {namespace}/{secret} key {key}");
-    let Some((leaf, rest)) = chain.split_first() else {
+    if chain.is_empty() {
         return (
             Finding::fail(
                 "caBundle",
@@ -265,22 +311,13 @@ pub async fn by_service(
             ),
             None,
         );
-    };
-    let host = format!("{}.{}.svc", service.name, service.namespace);
-    let verdict = roots(ca).and_then(|roots| {
-        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
-            .build()
-            .map_err(|e| e.to_string())?;
-        let name = ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
-        verifier
-            .verify_server_cert(leaf, rest, &name, &[], UnixTime::now())
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    });
-    let finding = match verdict {
+    }
+    let finding = match served::verify(&chain, ca, &host) {
         Ok(()) => Finding::pass(
             "caBundle",
-            format!("verifies the serving certificate ({from}) for {host}"),
+            format!(
+                "verifies the serving certificate ({from}) for {host} (what the endpoints serve was not checked: {why_not})"
+            ),
         ),
         Err(e) => Finding::fail(
             "caBundle",

@@ -9,8 +9,12 @@
 //!   before that (so a renewal and a rollover never fall in one `L`), a new CA is added to the
 //!   bundle (the old one stays) and published in the caBundle; only once the apiserver has
 //!   had it for [`Timing::propagation`] is a serving certificate signed by it; the old CA
-//!   leaves the bundle [`Timing::grace`] after that certificate was first seen, when every
-//!   replica, watching the Secret, serves it. No call fails during a rotation.
+//!   leaves the bundle once that certificate has been in the Secret for [`Timing::grace`]
+//!   and a TLS handshake with every Ready endpoint of the webhook finds a certificate of the
+//!   newest CA served there ([`Step::LookAtReplicas`]). A replica that lags is waited for
+//!   [`Timing::patience`] more, then named in a Warning and the CA dropped anyway: a replica
+//!   that never follows the Secret cannot keep a CA trusted for ever. No call fails during a
+//!   rotation while every replica follows.
 
 use crate::engine::certificates::authority::Issued;
 use std::time::Duration;
@@ -48,6 +52,11 @@ impl Timing {
     /// trusted: every replica watches the Secret and serves it within seconds.
     pub fn grace(&self) -> Duration {
         (self.serving / 10).clamp(Duration::from_secs(5), Duration::from_secs(600))
+    }
+    /// How long past the grace the old CA waits for a replica that still serves a
+    /// certificate of an older CA, before it is dropped anyway with a Warning.
+    pub fn patience(&self) -> Duration {
+        self.grace() * 3
     }
     /// How often the holder looks again with nothing changed.
     pub fn tick(&self) -> Duration {
@@ -260,6 +269,20 @@ pub struct Seen {
     pub bundle: Option<(String, i64)>,
     /// The serving certificate's serial, and since when it is in the Secret.
     pub leaf: Option<(String, i64)>,
+    /// What the webhook's Ready endpoints served at the last look ([`Step::LookAtReplicas`]).
+    pub replicas: Option<ReplicaView>,
+}
+
+/// What a TLS handshake with each Ready endpoint of the webhook found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaView {
+    /// The serial of the serving certificate the Secret held when they were looked at.
+    pub leaf: String,
+    /// When (Unix seconds). A view is good for one [`Timing::tick`].
+    pub at: i64,
+    /// The endpoints that do not serve a certificate of the newest CA (unreachable ones
+    /// too), each with why, for the log and the Warning. Empty: every one does.
+    pub lagging: Vec<String>,
 }
 
 impl Seen {
@@ -293,8 +316,12 @@ pub enum Step {
     Issue(String),
     /// A new CA joins the bundle, and its key replaces `ca.key`.
     AddCa,
-    /// The CAs before the newest leave the bundle.
-    DropOld,
+    /// Before the CAs before the newest may leave: look at what each Ready endpoint of the
+    /// webhook serves (a TLS handshake), record it in [`Seen::replicas`] and plan again.
+    LookAtReplicas,
+    /// The CAs before the newest leave the bundle. Not empty: these endpoints still served a
+    /// certificate of an older CA when [`Timing::patience`] ran out (a Warning names them).
+    DropOld(Vec<String>),
     /// Nothing to do; look again in this long at the latest.
     Wait(Duration),
 }
@@ -387,10 +414,25 @@ pub fn plan(
     }
     if stored.cas.len() > 1 {
         let needed = secs(timing.grace());
-        if leaf_for >= needed {
-            return Step::DropOld;
+        if leaf_for < needed {
+            wait = wait.min(needed - leaf_for);
+        } else {
+            // Every replica must serve the newest CA's certificate before an older CA leaves
+            // (issue 32, item 5): the time alone does not say that a replica has moved.
+            let view = seen
+                .replicas
+                .as_ref()
+                .filter(|v| v.leaf == stored.leaf.serial && now - v.at < secs(timing.tick()));
+            match view {
+                None => return Step::LookAtReplicas,
+                Some(v) if v.lagging.is_empty() => return Step::DropOld(Vec::new()),
+                Some(v) if leaf_for >= needed + secs(timing.patience()) => {
+                    return Step::DropOld(v.lagging.clone());
+                }
+                // Look again after a tick (the view is stale by then).
+                Some(_) => {}
+            }
         }
-        wait = wait.min(needed - leaf_for);
     }
     Step::Wait(Duration::from_secs(wait.max(1) as u64))
 }
@@ -461,6 +503,7 @@ mod tests {
         let seen = Seen {
             bundle: Some((s.bundle(), 1_000)),
             leaf: Some((s.leaf.serial.clone(), 1_000)),
+            ..Seen::default()
         };
         let step = |asked: &[&str]| {
             let asked: Vec<String> = asked.iter().map(|n| n.to_string()).collect();
@@ -506,6 +549,7 @@ mod tests {
         let seen = Seen {
             bundle: Some((s.bundle(), now - 1_000)),
             leaf: Some((s.leaf.serial.clone(), now - 250)),
+            ..Seen::default()
         };
         let step = plan(
             Some(&Ok(s.clone())),
@@ -532,6 +576,7 @@ mod tests {
         let seen_now = |s: &Stored| Seen {
             bundle: Some((s.bundle(), now - 1_000)),
             leaf: Some((s.leaf.serial.clone(), now)),
+            ..Seen::default()
         };
         for (signer, wanted) in [
             (&b, names()),
@@ -749,16 +794,47 @@ mod tests {
             ),
             Step::Wait(_)
         ));
+        // The grace is over: the plan asks what the replicas serve before A may go.
+        let at_grace = now + 1 + p + g;
+        let step = |seen: &Seen, t: i64| plan(Some(&ok3), Some(&s3.bundle()), &names(), seen, t, T);
+        assert_eq!(step(&seen, at_grace), Step::LookAtReplicas);
+        let looked = |lagging: &[&str], at: i64| Seen {
+            replicas: Some(ReplicaView {
+                leaf: s3.leaf.serial.clone(),
+                at,
+                lagging: lagging.iter().map(|l| l.to_string()).collect(),
+            }),
+            ..seen.clone()
+        };
+        // Every replica serves B's leaf: A goes.
         assert_eq!(
-            plan(
-                Some(&ok3),
-                Some(&s3.bundle()),
-                &names(),
-                &seen,
-                now + 1 + p + g,
-                T
-            ),
-            Step::DropOld
+            step(&looked(&[], at_grace), at_grace),
+            Step::DropOld(vec![])
+        );
+        // One still serves A's: A stays, and the view is looked at again after a tick.
+        let lagging = looked(&["10.0.0.7:8443"], at_grace);
+        assert!(matches!(step(&lagging, at_grace), Step::Wait(_)));
+        let tick = T.tick().as_secs() as i64;
+        assert_eq!(step(&lagging, at_grace + tick), Step::LookAtReplicas);
+        // A view of another leaf is no view of this one.
+        let other = Seen {
+            replicas: Some(ReplicaView {
+                leaf: "other".into(),
+                at: at_grace,
+                lagging: vec![],
+            }),
+            ..seen.clone()
+        };
+        assert_eq!(step(&other, at_grace), Step::LookAtReplicas);
+        // Patience has an end: the lagging replica is named and A goes anyway.
+        let end = at_grace + T.patience().as_secs() as i64;
+        assert!(matches!(
+            step(&looked(&["10.0.0.7:8443"], end - 1), end - 1),
+            Step::Wait(_)
+        ));
+        assert_eq!(
+            step(&looked(&["10.0.0.7:8443"], end), end),
+            Step::DropOld(vec!["10.0.0.7:8443".into()])
         );
     }
 

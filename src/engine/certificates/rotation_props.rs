@@ -15,9 +15,15 @@
 //!   for [`Timing::propagation`], and the Secret never holds a leaf whose CA that caBundle
 //!   lacks;
 //! - **replaced before the end**: once steady, with the holder there, the leaf served and its
-//!   CA are valid at every look, across the 5 or so rollovers 8 `L` hold.
+//!   CA are valid at every look, across the 5 or so rollovers 8 `L` hold;
+//! - **no CA leaves while a replica needs it** (issue 32, item 5): the replicas serve the
+//!   Secret's leaf some time after it is written (at once, after half the grace, after twice
+//!   the grace) or never follow at all. An older CA is dropped with no replica named only
+//!   when every replica serves a leaf of the newest CA; replicas that follow are never left
+//!   serving a leaf the published caBundle does not trust; one that never follows is named,
+//!   and the rotation goes on without it.
 
-use super::rotation::{Cert, Seen, Step, Stored, Timing, plan};
+use super::rotation::{Cert, ReplicaView, Seen, Step, Stored, Timing, plan};
 use proptest::prelude::*;
 use std::time::Duration;
 
@@ -68,6 +74,11 @@ struct World {
     names: Vec<String>,
     /// Times of the Secret writes.
     writes: Vec<i64>,
+    /// Each serving certificate the Secret held, from when.
+    leaves: Vec<(i64, Cert)>,
+    /// How long the replicas take to serve a new leaf; `None`: never (one replica stuck on
+    /// the first).
+    lag: Option<i64>,
 }
 
 impl World {
@@ -88,18 +99,57 @@ impl World {
         d.as_secs() as i64
     }
 
-    /// One look of the holder: the step the plan gives, done as the keeper does it.
-    fn look(&mut self) -> Step {
-        self.seen
-            .observe(self.published.as_deref(), self.held.as_ref().ok(), self.now);
-        let step = plan(
+    /// The leaf the replicas serve now.
+    fn served(&self) -> &Cert {
+        let first = &self.leaves[0].1;
+        match self.lag {
+            None => first,
+            Some(lag) => self
+                .leaves
+                .iter()
+                .rev()
+                .find(|(t, _)| *t <= self.now - lag)
+                .map_or(first, |(_, c)| c),
+        }
+    }
+
+    fn set_leaf(&mut self, leaf: Cert) {
+        self.leaves.push((self.now, leaf.clone()));
+        self.secret_mut().leaf = leaf;
+    }
+
+    fn plan(&self) -> Step {
+        plan(
             Some(&self.held),
             self.published.as_deref(),
             &self.names,
             &self.seen,
             self.now,
             self.timing,
-        );
+        )
+    }
+
+    /// One look of the holder: the step the plan gives, done as the keeper does it (a look
+    /// at the replicas is part of the same look: the keeper plans again with it).
+    fn look(&mut self) -> Step {
+        self.seen
+            .observe(self.published.as_deref(), self.held.as_ref().ok(), self.now);
+        let mut step = self.plan();
+        if step == Step::LookAtReplicas {
+            let newest = self.secret().cas.last().expect("a CA").subject.clone();
+            let lagging = if self.served().issuer == newest {
+                vec![]
+            } else {
+                vec!["replica-b".to_owned()]
+            };
+            self.seen.replicas = Some(ReplicaView {
+                leaf: self.secret().leaf.serial.clone(),
+                at: self.now,
+                lagging,
+            });
+            step = self.plan();
+            assert_ne!(step, Step::LookAtReplicas, "a look at the replicas is used");
+        }
         let l = Self::secs(self.timing.serving);
         match &step {
             Step::Wait(d) => self.now += Self::secs(*d).max(1),
@@ -108,7 +158,8 @@ impl World {
                 let c = ca(id, self.now + 4 * l);
                 let id = self.id();
                 let lf = leaf(id, &c, self.now + l, &self.names);
-                self.held = Ok(stored(vec![c], lf));
+                self.held = Ok(stored(vec![c], lf.clone()));
+                self.leaves.push((self.now, lf));
                 self.writes.push(self.now);
             }
             Step::Publish => {
@@ -135,7 +186,7 @@ impl World {
                 let end = (self.now + l).min(newest.not_after);
                 let id = self.id();
                 let names = self.names.clone();
-                self.secret_mut().leaf = leaf(id, &newest, end, &names);
+                self.set_leaf(leaf(id, &newest, end, &names));
                 self.writes.push(self.now);
             }
             Step::AddCa => {
@@ -144,7 +195,21 @@ impl World {
                 self.secret_mut().cas.push(ca(id, now + 4 * l));
                 self.writes.push(self.now);
             }
-            Step::DropOld => {
+            Step::LookAtReplicas => unreachable!("planned again above"),
+            Step::DropOld(lagging) => {
+                let newest = &self.secret().cas.last().expect("a CA").subject;
+                if lagging.is_empty() {
+                    assert_eq!(
+                        &self.served().issuer,
+                        newest,
+                        "an older CA dropped while a replica serves its leaf"
+                    );
+                } else {
+                    assert!(
+                        self.lag.is_none(),
+                        "replicas that follow named as lagging: {lagging:?}"
+                    );
+                }
                 let cas = &mut self.secret_mut().cas;
                 let newest = cas.pop().expect("a CA");
                 *cas = vec![newest];
@@ -171,18 +236,38 @@ impl World {
         self.seen = Seen::default();
     }
 
-    /// Served and trusted now: the leaf and its CA are valid, and the caBundle has that CA.
-    fn healthy(&self) -> bool {
-        let secret = self.secret();
-        let signer = secret.cas.iter().find(|c| c.subject == secret.leaf.issuer);
+    /// Whether `leaf` and its CA are valid now, and the published caBundle has that CA.
+    fn trusted(&self, leaf: &Cert) -> bool {
+        let signer = self.secret().cas.iter().find(|c| c.subject == leaf.issuer);
         signer.is_some_and(|c| {
             c.not_after > self.now
-                && secret.leaf.not_after > self.now
+                && leaf.not_after > self.now
                 && self
                     .published
                     .as_deref()
                     .is_some_and(|b| b.contains(&c.pem))
         })
+    }
+
+    /// Served and trusted now: the Secret's leaf is [`World::trusted`].
+    fn healthy(&self) -> bool {
+        self.trusted(&self.secret().leaf)
+    }
+
+    /// Replicas that follow the Secret serve a leaf whose CA the published caBundle has,
+    /// once they serve a leaf the holder wrote (the first may be anything: the starting
+    /// state is arbitrary). Its validity is the lag's business, not the plan's: a replica
+    /// that follows late serves a leaf past its end after a holder gap whatever is planned.
+    fn replicas_trusted(&self) -> bool {
+        let served = self.served();
+        // The symbolic CA `ca-N` has the PEM text `CA N`.
+        let ca_pem = String::from_utf8_lossy(&served.issuer).replacen("ca-", "CA ", 1) + "\n";
+        self.lag.is_none()
+            || served.serial == self.leaves[0].1.serial
+            || self
+                .published
+                .as_deref()
+                .is_some_and(|b| b.contains(&ca_pem))
     }
 
     /// Healthy with nothing due: one CA (no rollover under way), the leaf has more than its
@@ -226,6 +311,9 @@ struct Start {
     names_right: bool,
     published: u8,
     gaps: Vec<(u16, f64)>,
+    /// The replicas serve a new leaf at once (0), after half the grace (1), after twice the
+    /// grace (at most `L/6`) (2), or never (3).
+    lag: u8,
 }
 
 fn start() -> impl Strategy<Value = Start> {
@@ -241,9 +329,11 @@ fn start() -> impl Strategy<Value = Start> {
         any::<bool>(),
         0u8..3,
         prop::collection::vec((0u16..400, 0.0f64..5.0), 0..3),
+        0u8..4,
     )
         .prop_map(
-            |(made, timing, cas, signer, leaf_left, names_right, published, gaps)| Start {
+            |(made, timing, cas, signer, leaf_left, names_right, published, gaps, lag)| Start {
+                lag,
                 signer: signer.index(cas.len()),
                 made,
                 timing,
@@ -273,7 +363,12 @@ fn world(s: &Start) -> World {
     } else {
         vec!["old.example".to_owned()]
     };
-    let secret = stored(cas.clone(), leaf(100, signer, leaf_end, &held));
+    let first = leaf(100, signer, leaf_end, &held);
+    let secret = stored(cas.clone(), first.clone());
+    let timing = Timing {
+        serving: Duration::from_secs(s.timing),
+    };
+    let grace = timing.grace().as_secs() as i64;
     let published = match s.published {
         0 => None,
         1 => Some(super::rotation::bundle(&cas[..1])),
@@ -286,11 +381,18 @@ fn world(s: &Start) -> World {
         seen: Seen::default(),
         now: NOW,
         ids: 1000,
-        timing: Timing {
-            serving: Duration::from_secs(s.timing),
-        },
+        timing,
         names,
         writes: Vec::new(),
+        leaves: vec![(i64::MIN / 2, first)],
+        lag: match s.lag {
+            0 => Some(0),
+            1 => Some(grace / 2),
+            // Past a third of `L` a lagging replica serves an expired leaf whatever the plan
+            // does: the longest lag modelled stays within the renewal margin.
+            2 => Some((2 * grace).min(s.timing as i64 / 6)),
+            _ => None,
+        },
     }
 }
 
@@ -326,6 +428,7 @@ proptest! {
             }
             if steady {
                 prop_assert!(w.healthy(), "expired or untrusted while steady at {} ({step:?}): {s:?}", w.now);
+                prop_assert!(w.replicas_trusted(), "a replica serves an untrusted leaf at {} ({step:?}): {s:?}", w.now);
             }
         }
         let most = w.most_writes_within(l, i64::MIN);
