@@ -200,6 +200,7 @@ impl Copier {
         let mut look = tokio::time::interval(CONFIG_EVERY);
         let mut dirty = true;
         let mut was_leader = false;
+        let mut passes: u64 = 0;
         loop {
             tokio::select! {
                 Some((i, event)) = events.next() => {
@@ -244,6 +245,9 @@ impl Copier {
                 dirty = false;
                 let config = (h.config)();
                 let counts = self.pass(&config).await;
+                passes += 1;
+                // The e2e tests wait on this count, not on the resync's clock.
+                tracing::debug!(passes, "propagateSecrets: pass done");
                 (h.report)(Some(counts));
             }
         }

@@ -426,15 +426,16 @@ async fn certificate_rollover_from_a_nearly_expired_ca() {
 
     let (_a, port, _, log) = replica(&env, h, dir.path(), "near-end", &["--cert-validity", "30s"]);
     call_port(&env, h, port);
-    // 20 s: the rollover (new CA, publish, new leaf after the 2 s propagation, the old CA
-    // gone after the 5 s grace and a look at what is served) fits with room to spare.
-    let (versions, settled) = secret_versions(&c, h, 20).await;
+    // One validity (30 s): the rollover (a new CA, published, a new leaf after the 2 s
+    // propagation, the old CA gone after the 5 s grace and a look at what is served), then
+    // the new leaf's first renewal (with 10 s of its 30 left).
+    let (versions, settled) = secret_versions(&c, h, 30).await;
     let text = std::fs::read_to_string(&log).unwrap();
-    println!("{} Secret versions in 20 s", versions.len());
-    // The test's own create, the new CA, the new leaf, the old CA dropped: 4. A loop gives
-    // one per API round trip.
+    println!("{} Secret versions in 30 s", versions.len());
+    // The test's own create, the new CA, the new leaf, the old CA dropped, one renewal: 5.
+    // A loop gives one per API round trip.
     assert!(
-        versions.len() <= 6,
+        versions.len() <= 5,
         "{} writes: a renewal loop?\n{text}",
         versions.len()
     );
@@ -450,9 +451,6 @@ async fn certificate_rollover_from_a_nearly_expired_ca() {
     let app = namespace(&c, "e2e-near-end-app", json!({h: "on"})).await;
     let pod = first_admitted(&c, &app, "a Pod injected after the rollover").await;
     assert!(injected(&pod), "{:?}", containers(&pod));
-    // And quiet afterwards: no write in the next 5 s.
-    let (after, _) = secret_versions(&c, h, 5).await;
-    assert_eq!(after.len(), 1, "still writing: {after:?}\n{text}");
 }
 
 /// Issue 32, item 2: extra names written otherwise than the certificate gives them back
@@ -509,4 +507,64 @@ async fn ipv6_san_settles() {
     let app = namespace(&c, "e2e-ipv6-san-app", json!({h: "on"})).await;
     let pod = first_admitted(&c, &app, "a Pod injected").await;
     assert!(injected(&pod));
+}
+
+/// A Secret of the certificate's name that the injector did not make (no managed-by label)
+/// is never written: a replica serves its pair if it is one, the holder says why it leaves
+/// it alone, and neither the Secret nor the caBundle changes.
+#[tokio::test]
+#[ignore = "needs a cluster: tests/e2e/run"]
+async fn a_foreign_certificate_secret_is_never_overwritten() {
+    use sidecar_injector::engine::certificates::authority;
+    let env = env();
+    let c = client(&env).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut undo = Undo::new();
+    let h = "e2e-foreign-cert";
+    let _home = home(&env, &c, h, &mut undo).await;
+    let now = time::OffsetDateTime::now_utc();
+    let ca = authority::new_ca(now, Duration::from_secs(3600)).unwrap();
+    let leaf = authority::issue(
+        &ca,
+        &["127.0.0.1".to_owned()],
+        now,
+        now + Duration::from_secs(600),
+    )
+    .unwrap();
+    // Theirs: cert-manager's, or made by hand; it even lacks ca.key.
+    let theirs: Secret = serde_json::from_value(json!({
+        "metadata": {"name": SECRET, "labels": {"owner": "team-x"}},
+        "type": "kubernetes.io/tls",
+        "stringData": {"ca.crt": ca.cert_pem, "tls.crt": leaf.cert_pem, "tls.key": leaf.key_pem}}))
+    .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), h);
+    let theirs = secrets
+        .create(&PostParams::default(), &theirs)
+        .await
+        .unwrap();
+    let (_a, _port, _, log) = replica(&env, h, dir.path(), "foreign-cert", &[]);
+    let said = eventually(
+        "the holder to say why it leaves the Secret alone",
+        30,
+        || async {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.contains("sidecar-injector did not make it")
+                .then_some(text)
+        },
+    )
+    .await;
+    assert!(said.contains("delete it to have one made"), "{said}");
+    // Some looks later, nothing was written.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let now = secrets.get(SECRET).await.unwrap();
+    assert_eq!(
+        now.metadata.resource_version,
+        theirs.metadata.resource_version
+    );
+    assert_eq!(now.data, theirs.data);
+    assert_eq!(
+        ca_bundle_of(&c, h).await,
+        None,
+        "no caBundle published from it"
+    );
 }

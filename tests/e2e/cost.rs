@@ -6,9 +6,14 @@
 //!   webhook configuration: the same TLS (certificate and caBundle), `failurePolicy`,
 //!   timeout, rules, objectSelector and matchConditions; only its URL and namespace label
 //!   differ;
-//! - creations through the injector as installed, with the default template.
+//! - creations through the injector as installed, with the default template;
+//! - and, to tell the injector's work from the apiserver's: creations through this
+//!   repository's `bench/floor` answering every review with the injector's own patch for
+//!   that Pod (the difference of a dry run with and without the injector), registered the
+//!   same way. Against it the injector's added cost is its own; the rest is what applying
+//!   the patch and storing the larger Pod costs the apiserver, which any injector pays.
 //!
-//! The same client, the same Pod and the same namespace shape for all three. It asserts what
+//! The same client, the same Pod and the same namespace shape for all four. It asserts what
 //! each creation must be (injected or not, none refused) and prints the figures on `RESULT`
 //! lines for BENCHMARKS.md: it asserts nothing about time.
 
@@ -26,12 +31,13 @@ impl Drop for Floor {
     }
 }
 
-/// Starts the floor (E2E_FLOOR_BIN, built by tests/e2e/run) with the suite's certificate on a
-/// free loopback port; returns it and the port once it accepts connections.
-fn start_floor(env: &Env) -> (Floor, u16) {
-    let bin = std::env::var("E2E_FLOOR_BIN").unwrap_or_else(|_| {
+/// Starts a floor (the binary named by the environment variable `var`, built by
+/// tests/e2e/run) with the suite's certificate on a free loopback port, with `extra`
+/// arguments; returns it and the port once it accepts connections.
+fn start_floor(env: &Env, var: &str, extra: &[String]) -> (Floor, u16) {
+    let bin = std::env::var(var).unwrap_or_else(|_| {
         panic!(
-            "E2E_FLOOR_BIN is not set: tests/e2e/run builds ../shared/perf/floor (the independent floor) and sets it; run the suite with ../shared beside the repository"
+            "{var} is not set: tests/e2e/run builds ../shared/perf/floor (the independent floor) and bench/floor and sets it; run the suite with ../shared beside the repository"
         )
     });
     let port = common::free_port();
@@ -40,6 +46,7 @@ fn start_floor(env: &Env) -> (Floor, u16) {
         .arg(port.to_string())
         .arg(certs.join("tls.crt"))
         .arg(certs.join("tls.key"))
+        .args(extra)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -54,6 +61,50 @@ fn start_floor(env: &Env) -> (Floor, u16) {
         std::thread::sleep(Duration::from_millis(50));
     }
     (floor, port)
+}
+
+/// The labels, annotations and spec of a Pod: what the injector's patch changes.
+fn patched_part(pod: &Value) -> Value {
+    let mut meta = serde_json::Map::new();
+    for k in ["labels", "annotations"] {
+        if let Some(v) = pod["metadata"].get(k) {
+            meta.insert(k.into(), v.clone());
+        }
+    }
+    json!({"metadata": meta, "spec": pod["spec"]})
+}
+
+/// The injector's patch for [`pending`], as the apiserver holds the Pod when it calls the
+/// webhook: the difference between a dry run in `plain` and one in `injected`, over the
+/// labels, annotations and spec (names and uids differ from Pod to Pod), base64.
+async fn injectors_patch(c: &Client, plain: &str, injected: &str) -> String {
+    use base64::Engine as _;
+    let dry = |ns: &str| {
+        let api: Api<Pod> = Api::namespaced(c.clone(), ns);
+        async move {
+            let pod: Pod = serde_json::from_value(pending("patch-probe")).unwrap();
+            let made = api
+                .create(
+                    &PostParams {
+                        dry_run: true,
+                        ..Default::default()
+                    },
+                    &pod,
+                )
+                .await
+                .unwrap();
+            serde_json::to_value(made).unwrap()
+        }
+    };
+    let (before, after) = (dry(plain).await, dry(injected).await);
+    assert!(!injected_value(&before) && injected_value(&after));
+    let patch = json_patch::diff(&patched_part(&before), &patched_part(&after));
+    base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&patch).unwrap())
+}
+
+/// [`injected`] on a Pod as JSON.
+fn injected_value(pod: &Value) -> bool {
+    serde_json::from_value::<Pod>(pod.clone()).is_ok_and(|p| injected(&p))
 }
 
 /// A copy of the installed webhook configuration named `name`, calling `url` for the
@@ -138,7 +189,7 @@ async fn flat_out(c: &Client, ns: &str, clients: usize, secs: u64, want_injected
 async fn added_latency_vs_a_noop_webhook() {
     let env = env();
     let c = client(&env).await;
-    let (_floor, floor_port) = start_floor(&env);
+    let (_floor, floor_port) = start_floor(&env, "E2E_FLOOR_BIN", &[]);
     let _registered = register_copy(
         &env,
         "floor",
@@ -150,13 +201,37 @@ async fn added_latency_vs_a_noop_webhook() {
     webhook_in_effect(&c, &injector).await;
     // The floor answers: a dry run there comes back (allowed, not injected).
     dry_run_until(&c, &floor, "the floor to be called", |p| !injected(p)).await;
-    let yardsticks = [(&none, false), (&floor, false), (&injector, true)];
-    let names = ["none", "floor", "injector"];
+    // The floor that answers with the injector's patch.
+    let patch_file = env.work.join("injectors-patch.b64");
+    std::fs::write(&patch_file, injectors_patch(&c, &none, &injector).await).unwrap();
+    let (_patched_floor, patched_port) = start_floor(
+        &env,
+        "E2E_PATCH_FLOOR_BIN",
+        &[format!("patch={}", patch_file.display())],
+    );
+    let _registered_patched = register_copy(
+        &env,
+        "patched",
+        &format!("https://127.0.0.1:{patched_port}/mutate"),
+    );
+    let patched = namespace(&c, "e2e-yard-patched", json!({"e2e-yardstick": "patched"})).await;
+    dry_run_until(&c, &patched, "the patching floor to be called", injected).await;
+    let yardsticks = [
+        (&none, false),
+        (&floor, false),
+        (&patched, true),
+        (&injector, true),
+    ];
+    let names = ["none", "floor", "patched", "injector"];
 
     // Latency: one client, one creation at a time, the three interleaved so the machine's
     // noise falls on all of them; 30 rounds of warm-up first.
-    let webhooks = ["floor.e2e.test", "inject.sidecar-injector.io"];
-    let mut times: [Vec<Duration>; 3] = Default::default();
+    let webhooks = [
+        "floor.e2e.test",
+        "patched.e2e.test",
+        "inject.sidecar-injector.io",
+    ];
+    let mut times: [Vec<Duration>; 4] = Default::default();
     let mut seconds_before = Vec::new();
     for i in 0..530 {
         if i == 30 {
@@ -190,9 +265,9 @@ async fn added_latency_vs_a_noop_webhook() {
         .map(|v| (quantile(v, 0.5), quantile(v, 0.99)))
         .collect();
     let added = |k: usize| (p[k].0 - p[0].0, p[k].1 - p[0].1);
-    let (floor_added, injector_added) = (added(1), added(2));
+    let (floor_added, patched_added, injector_added) = (added(1), added(2), added(3));
     println!(
-        "RESULT latency creations_each={} none_p50_ms={:.3} none_p99_ms={:.3} floor_p50_ms={:.3} floor_p99_ms={:.3} injector_p50_ms={:.3} injector_p99_ms={:.3} floor_added_p50_ms={:.3} injector_added_p50_ms={:.3} floor_added_p99_ms={:.3} injector_added_p99_ms={:.3} added_p50_ratio={:.3}",
+        "RESULT latency creations_each={} none_p50_ms={:.3} none_p99_ms={:.3} floor_p50_ms={:.3} floor_p99_ms={:.3} patched_p50_ms={:.3} patched_p99_ms={:.3} injector_p50_ms={:.3} injector_p99_ms={:.3} floor_added_p50_ms={:.3} patched_added_p50_ms={:.3} injector_added_p50_ms={:.3} floor_added_p99_ms={:.3} patched_added_p99_ms={:.3} injector_added_p99_ms={:.3} added_p50_ratio={:.3} added_p50_ratio_vs_patched={:.3}",
         times[0].len(),
         p[0].0,
         p[0].1,
@@ -200,13 +275,22 @@ async fn added_latency_vs_a_noop_webhook() {
         p[1].1,
         p[2].0,
         p[2].1,
+        p[3].0,
+        p[3].1,
         floor_added.0,
+        patched_added.0,
         injector_added.0,
         floor_added.1,
+        patched_added.1,
         injector_added.1,
-        injector_added.0 / floor_added.0
+        injector_added.0 / floor_added.0,
+        injector_added.0 / patched_added.0
     );
-    for ((w, (sum, count)), name) in webhooks.iter().zip(&at_server).zip(["floor", "injector"]) {
+    for ((w, (sum, count)), name) in webhooks
+        .iter()
+        .zip(&at_server)
+        .zip(["floor", "patched", "injector"])
+    {
         assert_eq!(
             *count as usize,
             times[0].len(),
@@ -227,22 +311,30 @@ async fn added_latency_vs_a_noop_webhook() {
         rates.push(rate);
     }
     println!(
-        "RESULT throughput clients=8 seconds=30 none_per_s={:.1} floor_per_s={:.1} injector_per_s={:.1} injector_vs_none={:.3} injector_vs_floor={:.3} floor_vs_none={:.3}",
+        "RESULT throughput clients=8 seconds=30 none_per_s={:.1} floor_per_s={:.1} patched_per_s={:.1} injector_per_s={:.1} injector_vs_none={:.3} injector_vs_floor={:.3} injector_vs_patched={:.3} floor_vs_none={:.3} patched_vs_floor={:.3}",
         rates[0],
         rates[1],
         rates[2],
-        rates[2] / rates[0],
-        rates[2] / rates[1],
-        rates[1] / rates[0]
+        rates[3],
+        rates[3] / rates[0],
+        rates[3] / rates[1],
+        rates[3] / rates[2],
+        rates[1] / rates[0],
+        rates[2] / rates[1]
     );
 
     // Thousands of Pods: the namespaces (deleted by their guards, the Pods with them by the
     // namespace controller) are gone before the next test, so they load neither its
     // apiserver nor the injector's survey.
-    drop((none, floor, injector));
+    drop((none, floor, patched, injector));
     let namespaces: Api<Namespace> = Api::all(c.clone());
-    let deadline = Instant::now() + Duration::from_secs(180);
-    for name in ["e2e-yard-none", "e2e-yard-floor", "e2e-yard-injector"] {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    for name in [
+        "e2e-yard-none",
+        "e2e-yard-floor",
+        "e2e-yard-patched",
+        "e2e-yard-injector",
+    ] {
         while namespaces.get_opt(name).await.ok().flatten().is_some() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }

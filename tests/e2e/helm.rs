@@ -288,7 +288,7 @@ async fn helm_install_upgrade_uninstall() {
         &[("POD_NAMESPACE", ns), ("POD_NAME", "helm-a")],
         &log,
     );
-    let _serve = Beside(child);
+    let serve = Beside(child);
     assert_eq!(
         tls,
         port,
@@ -314,7 +314,9 @@ async fn helm_install_upgrade_uninstall() {
     let bundle = ca_bundle(&c, release).await.expect("the caBundle is set");
 
     // helm upgrade with another template: the caBundle is kept (the chart never renders
-    // one) and new Pods get the new template.
+    // one) and new Pods get the new template. The injector is stopped first: running, it
+    // would put back a caBundle the upgrade blanked within milliseconds, and hide it.
+    drop(serve);
     let template = std::fs::read_to_string(shipped.join("mutate.yaml"))
         .unwrap()
         .replace("value: \"{{ values.logLevel }}\"", "value: UPGRADED");
@@ -334,7 +336,19 @@ async fn helm_install_upgrade_uninstall() {
     assert_eq!(
         ca_bundle(&c, release).await,
         Some(bundle),
-        "the caBundle is kept"
+        "the caBundle is kept by the upgrade itself, with no injector running"
+    );
+    let (child, tls, _) = common::spawn_serve_with_env(
+        &args,
+        &[("POD_NAMESPACE", ns), ("POD_NAME", "helm-a2")],
+        &log,
+    );
+    let _serve = Beside(child);
+    assert_eq!(
+        tls,
+        port,
+        "serve again: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
     );
     let upgraded = eventually("a Pod with the new template", 30, || async {
         let p = create_pod(

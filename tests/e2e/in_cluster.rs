@@ -570,16 +570,15 @@ async fn doctor_on_the_default_install() {
             None,
         ))
     });
-    let endpoints: Api<Endpoints> = Api::namespaced(c.clone(), NS);
-    eventually("no endpoint behind the Service", 60, || async {
-        let ep = endpoints.get_opt("sidecar-injector").await.ok()??;
-        let ready: usize = ep
-            .subsets
-            .iter()
-            .flatten()
-            .map(|s| s.addresses.as_ref().map_or(0, Vec::len))
-            .sum();
-        (ready == 0).then_some(())
+    // Gone, not only out of the Service: a replica draining after SIGTERM still keeps the
+    // caBundle and would put it back at once.
+    let pods: Api<Pod> = Api::namespaced(c.clone(), NS);
+    eventually("no injector Pod left", 90, || async {
+        let list = pods
+            .list(&ListParams::default().labels("app.kubernetes.io/name=sidecar-injector"))
+            .await
+            .ok()?;
+        list.items.is_empty().then_some(())
     })
     .await;
     tokio::task::block_in_place(|| {

@@ -471,8 +471,14 @@ async fn secrets_foreign_left_alone() {
         (copies_metric(metrics, "foreign").await == 1.0).then_some(())
     })
     .await;
-    // A full comparison (every 30 s) later it is still untouched, byte for byte.
-    tokio::time::sleep(Duration::from_secs(32)).await;
+    // Two more full comparisons later (a resync every 30 s, or a watch event, starts one)
+    // it is still untouched, byte for byte.
+    let passes = |text: &str| text.matches("propagateSecrets: pass done").count();
+    let seen = passes(&std::fs::read_to_string(&log).unwrap());
+    eventually("two more passes of the copies", 70, || async {
+        (passes(&std::fs::read_to_string(&log).unwrap()) >= seen + 2).then_some(())
+    })
+    .await;
     let now = secrets.get(TOKEN).await.unwrap();
     assert_eq!(
         now.metadata.resource_version,

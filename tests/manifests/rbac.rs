@@ -229,3 +229,109 @@ fn secrets_are_granted_by_the_names_propagate_secrets_lists_and_create_alone_is_
     );
     assert_eq!(binding["roleRef"]["name"], "sidecar-injector-secrets");
 }
+
+/// The chart's RBAC template with the values of the default install put in by hand (the
+/// release and its namespace `sidecar-injector`, the default certificate Secret, the
+/// propagated names of config.yaml), every `if`/`with` block kept (self-managed
+/// certificates, propagation and repair all on). Any other template expression fails the
+/// test: a new one must be added here, so the comparison below never skips a rule.
+fn chart_rbac_by_hand(propagated: &[String]) -> Vec<Value> {
+    let text = std::fs::read_to_string(root().join("charts/sidecar-injector/templates/rbac.yaml"))
+        .unwrap();
+    let subjects = "subjects:\n- kind: ServiceAccount\n  name: sidecar-injector\n  namespace: sidecar-injector";
+    let mut out = String::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        let t = line.trim();
+        // Control lines: each block is kept.
+        if t.starts_with("{{- $settings")
+            || t.starts_with("{{- with")
+            || t.starts_with("{{- if")
+            || t == "{{- end }}"
+        {
+            continue;
+        }
+        // The labels block: `labels:` then the include.
+        if t == "labels:"
+            && lines
+                .peek()
+                .is_some_and(|n| n.contains("sidecar-injector.labels"))
+        {
+            lines.next();
+            continue;
+        }
+        if t.starts_with("{{ include \"sidecar-injector.subject\"") {
+            out.push_str(subjects);
+            out.push('\n');
+            continue;
+        }
+        let line = line
+            .replace("{{ .Release.Name }}", "sidecar-injector")
+            .replace("{{ $.Release.Name }}", "sidecar-injector")
+            .replace("{{ .Release.Namespace }}", "sidecar-injector")
+            .replace(
+                "{{ .Values.certificates.secretName }}",
+                "sidecar-injector-tls",
+            )
+            .replace(
+                "{{ toJson . }}",
+                &serde_json::to_string(propagated).unwrap(),
+            );
+        assert!(
+            !line.contains("{{"),
+            "a template expression this test does not know: {line}"
+        );
+        out.push_str(&line);
+        out.push('\n');
+    }
+    sidecar_injector::engine::yaml::documents(&out).unwrap()
+}
+
+/// The chart and manifests/ grant the same rules to the same ServiceAccount, Role by Role
+/// (issue 32: only e2e compared them, with helm). manifests/ is the base and the repair
+/// component; the chart has every option on.
+#[test]
+fn the_chart_grants_exactly_the_rbac_of_manifests() {
+    let mut manifests = render(&root().join("manifests"));
+    manifests.extend(render(&root().join("manifests/components/repair")));
+    let config: Value = sidecar_injector::engine::yaml::from_str(
+        &std::fs::read_to_string(root().join("manifests/base/config/config.yaml")).unwrap(),
+    )
+    .unwrap();
+    let propagated: Vec<String> =
+        serde_json::from_value(config["propagateSecrets"].clone()).unwrap_or_default();
+    assert!(
+        !propagated.is_empty(),
+        "config.yaml propagates the token Secret"
+    );
+    let chart = chart_rbac_by_hand(&propagated);
+    let rbac = |docs: &[Value]| -> std::collections::BTreeMap<(String, String), Value> {
+        docs.iter()
+            .filter(|d| {
+                ["Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"]
+                    .contains(&d["kind"].as_str().unwrap_or_default())
+            })
+            .map(|d| {
+                let key = (
+                    d["kind"].as_str().unwrap().to_owned(),
+                    d["metadata"]["name"].as_str().unwrap().to_owned(),
+                );
+                let body = json!({"namespace": d["metadata"]["namespace"], "rules": d["rules"],
+                    "roleRef": d["roleRef"], "subjects": d["subjects"]});
+                (key, body)
+            })
+            .collect()
+    };
+    let (from_chart, from_manifests) = (rbac(&chart), rbac(&manifests));
+    assert_eq!(
+        from_chart.keys().collect::<Vec<_>>(),
+        from_manifests.keys().collect::<Vec<_>>(),
+        "the same Roles and bindings"
+    );
+    for (key, rules) in &from_manifests {
+        assert_eq!(
+            &from_chart[key], rules,
+            "{key:?}: the chart differs from manifests/"
+        );
+    }
+}

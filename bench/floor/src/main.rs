@@ -8,6 +8,9 @@
 //!
 //! `value` (default) parses the review into a `serde_json::Value`, as a typical webhook does;
 //! `raw` only scans it (the object stays raw JSON) and reads the uid: the cheapest parse there is.
+//! `patch=FILE` parses as `value` does and answers every review with the same JSON Patch (the
+//! base64 text in FILE): the e2e cost test's yardstick for what the apiserver pays to apply
+//! and store an injected Pod, with no injection work on the webhook's side.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -49,11 +52,16 @@ fn uid_of(body: &[u8], raw: bool) -> Option<Value> {
     }
 }
 
-fn mutate(raw: bool, body: &[u8]) -> Response {
+fn mutate(raw: bool, patch: Option<&str>, body: &[u8]) -> Response {
     let Some(uid) = uid_of(body, raw) else {
         return (StatusCode::BAD_REQUEST, "not a review").into_response();
     };
-    let out = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {"uid": uid, "allowed": true}});
+    let mut response = json!({"uid": uid, "allowed": true});
+    if let Some(patch) = patch {
+        response["patchType"] = "JSONPatch".into();
+        response["patch"] = patch.into();
+    }
+    let out = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response});
     (
         [(header::CONTENT_TYPE, "application/json")],
         serde_json::to_vec(&out).unwrap_or_default(),
@@ -67,13 +75,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (listen, cert, key, mode) = match args.as_slice() {
         [_, l, c, k] => (l, c, k, "value"),
         [_, l, c, k, m] => (l, c, k, m.as_str()),
-        _ => return Err("usage: floor ADDR:PORT CERT.pem KEY.pem [value|raw]".into()),
+        _ => return Err("usage: floor ADDR:PORT CERT.pem KEY.pem [value|raw|patch=FILE]".into()),
     };
-    let raw = match mode {
-        "value" => false,
-        "raw" => true,
-        other => return Err(format!("mode {other:?}: want value or raw").into()),
+    let (raw, patch) = match mode {
+        "value" => (false, None),
+        "raw" => (true, None),
+        m if m.starts_with("patch=") => {
+            let text = std::fs::read_to_string(&m["patch=".len()..])?;
+            (false, Some(text.trim().to_owned()))
+        }
+        other => return Err(format!("mode {other:?}: want value, raw or patch=FILE").into()),
     };
+    let patch: Option<&'static str> = patch.map(|p| &*Box::leak(p.into_boxed_str()));
     let certs = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
     let key = PrivateKeyDer::from_pem_file(key)?;
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
@@ -86,7 +99,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let app = Router::new().route(
         "/mutate",
-        post(move |body: Bytes| async move { mutate(raw, &body) }),
+        post(move |body: Bytes| async move { mutate(raw, patch, &body) }),
     );
     let listener = tokio::net::TcpListener::bind(listen.as_str()).await?;
     eprintln!("floor ({mode}) listening on {listen}");
