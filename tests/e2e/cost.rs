@@ -32,9 +32,10 @@ impl Drop for Floor {
 }
 
 /// Starts a floor (the binary named by the environment variable `var`, built by
-/// tests/e2e/run) with the suite's certificate on a free loopback port, with `extra`
+/// tests/e2e/run) with the suite's certificate on a free loopback port (given to it as
+/// `listen` writes it: the shared floor takes a port, bench/floor an address), with `extra`
 /// arguments; returns it and the port once it accepts connections.
-fn start_floor(env: &Env, var: &str, extra: &[String]) -> (Floor, u16) {
+fn start_floor(env: &Env, var: &str, listen: fn(u16) -> String, extra: &[String]) -> (Floor, u16) {
     let bin = std::env::var(var).unwrap_or_else(|_| {
         panic!(
             "{var} is not set: tests/e2e/run builds ../shared/perf/floor (the independent floor) and bench/floor and sets it; run the suite with ../shared beside the repository"
@@ -43,7 +44,7 @@ fn start_floor(env: &Env, var: &str, extra: &[String]) -> (Floor, u16) {
     let port = common::free_port();
     let certs = env.work.join("certs");
     let child = Command::new(&bin)
-        .arg(port.to_string())
+        .arg(listen(port))
         .arg(certs.join("tls.crt"))
         .arg(certs.join("tls.key"))
         .args(extra)
@@ -189,7 +190,7 @@ async fn flat_out(c: &Client, ns: &str, clients: usize, secs: u64, want_injected
 async fn added_latency_vs_a_noop_webhook() {
     let env = env();
     let c = client(&env).await;
-    let (_floor, floor_port) = start_floor(&env, "E2E_FLOOR_BIN", &[]);
+    let (_floor, floor_port) = start_floor(&env, "E2E_FLOOR_BIN", |port| port.to_string(), &[]);
     let _registered = register_copy(
         &env,
         "floor",
@@ -207,6 +208,7 @@ async fn added_latency_vs_a_noop_webhook() {
     let (_patched_floor, patched_port) = start_floor(
         &env,
         "E2E_PATCH_FLOOR_BIN",
+        |port| format!("127.0.0.1:{port}"),
         &[format!("patch={}", patch_file.display())],
     );
     let _registered_patched = register_copy(
