@@ -348,13 +348,14 @@ async fn added_latency_vs_a_noop_webhook() {
     }
 
     // Throughput: 8 clients at once for 30 s against each.
-    // Where the CPU goes in each (2 cores shared by all): the apiserver, etcd, the webhook
-    // called, and the client (this test), in milliseconds per creation.
+    // Where the CPU goes in each (2 cores shared by all): the control plane (etcd, the
+    // apiserver and the controllers: one process), kwok, the webhook called, and the client
+    // (this test), in milliseconds per creation.
     let webhook_pid: u32 = std::env::var("E2E_WEBHOOK_PID")
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(0);
-    let watched = ["kube-apiserver", "etcd", "floor", "e2e-"];
+    let watched = ["controlplane", "kwok", "floor", "e2e-"];
     let mut rates = Vec::new();
     for (k, (ns, want)) in yardsticks.iter().enumerate() {
         let before = cpu_seconds(&watched, webhook_pid);
