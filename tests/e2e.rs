@@ -526,6 +526,25 @@ async fn metrics_text(addr: &str) -> String {
     }
 }
 
+/// The subjectAltName entries of the first certificate of a PEM text, as x509-parser shows
+/// them (`DNSName(…)`, `IPAddress(…)` with the address as its bytes).
+fn sans_of(pem: &[u8]) -> Vec<String> {
+    let chain = rustls_pki_certs(pem);
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(chain.first().expect("a certificate in the PEM"))
+            .unwrap();
+    cert.subject_alternative_name()
+        .unwrap()
+        .map(|s| {
+            s.value
+                .general_names
+                .iter()
+                .map(|n| n.to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The certificates of a PEM text.
 fn rustls_pki_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
     use rustls::pki_types::pem::PemObject;

@@ -205,21 +205,7 @@ async fn in_cluster_service_path() {
     let secrets: Api<Secret> = Api::namespaced(c.clone(), NS);
     let tls = secrets.get("sidecar-injector-tls").await.unwrap();
     let pem = tls.data.unwrap()["tls.crt"].0.clone();
-    let chain = rustls_pki_certs(&pem);
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(chain.first().expect("a certificate in tls.crt"))
-            .unwrap();
-    let sans: Vec<String> = cert
-        .subject_alternative_name()
-        .unwrap()
-        .map(|s| {
-            s.value
-                .general_names
-                .iter()
-                .map(|n| n.to_string())
-                .collect()
-        })
-        .unwrap_or_default();
+    let sans = sans_of(&pem);
     assert!(
         sans.iter()
             .any(|s| s.contains("sidecar-injector.sidecar-injector.svc"))
