@@ -218,7 +218,11 @@ async fn hold(
         } else {
             let secret = secret_rx.borrow_and_update().clone();
             let webhook = webhook_rx.borrow_and_update().clone();
-            match look(&secrets, &webhooks, &opts, &mut seen, secret, webhook).await {
+            match look(
+                &secrets, &webhooks, &opts, &leader, &mut seen, secret, webhook,
+            )
+            .await
+            {
                 Ok(Some(next)) => wait = wait.min(next),
                 Ok(None) => wait = Duration::from_millis(200),
                 Err(e) => say(tracing::Level::WARN, format!("{opts}: {e:#}")),
@@ -238,6 +242,7 @@ async fn look(
     secrets: &Api<Secret>,
     webhooks: &Api<MutatingWebhookConfiguration>,
     opts: &Options,
+    leader: &AtomicBool,
     seen: &mut Seen,
     secret: Latest<Secret>,
     webhook: Latest<MutatingWebhookConfiguration>,
@@ -291,6 +296,11 @@ async fn look(
         let newest = rotation::bundle(&s.cas[s.cas.len().saturating_sub(1)..]);
         let client = secrets.clone().into_client();
         let lagging = crate::cluster::served::lagging(&client, &webhook, &newest).await;
+        // The handshakes take up to seconds: a replica that lost the Lease meanwhile writes
+        // nothing (one writer at a time, issue 32, item 4).
+        if !leader.load(Ordering::Relaxed) {
+            return Ok(Some(Duration::from_secs(1)));
+        }
         if !lagging.is_empty() {
             tracing::info!(secret = %opts, lagging = %lagging.join("; "), "certificates: the previous CA stays while a replica serves a certificate of it");
         }
