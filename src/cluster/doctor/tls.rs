@@ -28,11 +28,7 @@ pub struct Served {
 
 pub use crate::engine::certificates::authority::host_port;
 
-use crate::cluster::served::{self, roots};
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
+use crate::cluster::served::{self, provider, roots};
 
 /// A URL webhook: reachable (`Err` is the reachability finding) and then the handshake with
 /// the caBundle as root: the caBundle finding.
