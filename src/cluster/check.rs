@@ -21,6 +21,11 @@ use serde_json::value::RawValue;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+/// The annotation repair sets on a workload's Pod template beside `restartedAt`: the
+/// template hash it restarted for. The Pods of that rollout carry it, so a Pod still missing
+/// or stale with it is one a restart did not fix, and no restart will: repair never loops.
+pub const REPAIRED_FOR_KEY: &str = "sidecar-injector.io/repairedFor";
+
 /// A Pod's state against the live configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -67,6 +72,9 @@ pub struct PodReport {
     pub owner: String,
     pub state: State,
     pub reason: String,
+    /// The template hash a repair restarted its workload for ([`REPAIRED_FOR_KEY`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repaired_for: Option<String>,
 }
 
 /// Judges one Pod (its JSON as read from the API) in its namespace, for the live config.
@@ -295,6 +303,12 @@ pub async fn survey(
                     owner: owners.of(&pod).await,
                     state,
                     reason,
+                    repaired_for: pod
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(REPAIRED_FOR_KEY))
+                        .cloned(),
                 });
             }
             match page.metadata.continue_.filter(|c| !c.is_empty()) {

@@ -13,27 +13,65 @@ use std::time::{Duration, Instant};
 /// sets `kubectl.kubernetes.io/restartedAt`.
 pub const RESTARTED_AT_KEY: &str = "sidecar-injector.io/restartedAt";
 
-/// The workloads repair can roll: Deployments, StatefulSets and DaemonSets owning a Pod that
-/// is missing the sidecar or runs an old template, as `(namespace, Kind/name)`, and the
-/// Pods no repair touches (bare Pods, Job Pods, ...), reported only.
-pub fn to_repair(reports: &[PodReport]) -> (Vec<(String, String)>, Vec<&PodReport>) {
-    let mut workloads = Vec::new();
-    let mut untouched = Vec::new();
-    for r in reports
-        .iter()
-        .filter(|r| matches!(r.state, State::Missing | State::Stale))
-    {
+pub use crate::cluster::check::REPAIRED_FOR_KEY;
+
+/// What repair does with the Pods `check` found.
+#[derive(Debug, Default)]
+pub struct Plan<'a> {
+    /// Deployments, StatefulSets and DaemonSets owning a Pod missing the sidecar or running
+    /// an old template, as `(namespace, Kind/name)`: restarted.
+    pub workloads: Vec<(String, String)>,
+    /// Pods no repair touches (bare Pods, Job Pods, ...): reported only.
+    pub untouched: Vec<&'a PodReport>,
+    /// Workloads already restarted for this template whose new Pods are still missing or
+    /// stale, each with one such Pod: reported, never restarted again.
+    pub given_up: Vec<(String, String, &'a PodReport)>,
+}
+
+/// What repair does for the reports of a survey against the config of `template_hash`.
+pub fn to_repair<'a>(reports: &'a [PodReport], template_hash: &str) -> Plan<'a> {
+    let mut plan = Plan::default();
+    let needs = |r: &&PodReport| matches!(r.state, State::Missing | State::Stale);
+    // A workload one of whose Pods a restart for this template made, and did not fix.
+    for r in reports.iter().filter(needs) {
+        if r.repaired_for.as_deref() == Some(template_hash)
+            && !plan
+                .given_up
+                .iter()
+                .any(|(ns, owner, _)| *ns == r.namespace && *owner == r.owner)
+        {
+            plan.given_up
+                .push((r.namespace.clone(), r.owner.clone(), r));
+        }
+    }
+    for r in reports.iter().filter(needs) {
         let kind = r.owner.split('/').next().unwrap_or_default();
         if matches!(kind, "Deployment" | "StatefulSet" | "DaemonSet") {
             let w = (r.namespace.clone(), r.owner.clone());
-            if !workloads.contains(&w) {
-                workloads.push(w);
+            let given_up = plan
+                .given_up
+                .iter()
+                .any(|(ns, owner, _)| *ns == w.0 && *owner == w.1);
+            if !given_up && !plan.workloads.contains(&w) {
+                plan.workloads.push(w);
             }
         } else {
-            untouched.push(r);
+            plan.untouched.push(r);
         }
     }
-    (workloads, untouched)
+    plan
+}
+
+/// What to say of a workload repair gave up on.
+pub fn given_up_note(namespace: &str, owner: &str, pod: &PodReport) -> String {
+    format!(
+        "not repaired again: {namespace}/{owner} was restarted for this template ({}={}), and its new Pod {} is still {} ({}): a restart cannot fix it; see why with sidecar-injector preview, or opt it out",
+        REPAIRED_FOR_KEY,
+        pod.repaired_for.as_deref().unwrap_or_default(),
+        pod.pod,
+        pod.state.as_str(),
+        pod.reason
+    )
 }
 
 /// For each workload to repair, its Pods that need it (`web-1 missing, web-2 stale`): the
@@ -64,6 +102,8 @@ pub struct RepairOptions {
     pub rollout_timeout: Duration,
     /// Who the Events say did it.
     pub reporter: Reporter,
+    /// The template hash of the config the restarts are for ([`REPAIRED_FOR_KEY`]).
+    pub template_hash: String,
 }
 
 /// At most so many restarts in any minute; kept across repair rounds.
@@ -135,7 +175,10 @@ pub async fn repair(
         let now = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
-        let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT_KEY: now}}}}});
+        let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
+            RESTARTED_AT_KEY: now,
+            REPAIRED_FOR_KEY: opts.template_hash,
+        }}}}});
         let params = PatchParams::default();
         let reference = match kind {
             "Deployment" => restart::<Deployment>(client, namespace, name, &patch, &params).await?,
@@ -272,6 +315,7 @@ mod tests {
             owner: owner.into(),
             state,
             reason: String::new(),
+            repaired_for: None,
         };
         let reports = [
             r("Deployment/web", State::Missing),
@@ -281,14 +325,67 @@ mod tests {
             r("Pod/bare", State::Stale),
             r("DaemonSet/agent", State::Skipped),
         ];
-        let (workloads, untouched) = to_repair(&reports);
-        assert_eq!(workloads, [("ns".to_owned(), "Deployment/web".to_owned())]);
-        let left: Vec<&str> = untouched.iter().map(|r| r.owner.as_str()).collect();
+        let plan = to_repair(&reports, "h1");
+        assert_eq!(
+            plan.workloads,
+            [("ns".to_owned(), "Deployment/web".to_owned())]
+        );
+        assert!(plan.given_up.is_empty());
+        let left: Vec<&str> = plan.untouched.iter().map(|r| r.owner.as_str()).collect();
         assert_eq!(left, ["Job/once", "Pod/bare"]);
         let t = table(&reports);
         assert!(t.starts_with("NAMESPACE  OWNER"), "{t}");
         assert_eq!(t.lines().count(), 7);
         assert_eq!(counts(&reports)[&State::Missing], 2);
+    }
+
+    /// Issue 33: a workload whose Pods a restart cannot make current (its template opts out,
+    /// the config that judges it is not the one served, ...) was restarted on every run.
+    #[test]
+    fn a_workload_restarted_for_this_template_is_never_restarted_again() {
+        let r = |pod: &str, owner: &str, state, repaired_for: Option<&str>| PodReport {
+            namespace: "ns".into(),
+            pod: pod.into(),
+            owner: owner.into(),
+            state,
+            reason: "the webhook would inject it now".into(),
+            repaired_for: repaired_for.map(str::to_owned),
+        };
+        // Restarted for h1; its new Pods still missing: given up, both of them one line.
+        let after = [
+            r("web-new-1", "Deployment/web", State::Missing, Some("h1")),
+            r("web-new-2", "Deployment/web", State::Missing, Some("h1")),
+            r("db-0", "StatefulSet/db", State::Stale, None),
+        ];
+        let plan = to_repair(&after, "h1");
+        assert_eq!(
+            plan.workloads,
+            [("ns".to_owned(), "StatefulSet/db".to_owned())]
+        );
+        let [(ns, owner, pod)] = plan.given_up.as_slice() else {
+            panic!("one given up: {:?}", plan.given_up);
+        };
+        assert_eq!((ns.as_str(), owner.as_str()), ("ns", "Deployment/web"));
+        let note = given_up_note(ns, owner, pod);
+        assert!(
+            note.contains("not repaired again: ns/Deployment/web"),
+            "{note}"
+        );
+        assert!(note.contains("web-new-1 is still missing"), "{note}");
+        // A Pod of the old rollout, not yet gone, does not bring the restart back.
+        let mixed = [
+            r("web-old", "Deployment/web", State::Missing, None),
+            r("web-new", "Deployment/web", State::Missing, Some("h1")),
+        ];
+        assert!(to_repair(&mixed, "h1").workloads.is_empty());
+        // A new config (h2) is a new reason: one more restart, for it.
+        let plan = to_repair(&after, "h2");
+        assert_eq!(plan.workloads.len(), 2);
+        assert!(plan.given_up.is_empty());
+        // Current Pods restarted for h1 are done, not given up.
+        let done = [r("web-new", "Deployment/web", State::Current, Some("h1"))];
+        let plan = to_repair(&done, "h1");
+        assert!(plan.workloads.is_empty() && plan.given_up.is_empty());
     }
 
     #[test]

@@ -99,6 +99,8 @@ pub fn spawn(
     tokio::spawn(async move {
         let mut advice_said: Option<String> = None;
         let mut limiter = repair::Limiter::default();
+        // The workloads repair gave up on, said once each.
+        let mut given_up_said = std::collections::BTreeSet::new();
         loop {
             // The nodes first: the round judges with the configuration they decide.
             survey_nodes(&client, &state, &mut advice_said).await;
@@ -113,10 +115,10 @@ pub fn spawn(
                             &client,
                             &state,
                             &reports,
-                            &config.settings.repair,
+                            &config,
                             &identity,
                             &leader,
-                            &mut limiter,
+                            (&mut limiter, &mut given_up_said),
                         )
                         .await;
                     }
@@ -195,12 +197,23 @@ async fn repair(
     client: &kube::Client,
     state: &Handles,
     reports: &[check::PodReport],
-    settings: &crate::engine::config::Repair,
+    config: &crate::engine::config::Config,
     identity: &str,
     leader: &AtomicBool,
-    limiter: &mut repair::Limiter,
+    (limiter, given_up_said): (
+        &mut repair::Limiter,
+        &mut std::collections::BTreeSet<String>,
+    ),
 ) {
-    let (workloads, _) = repair::to_repair(reports);
+    let settings = &config.settings.repair;
+    let plan = repair::to_repair(reports, &config.template_hash);
+    for (namespace, owner, pod) in &plan.given_up {
+        let note = repair::given_up_note(namespace, owner, pod);
+        if given_up_said.insert(note.clone()) {
+            tracing::warn!(namespace = %namespace, workload = %owner, "{note}");
+        }
+    }
+    let workloads = plan.workloads;
     if workloads.is_empty() {
         return;
     }
@@ -209,6 +222,7 @@ async fn repair(
         max_per_minute: settings.max_per_minute,
         rollout_timeout: Duration::from_secs(300),
         reporter: crate::cluster::events::reporter(),
+        template_hash: config.template_hash.clone(),
     };
     // One workload at a time, and only while this replica still holds the Lease.
     let keep_going = || leader.load(Ordering::Relaxed);

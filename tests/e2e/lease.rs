@@ -106,6 +106,7 @@ async fn repair_stops_between_workloads_once_the_lease_is_lost() {
             controller: "e2e".into(),
             instance: None,
         },
+        template_hash: "e2e".into(),
     };
     let steal = {
         let c = c.clone();
