@@ -7,8 +7,9 @@ use sidecar_injector::cli::doctor::{self, DoctorArgs};
 use sidecar_injector::cli::hooks::{self, ProbeArgs, UnregisterArgs};
 use sidecar_injector::cli::{certs, context, input};
 use sidecar_injector::cluster;
+use sidecar_injector::cluster::live_config;
 use sidecar_injector::engine::Outcome;
-use sidecar_injector::engine::config::{DEFAULT_OWN_NAMESPACE, Source};
+use sidecar_injector::engine::config::{Config, DEFAULT_OWN_NAMESPACE, Source};
 use sidecar_injector::engine::preview;
 use sidecar_injector::serve::accept::Recycle;
 use sidecar_injector::serve::serving_cert::Certificates;
@@ -38,9 +39,15 @@ enum Command {
     Preview(PreviewArgs),
     /// Load a configuration as serve would, render it, and report every problem.
     Validate {
-        /// A ConfigMap manifest, or a directory holding config.yaml and mutate.yaml. Default: the embedded default.
+        /// A ConfigMap manifest, a directory holding config.yaml and mutate.yaml, - for a
+        /// ConfigMap manifest on standard input, or configmap:NAMESPACE/NAME (read through
+        /// the API, as serve reads it). Default: the embedded default.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// For --config configmap:NAMESPACE/NAME. Default: as kubectl finds it (KUBECONFIG,
+        /// ~/.kube/config).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
     },
     /// Find running Pods that missed the sidecar, run an old template, or cannot run what was
     /// injected; --repair rolls their workloads. Exit code 0 all well, 1 when a Pod is
@@ -139,6 +146,9 @@ enum LogFormat {
 
 #[derive(clap::Args)]
 struct PreviewArgs {
+    /// The configuration to render: a ConfigMap manifest, a directory holding config.yaml
+    /// and mutate.yaml, or configmap:NAMESPACE/NAME. Default: with --kubeconfig, the
+    /// ConfigMap the installed injector serves; else the embedded default.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Manifests to read (YAML or JSON, many documents): a file, a directory (its .yaml, .yml
@@ -162,6 +172,11 @@ struct PreviewArgs {
     /// --namespace-label and --namespace-annotation give takes precedence.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// The injector's MutatingWebhookConfiguration, when the cluster has several installs.
+    /// Default: the one labelled app.kubernetes.io/name=sidecar-injector, whatever its
+    /// release is called.
+    #[arg(long, requires = "kubeconfig")]
+    webhook_configuration: Option<String>,
     #[arg(short = 'o', long = "output", value_enum, default_value = "yaml")]
     output: OutputFormat,
 }
@@ -200,7 +215,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Preview(args) => run_preview(args),
-        Command::Validate { config } => validate(config),
+        Command::Validate { config, kubeconfig } => validate(config, kubeconfig),
         Command::Check(args) => run_check(args),
         Command::Doctor(args) => run_doctor(args),
         Command::Probe(args) => block_on(hooks::probe(args)),
@@ -237,8 +252,10 @@ fn log_filter(level: Option<&str>) -> tracing_subscriber::EnvFilter {
 
 fn init_logging(format: LogFormat) {
     let filter = log_filter(std::env::var("LOG_LEVEL").ok().as_deref());
+    // Colours only on a terminal: a redirected log (a file, kubectl logs) gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -339,6 +356,7 @@ fn run_preview(args: PreviewArgs) -> Result<ExitCode> {
     };
     let chosen = runtime.block_on(context::choose(
         client.as_ref(),
+        args.webhook_configuration.as_deref(),
         args.config.as_deref(),
         &own_namespace(),
     ))?;
@@ -386,13 +404,13 @@ fn run_preview(args: PreviewArgs) -> Result<ExitCode> {
             .with_context(|| format!("{input}: document {}", i + 1))?;
         for f in &p.found {
             let d = &f.decision;
-            eprintln!(
-                "{}: {} ({}): {}",
-                f.what,
-                d.outcome().as_str(),
-                d.reason.as_str(),
-                d.message
-            );
+            let (outcome, reason) = (d.outcome().as_str(), d.reason.as_str());
+            // `injected (injected)` says it twice: the reason only when it adds something.
+            if reason == outcome {
+                eprintln!("{}: {outcome}: {}", f.what, d.message);
+            } else {
+                eprintln!("{}: {outcome} ({reason}): {}", f.what, d.message);
+            }
             for w in &d.warnings {
                 eprintln!("{}: warning: {w}", f.what);
             }
@@ -464,21 +482,59 @@ fn block_on(f: impl std::future::Future<Output = Result<ExitCode>>) -> Result<Ex
         .block_on(f)
 }
 
-fn validate(config: Option<PathBuf>) -> Result<ExitCode> {
+fn validate(config: Option<PathBuf>, kubeconfig: Option<PathBuf>) -> Result<ExitCode> {
+    let stdin = config.as_deref() == Some(std::path::Path::new("-"));
     let source = Source::from_arg(config.as_deref()).map_err(anyhow::Error::msg)?;
-    match config_files::load(&source, &own_namespace()) {
+    let (loaded, said) = match &source {
+        _ if stdin => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .context("reading a ConfigMap manifest from standard input")?;
+            let loaded = sidecar_injector::engine::config::parse_configmap(&text)
+                .map_err(sidecar_injector::engine::config::ConfigError::one)
+                .and_then(|raw| Config::from_raw(&raw, &own_namespace()));
+            (loaded, "standard input".to_owned())
+        }
+        Source::ConfigMap { namespace, name } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting tokio")?;
+            let cm = runtime.block_on(async {
+                let client = cluster::client(kubeconfig.as_deref()).await?;
+                kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client, namespace)
+                    .get_opt(name)
+                    .await
+                    .map_err(|e| {
+                        cluster::api_error(e, &format!("reading ConfigMap {namespace}/{name}"))
+                    })
+            })?;
+            let Some(cm) = cm else {
+                bail!(
+                    "--config {source}: ConfigMap {namespace}/{name} does not exist (kubectl get configmaps -n {namespace} lists them)"
+                );
+            };
+            // As serve loads it: its own namespace is the ConfigMap's.
+            (live_config::load(&cm, namespace), source.to_string())
+        }
+        _ => (
+            config_files::load(&source, &own_namespace()),
+            source.to_string(),
+        ),
+    };
+    match loaded {
         Ok(c) => {
             for w in &c.warnings {
                 eprintln!("warning: {w}");
             }
-            println!("{source}: valid (template hash {})", c.template_hash);
+            println!("{said}: valid (template hash {})", c.template_hash);
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
             for p in &e.problems {
                 eprintln!("{p}");
             }
-            eprintln!("{source}: {} problem(s)", e.problems.len());
+            eprintln!("{said}: {} problem(s)", e.problems.len());
             Ok(ExitCode::FAILURE)
         }
     }

@@ -19,6 +19,11 @@ pub struct CheckArgs {
     /// Default: as kubectl finds it (KUBECONFIG, ~/.kube/config).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// The injector's MutatingWebhookConfiguration, when the cluster has several installs.
+    /// Default: the one labelled app.kubernetes.io/name=sidecar-injector, whatever its
+    /// release is called.
+    #[arg(long)]
+    pub webhook_configuration: Option<String>,
     /// The namespace to check (default: the kubeconfig's).
     #[arg(short = 'n', long, conflicts_with = "all_namespaces")]
     pub namespace: Option<String>,
@@ -49,7 +54,13 @@ pub enum Format {
 /// Exit 0 all well, 1 a Pod `missing` or `failing`, 2 (an error) when it could not look.
 pub async fn run(args: CheckArgs, own_namespace: &str) -> Result<ExitCode> {
     let client = cluster::client(args.kubeconfig.as_deref()).await?;
-    let chosen = context::choose(Some(&client), args.config.as_deref(), own_namespace).await?;
+    let chosen = context::choose(
+        Some(&client),
+        args.webhook_configuration.as_deref(),
+        args.config.as_deref(),
+        own_namespace,
+    )
+    .await?;
     chosen.say();
     let config = &chosen.config;
     let scope = match (args.all_namespaces, args.namespace.clone()) {
@@ -64,9 +75,24 @@ pub async fn run(args: CheckArgs, own_namespace: &str) -> Result<ExitCode> {
         eprintln!("warning: {advice}");
     }
     let mut reports = check::survey(&client, config, &scope, check::CHECK_PAGE).await?;
+    if let Some(looked) = &chosen.no_webhook {
+        // "The webhook would inject it now" is false with no webhook: say what is true.
+        eprintln!(
+            "warning: no injector is installed ({looked}): the Pods below called missing get the sidecar only once it is ({})",
+            crate::cluster::doctor::INSTALL
+        );
+        for r in reports.iter_mut().filter(|r| r.state == State::Missing) {
+            r.reason =
+                "no webhook is installed: the config would inject it, nothing calls it".into();
+        }
+    }
     if args.repair {
-        let (workloads, untouched) = repair::to_repair(&reports);
-        for r in untouched {
+        let plan = repair::to_repair(&reports, &config.template_hash);
+        for (namespace, owner, pod) in &plan.given_up {
+            eprintln!("{}", repair::given_up_note(namespace, owner, pod));
+        }
+        let workloads = plan.workloads;
+        for r in plan.untouched {
             eprintln!(
                 "not repaired: {}/{} ({}, {}): bare Pods and Job Pods are never deleted; recreate them",
                 r.namespace,
@@ -82,7 +108,7 @@ pub async fn run(args: CheckArgs, own_namespace: &str) -> Result<ExitCode> {
                 .await
                 .context("--repair restarts nothing until the webhook injects: fix it first (sidecar-injector doctor says how)")?;
         }
-        let done = restart(&client, &workloads, &reports, &args).await?;
+        let done = restart(&client, &workloads, &reports, &args, &config.template_hash).await?;
         eprintln!("repair: {} workload(s) rolled out", done.len());
         if !done.is_empty() {
             reports = check::survey(&client, config, &scope, check::CHECK_PAGE).await?;
@@ -119,6 +145,7 @@ async fn restart(
     workloads: &[(String, String)],
     reports: &[check::PodReport],
     args: &CheckArgs,
+    template_hash: &str,
 ) -> Result<Vec<String>> {
     let why = repair::repair_notes(reports);
     let opts = repair::RepairOptions {
@@ -128,6 +155,7 @@ async fn restart(
             controller: "sidecar-injector".into(),
             instance: std::env::var("HOSTNAME").ok(),
         },
+        template_hash: template_hash.to_owned(),
     };
     let mut limiter = repair::Limiter::default();
     repair::repair(

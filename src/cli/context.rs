@@ -17,15 +17,20 @@ pub struct Chosen {
     pub described: String,
     /// The cluster's nodes (`Ok`), or why they could not be read; `None` without a cluster.
     pub nodes: Option<Result<Nodes, String>>,
+    /// When the install was looked for and no webhook configuration found: what was looked
+    /// for. Then nothing injects, whatever the config says.
+    pub no_webhook: Option<String>,
 }
 
 /// The configuration for `--config` (`explicit`), or the installed one, or the default.
 pub async fn choose(
     client: Option<&kube::Client>,
+    webhook_configuration: Option<&str>,
     explicit: Option<&Path>,
     own_namespace: &str,
 ) -> Result<Chosen> {
     let source = Source::from_arg(explicit).map_err(anyhow::Error::msg)?;
+    let mut no_webhook = None;
     let (config, described) = match (explicit, &source, client) {
         (Some(_), Source::ConfigMap { namespace, name }, Some(client)) => (
             live_config::fetch(client, namespace, name, namespace).await?,
@@ -40,12 +45,15 @@ pub async fn choose(
             format!("config: {source}"),
         ),
         (None, _, Some(client)) => {
-            let found = installed::find(client).await?;
+            let found = installed::find(client, webhook_configuration).await?;
             for what in &found.unread {
                 eprintln!(
                     "warning: {what}; the configuration is then guessed ({})",
                     found.found_by
                 );
+            }
+            if found.configuration.is_none() {
+                no_webhook = Some(found.found_how.clone());
             }
             let (config, described) = installed_config(client, &found).await?;
             (config, format!("{described}; --config chooses another"))
@@ -58,12 +66,14 @@ pub async fn choose(
                 config,
                 described,
                 nodes: Some(nodes),
+                no_webhook,
             }
         }
         None => Chosen {
             config,
             described,
             nodes: None,
+            no_webhook,
         },
     })
 }

@@ -14,13 +14,18 @@ pub struct DoctorArgs {
     /// Default: as kubectl finds it (KUBECONFIG, ~/.kube/config).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// The injector's MutatingWebhookConfiguration, when the cluster has several installs.
+    /// Default: the one labelled app.kubernetes.io/name=sidecar-injector, whatever its
+    /// release is called.
+    #[arg(long)]
+    pub webhook_configuration: Option<String>,
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     pub output: crate::cli::check::Format,
 }
 
 pub async fn run(args: DoctorArgs) -> Result<ExitCode> {
     let client = crate::cluster::client(args.kubeconfig.as_deref()).await?;
-    let found = installed::find(&client).await?;
+    let found = installed::find(&client, args.webhook_configuration.as_deref()).await?;
     let loaded = match context::installed_config(&client, &found).await {
         Ok((config, described)) => context::decide_for_nodes(&client, config)
             .await

@@ -26,6 +26,8 @@ pub struct Installed {
     pub configmap: (String, String),
     /// How `configmap` was found, for people.
     pub found_by: String,
+    /// How the webhook configuration was found (`--webhook-configuration`, by label, ...).
+    pub found_how: String,
     /// The injector's Pods behind the Service (none for a URL webhook).
     pub pods: Vec<Pod>,
     /// What could not be read, each with the API's answer and the permission it needs
@@ -34,6 +36,14 @@ pub struct Installed {
 }
 
 impl Installed {
+    /// The webhook configuration's name: the one found, else the shipped install's.
+    pub fn configuration_name(&self) -> &str {
+        self.configuration
+            .as_ref()
+            .and_then(|c| c.metadata.name.as_deref())
+            .unwrap_or(WEBHOOK_CONFIGURATION)
+    }
+
     /// Our webhook of the configuration.
     pub fn webhook(&self) -> Option<&MutatingWebhook> {
         self.configuration.as_ref()?.webhooks.as_ref()?.first()
@@ -66,18 +76,98 @@ impl Installed {
     }
 }
 
-/// Finds the installed injector. Only the configuration's absence is not an error: then the
-/// defaults of the shipped install are assumed.
-pub async fn find(client: &kube::Client) -> Result<Installed> {
-    let configuration = Api::<MutatingWebhookConfiguration>::all(client.clone())
-        .get_opt(WEBHOOK_CONFIGURATION)
+/// The label every object of an install carries, by kustomize (`manifests/`) or by the chart:
+/// how an install is found whatever its release is called.
+pub const NAME_LABEL: &str = "app.kubernetes.io/name=sidecar-injector";
+
+/// The label that tells two installs apart: the Helm release, `sidecar-injector` for
+/// kustomize.
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+
+/// Which MutatingWebhookConfiguration is the injector's, of those labelled [`NAME_LABEL`]:
+/// the one, none, or an error naming each when there are several.
+pub fn pick(
+    mut labelled: Vec<MutatingWebhookConfiguration>,
+) -> Result<Option<MutatingWebhookConfiguration>, String> {
+    if labelled.len() > 1 {
+        let mut names: Vec<String> = labelled
+            .iter()
+            .map(|c| c.metadata.name.clone().unwrap_or_default())
+            .collect();
+        names.sort();
+        return Err(format!(
+            "{} MutatingWebhookConfigurations are labelled {NAME_LABEL} ({}): this cluster has several installs; say which with --webhook-configuration NAME",
+            names.len(),
+            names.join(", ")
+        ));
+    }
+    Ok(labelled.pop())
+}
+
+/// The injector's MutatingWebhookConfiguration: the one named (`--webhook-configuration`),
+/// else the one labelled [`NAME_LABEL`], else one named `sidecar-injector` without the label
+/// (an install older than the label); and how it was found.
+async fn configuration(
+    client: &kube::Client,
+    named: Option<&str>,
+) -> Result<(Option<MutatingWebhookConfiguration>, String)> {
+    let api = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    let get = |name: String| {
+        let api = api.clone();
+        async move {
+            api.get_opt(&name).await.map_err(|e| {
+                crate::cluster::api_error(
+                    e,
+                    &format!("reading MutatingWebhookConfiguration {name}"),
+                )
+            })
+        }
+    };
+    if let Some(name) = named {
+        return match get(name.to_owned()).await? {
+            Some(c) => Ok((Some(c), format!("--webhook-configuration {name}"))),
+            None => anyhow::bail!(
+                "MutatingWebhookConfiguration {name} (--webhook-configuration) does not exist: kubectl get mutatingwebhookconfigurations -l {NAME_LABEL} lists the installs"
+            ),
+        };
+    }
+    let labelled = api
+        .list(&ListParams::default().labels(NAME_LABEL))
         .await
         .map_err(|e| {
             crate::cluster::api_error(
                 e,
-                &format!("reading MutatingWebhookConfiguration {WEBHOOK_CONFIGURATION}"),
+                &format!("listing MutatingWebhookConfigurations labelled {NAME_LABEL}"),
             )
         })?;
+    if let Some(found) = pick(labelled.items).map_err(anyhow::Error::msg)? {
+        let name = found.metadata.name.clone().unwrap_or_default();
+        return Ok((
+            Some(found),
+            format!("its label {NAME_LABEL} (MutatingWebhookConfiguration {name})"),
+        ));
+    }
+    let by_name = get(WEBHOOK_CONFIGURATION.to_owned()).await?;
+    let how = match by_name {
+        Some(_) => format!(
+            "its name {WEBHOOK_CONFIGURATION} (an install older than the label {NAME_LABEL})"
+        ),
+        None => format!(
+            "no MutatingWebhookConfiguration labelled {NAME_LABEL} or named {WEBHOOK_CONFIGURATION}"
+        ),
+    };
+    Ok((by_name, how))
+}
+
+/// Finds the installed injector: its webhook configuration (`named`, or found by label),
+/// then the Service, Pods and ConfigMap it leads to. Only the configuration's absence is not
+/// an error: then the defaults of the shipped install are assumed.
+pub async fn find(client: &kube::Client, named: Option<&str>) -> Result<Installed> {
+    let (configuration, found_how) = configuration(client, named).await?;
+    let configuration_name = configuration
+        .as_ref()
+        .and_then(|c| c.metadata.name.clone())
+        .unwrap_or_else(|| WEBHOOK_CONFIGURATION.to_owned());
     let service = configuration
         .as_ref()
         .and_then(|c| c.webhooks.as_ref()?.first()?.client_config.service.clone());
@@ -86,17 +176,62 @@ pub async fn find(client: &kube::Client) -> Result<Installed> {
         namespace: namespace.to_owned(),
         configmap: (namespace.to_owned(), CONFIGMAP.to_owned()),
         found_by: why,
+        found_how: found_how.clone(),
         pods: Vec::new(),
         unread: Vec::new(),
     };
     let Some(service) = service else {
         let why = match &configuration {
             None => format!(
-                "no MutatingWebhookConfiguration {WEBHOOK_CONFIGURATION}: the default install's ConfigMap"
+                "no MutatingWebhookConfiguration labelled {NAME_LABEL} or named {WEBHOOK_CONFIGURATION}: the default install's ConfigMap"
             ),
-            Some(_) => format!(
-                "webhook {WEBHOOK_CONFIGURATION} is called by URL: the default install's ConfigMap"
-            ),
+            Some(c) => {
+                // Called by URL: the install's ConfigMap is the one labelled as its webhook
+                // configuration is (the chart renders it in the release's namespace).
+                let instance = c
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(INSTANCE_LABEL));
+                if let Some(instance) = instance {
+                    let selector = format!("{NAME_LABEL},{INSTANCE_LABEL}={instance}");
+                    match Api::<ConfigMap>::all(client.clone())
+                        .list(&ListParams::default().labels(&selector))
+                        .await
+                    {
+                        Ok(list) => {
+                            if let [cm] = list.items.as_slice()
+                                && let (Some(ns), Some(name)) =
+                                    (&cm.metadata.namespace, &cm.metadata.name)
+                            {
+                                let mut found = default(
+                                    ns,
+                                    format!(
+                                        "webhook {configuration_name} is called by URL: ConfigMap {ns}/{name}, labelled {selector}"
+                                    ),
+                                );
+                                found.configmap = (ns.clone(), name.clone());
+                                return Ok(found);
+                            }
+                        }
+                        Err(e) => {
+                            let mut found = default(
+                                DEFAULT_OWN_NAMESPACE,
+                                format!(
+                                    "webhook {configuration_name} is called by URL, and the ConfigMaps labelled {selector} could not be listed: the default install's ConfigMap"
+                                ),
+                            );
+                            found
+                                .unread
+                                .push(unread(e, "list configmaps --all-namespaces"));
+                            return Ok(found);
+                        }
+                    }
+                }
+                format!(
+                    "webhook {configuration_name} is called by URL, and no one ConfigMap is labelled as it is: the default install's ConfigMap"
+                )
+            }
         };
         return Ok(default(DEFAULT_OWN_NAMESPACE, why));
     };
@@ -150,6 +285,7 @@ pub async fn find(client: &kube::Client) -> Result<Installed> {
             namespace: ns,
             configmap,
             found_by: how,
+            found_how,
             pods,
             unread: unread_pods,
         },
@@ -255,9 +391,14 @@ mod tests {
         let service = tower::service_fn(
             |req: axum::http::Request<kube::client::Body>| async move {
                 let path = req.uri().path().to_owned();
-                let (code, body) = if path
-                    .ends_with("/mutatingwebhookconfigurations/sidecar-injector")
-                {
+                let (code, body) = if path.ends_with("/mutatingwebhookconfigurations") {
+                    // An install older than the label: found by its name.
+                    (
+                        200,
+                        json!({"apiVersion": "admissionregistration.k8s.io/v1",
+                    "kind": "MutatingWebhookConfigurationList", "metadata": {}, "items": []}),
+                    )
+                } else if path.ends_with("/mutatingwebhookconfigurations/sidecar-injector") {
                     (
                         200,
                         json!({"apiVersion": "admissionregistration.k8s.io/v1",
@@ -296,7 +437,7 @@ mod tests {
     /// certificate from a Secret": it is now said, with the permission it needs.
     #[tokio::test]
     async fn a_refused_read_is_said_with_the_permission_it_needs() {
-        let found = find(&forbidden_pods()).await.unwrap();
+        let found = find(&forbidden_pods(), None).await.unwrap();
         assert!(found.pods.is_empty());
         let [said] = found.unread.as_slice() else {
             panic!("one unread: {:?}", found.unread);
@@ -307,6 +448,22 @@ mod tests {
             said.contains("kubectl auth can-i list pods -n sidecar-injector"),
             "{said}"
         );
+    }
+
+    /// Issue 33: `helm install inj` named the configuration `inj`, and doctor said that
+    /// `sidecar-injector` did not exist. Found by label, any name is found; two are named.
+    #[test]
+    fn the_configuration_is_found_by_label_whatever_its_name() {
+        let named = |name: &str| -> MutatingWebhookConfiguration {
+            serde_json::from_value(json!({"metadata": {"name": name}})).unwrap()
+        };
+        assert_eq!(pick(vec![]).unwrap(), None);
+        let one = pick(vec![named("inj")]).unwrap().unwrap();
+        assert_eq!(one.metadata.name.as_deref(), Some("inj"));
+        let two = pick(vec![named("team-b"), named("inj")]).unwrap_err();
+        assert!(two.contains("2 MutatingWebhookConfigurations"), "{two}");
+        assert!(two.contains("(inj, team-b)"), "{two}");
+        assert!(two.contains("--webhook-configuration NAME"), "{two}");
     }
 
     fn pod(spec: serde_json::Value) -> Pod {
@@ -342,6 +499,7 @@ mod tests {
             namespace: "inj".to_owned(),
             configmap: ("inj".to_owned(), "sidecar-injector".to_owned()),
             found_by: String::new(),
+            found_how: String::new(),
             pods: vec![pod(json!({"containers": [{"name": "s", "args": args}]}))],
         };
         let kept = |ns: &str, secret: &str| {

@@ -74,7 +74,7 @@ pub async fn start(
                 match first.get() {
                     None => match loaded {
                         Ok(pair) => {
-                            info!(secret = %source, serial = %pair.serial, not_after = pair.not_after, "serving the certificate of the Secret");
+                            info!(secret = %source, serial = %pair.serial, not_after = %crate::engine::certificates::rfc3339(pair.not_after), "serving the certificate of the Secret");
                             metrics.certificate_expiry(pair.not_after);
                             let _ = first.set(Arc::new(CertResolver::new(pair.key)));
                             true
@@ -110,7 +110,7 @@ fn swapped(
     match loaded {
         Ok(pair) => {
             behind.set(None);
-            info!(serial = %pair.serial, not_after = pair.not_after, "serving certificate reloaded");
+            info!(serial = %pair.serial, not_after = %crate::engine::certificates::rfc3339(pair.not_after), "serving certificate reloaded");
             metrics.certificate_reload(true);
             metrics.certificate_expiry(pair.not_after);
             resolver.swap(pair.key);

@@ -1,6 +1,9 @@
-{{/* The labels every object carries (as manifests/ gives them). */}}
+{{/* The labels every object carries (as manifests/ gives them). `doctor`, `check` and
+     `preview` find an install by app.kubernetes.io/name, whatever the release is called;
+     instance tells two installs apart. Never in a selector: selectors are immutable. */}}
 {{- define "sidecar-injector.labels" -}}
 app.kubernetes.io/name: sidecar-injector
+app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/part-of: sidecar-injector
 {{- end }}
 

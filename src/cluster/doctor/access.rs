@@ -243,7 +243,7 @@ pub async fn review(client: &kube::Client, user: &str, needed: &[Permission]) ->
         Finding::fail(
             "permissions",
             format!("{user} cannot: {}", missing.join("; ")),
-            "apply the RBAC of manifests/base/rbac.yaml (kubectl apply -k manifests/; with repair.enabled, add the component manifests/components/repair; for each name of propagateSecrets, its resourceNames in the ClusterRole sidecar-injector-secrets)",
+            "install the RBAC as shipped: with Helm, helm upgrade RELEASE charts/sidecar-injector (it grants what the values enable); with kustomize, kubectl apply -k manifests/ (with repair.enabled, add the component manifests/components/repair; for each name of propagateSecrets, its resourceNames in the ClusterRole sidecar-injector-secrets)",
         )
     })
 }

@@ -21,15 +21,7 @@ pub fn check(served: Option<&tls::Served>, kept: Option<&KeptCertificates>, now:
     }
 }
 
-fn rfc3339(t: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| format!("{t} (Unix seconds)"))
-}
+use crate::engine::certificates::rfc3339;
 
 /// How long, as people say it.
 fn span(seconds: i64) -> String {

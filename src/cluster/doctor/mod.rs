@@ -23,7 +23,24 @@ pub use access::{KeptCertificates, Permission, needed};
 pub use tls::host_port;
 
 /// The fix for a caBundle that does not verify the serving certificate.
-pub const INSTALL_CA: &str = "set the caBundle to the CA that signed the serving certificate: with --cert-secret (the default install) the injector does it itself, and its log says why it has not (kubectl -n sidecar-injector logs deploy/sidecar-injector); otherwise base64 -w0 cluster-certs/ca.crt, patched into /webhooks/0/clientConfig/caBundle, or cert-manager's overlay sets it (docs/install.md: Certificates, three ways)";
+pub const INSTALL_CA: &str = "set the caBundle to the CA that signed the serving certificate: with --cert-secret (the default install) the injector does it itself, and its log says why it has not (kubectl -n NAMESPACE logs deploy/sidecar-injector); otherwise base64 -w0 cluster-certs/ca.crt, patched into /webhooks/0/clientConfig/caBundle, or cert-manager's overlay sets it (docs/install.md: Certificates, three ways)";
+
+/// The fix when no injector is installed: either way of installing.
+pub const INSTALL: &str = "install it: helm install sidecar-injector charts/sidecar-injector -n sidecar-injector --create-namespace, or kubectl apply -k manifests/ (README: Install)";
+/// The fix for an install that lost part of itself: the way it was installed, again.
+pub const REINSTALL: &str = "install it again the way it was installed: helm upgrade --install RELEASE charts/sidecar-injector -n NAMESPACE, or kubectl apply -k manifests/";
+
+/// The checks after the webhook's own, in order.
+const AFTER_THE_WEBHOOK: [&str; 8] = [
+    "certificate expiry",
+    "opted-in namespaces",
+    "dry run",
+    "secrets",
+    "secret copies",
+    "node runtimes",
+    "permissions",
+    "secret policy",
+];
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -83,39 +100,47 @@ pub async fn run(
     let config = loaded.as_ref().map(|(c, _)| *c);
     let mut out = Vec::new();
     // What could not be read is said first: the checks after it guess without it.
-    if !installed.unread.is_empty() {
-        out.push(Finding::fail(
+    out.push(if installed.unread.is_empty() {
+        Finding::pass(
+            "install readable",
+            match &installed.configuration {
+                Some(_) => format!("found by {}; {}", installed.found_how, installed.found_by),
+                None => format!("{}; {}", installed.found_how, installed.found_by),
+            },
+        )
+    } else {
+        Finding::fail(
             "install readable",
             installed.unread.join("; "),
             "run doctor as an identity that can read the injector's Service and Pods (a cluster admin, or grant the permission named), else the certificate, config and permission checks below guess",
-        ));
-    }
+        )
+    });
     let webhook = installed.webhook();
+    let name = installed.configuration_name();
+    // Every check has its line, run or not: the count never changes with what is found.
     match (&installed.configuration, webhook) {
         (None, _) => out.push(Finding::fail(
             "webhook configuration",
             format!(
-                "MutatingWebhookConfiguration {} does not exist: the apiserver calls no injector",
-                crate::cluster::installed::WEBHOOK_CONFIGURATION
+                "no MutatingWebhookConfiguration labelled {} (or named {name}): the apiserver calls no injector",
+                crate::cluster::installed::NAME_LABEL
             ),
-            "install it: kubectl apply -k manifests/ (README: Install)",
+            INSTALL,
         )),
         (Some(_), None) => out.push(Finding::fail(
             "webhook configuration",
-            "MutatingWebhookConfiguration sidecar-injector has no webhook".into(),
-            "apply manifests/base/mutatingwebhookconfiguration.yaml again",
+            format!("MutatingWebhookConfiguration {name} has no webhook"),
+            REINSTALL,
         )),
-        (Some(_), Some(w)) => {
-            out.push(Finding::pass(
-                "webhook configuration",
-                format!(
-                    "MutatingWebhookConfiguration sidecar-injector, webhook {}",
-                    w.name
-                ),
-            ));
-            out.push(Finding::pass("settings", settings(w)));
-        }
+        (Some(_), Some(w)) => out.push(Finding::pass(
+            "webhook configuration",
+            format!("MutatingWebhookConfiguration {name}, webhook {}", w.name),
+        )),
     }
+    out.push(match webhook {
+        Some(w) => Finding::pass("settings", settings(w)),
+        None => Finding::skip("settings", "no webhook to read".into()),
+    });
     let mut served = None;
     if let Some(w) = webhook {
         let ca = w
@@ -128,7 +153,9 @@ pub async fn run(
             (Some(url), _) => {
                 let (reach, ca_finding, s) = tls::by_url(url, ca).await;
                 out.push(reach);
-                out.extend(ca_finding);
+                out.push(ca_finding.unwrap_or_else(|| {
+                    Finding::skip("caBundle", "the webhook cannot be reached".into())
+                }));
                 served = s;
             }
             (None, Some(service)) => {
@@ -137,12 +164,27 @@ pub async fn run(
                 out.push(ca_finding);
                 served = s;
             }
-            (None, None) => out.push(Finding::fail(
-                "webhook reachable",
-                "the webhook names neither a Service nor a URL".into(),
-                "apply manifests/base/mutatingwebhookconfiguration.yaml again",
-            )),
+            (None, None) => {
+                out.push(Finding::fail(
+                    "webhook reachable",
+                    "the webhook names neither a Service nor a URL".into(),
+                    REINSTALL,
+                ));
+                out.push(Finding::skip("caBundle", "no webhook to reach".into()));
+            }
         }
+    } else {
+        for check in ["webhook reachable", "caBundle"] {
+            out.push(Finding::skip(check, "no webhook to reach".into()));
+        }
+    }
+    if installed.configuration.is_none() {
+        // Nothing is installed: what follows would judge leftovers, and a ✔ on them would
+        // say an injector works. Each line stays, as `-`.
+        for check in AFTER_THE_WEBHOOK {
+            out.push(Finding::skip(check, "no injector is installed".into()));
+        }
+        return Ok(out);
     }
     // What --cert-secret says, read once for the expiry, permissions and policy checks.
     let kept = installed.kept_certificates();
@@ -221,11 +263,7 @@ pub async fn run(
         kept.as_ref(),
     );
     out.push(access::review(client, &user, &want).await?);
-    let webhook = installed
-        .configuration
-        .as_ref()
-        .and_then(|c| c.metadata.name.clone())
-        .unwrap_or_else(|| "sidecar-injector".to_owned());
+    let webhook = installed.configuration_name().to_owned();
     let wanted = secret_policy::Wanted {
         user: &user,
         propagated,
@@ -464,6 +502,51 @@ mod tests {
         assert_eq!(
             t,
             "✔ caBundle: verifies\n✖ secrets: missing: a/b\n    fix: create it\n- dry run: no namespace\n"
+        );
+    }
+
+    /// Issue 33, finding 7: after `helm uninstall`, doctor said "✔ secret copies … in
+    /// sync", and its number of checks changed with what it found. Now every check has its
+    /// line, and none passes about an injector that is not there.
+    #[tokio::test]
+    async fn with_nothing_installed_every_check_has_its_line_and_none_passes() {
+        // Nothing to read: doctor must not ask the API once it knows nothing is installed.
+        let never = tower::service_fn(|_: axum::http::Request<kube::client::Body>| async {
+            Err::<axum::http::Response<kube::client::Body>, _>(std::io::Error::other(
+                "doctor asked the API about an install that is not there",
+            ))
+        });
+        let client = kube::Client::new(never, "default");
+        let installed = Installed {
+            configuration: None,
+            namespace: "sidecar-injector".into(),
+            configmap: ("sidecar-injector".into(), "sidecar-injector".into()),
+            found_by: "the default install's ConfigMap".into(),
+            found_how: "no MutatingWebhookConfiguration labelled app.kubernetes.io/name=sidecar-injector or named sidecar-injector".into(),
+            pods: Vec::new(),
+            unread: Vec::new(),
+        };
+        let findings = run(&client, &installed, None).await.unwrap();
+        let checks: Vec<&str> = findings.iter().map(|f| f.check.as_str()).collect();
+        let mut all = vec![
+            "install readable",
+            "webhook configuration",
+            "settings",
+            "webhook reachable",
+            "caBundle",
+        ];
+        all.extend(AFTER_THE_WEBHOOK);
+        assert_eq!(checks, all);
+        let webhook = &findings[1];
+        assert_eq!(webhook.outcome, Outcome::Fail);
+        let fix = webhook.fix.as_deref().unwrap_or_default();
+        assert!(
+            fix.contains("helm install") && fix.contains("kubectl apply -k"),
+            "{fix}"
+        );
+        assert!(
+            findings[2..].iter().all(|f| f.outcome == Outcome::Skipped),
+            "{findings:#?}"
         );
     }
 

@@ -7,3 +7,27 @@ pub mod authority;
 pub mod rotation;
 #[cfg(test)]
 mod rotation_props;
+
+/// A Unix time as RFC 3339 (`2026-12-03T21:04:05Z`), as logs and `doctor` say times; the
+/// seconds themselves when out of range.
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{unix} (Unix seconds)"))
+}
+
+#[cfg(test)]
+mod time_tests {
+    #[test]
+    fn times_are_said_in_rfc3339() {
+        assert_eq!(super::rfc3339(1_796_331_845), "2026-12-03T21:04:05Z");
+        assert_eq!(
+            super::rfc3339(i64::MAX),
+            format!("{} (Unix seconds)", i64::MAX)
+        );
+    }
+}
