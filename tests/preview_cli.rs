@@ -72,13 +72,9 @@ fn mixed_manifest_injects_deployment_and_cronjob_only() {
     assert_eq!(out_chunks[1], chunks[1], "Service byte for byte");
     assert_eq!(out_chunks[3], chunks[3], "StatefulSet byte for byte");
 
+    assert!(stderr.contains("Deployment/web: injected"), "{stderr}");
     assert!(
-        stderr.contains("Deployment/web: injected (injected)"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("CronJob/nightly: injected (injected)")
-            && stderr.contains("native sidecars"),
+        stderr.contains("CronJob/nightly: injected") && stderr.contains("native sidecars"),
         "{stderr}"
     );
     assert!(
@@ -582,4 +578,38 @@ fn a_port_in_use_names_the_flag_that_moves_it() {
         stderr.contains(&format!("listening on {addr}")) && stderr.contains("with --listen"),
         "{stderr}"
     );
+}
+
+/// Issue 33, finding 8: `validate` read only files; `--config -` (a ConfigMap manifest on
+/// standard input, as `kubectl get configmap -o yaml` prints it) was refused.
+#[test]
+fn validate_reads_a_configmap_on_standard_input() {
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configmaps/metrics-collector.yaml");
+    let manifest = std::fs::read_to_string(&example).unwrap();
+    let out = common::run(
+        common::bin(),
+        &["validate", "--config", "-"],
+        Some(&manifest),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = common::run(
+        common::bin(),
+        &["validate", "--config", example.to_str().unwrap()],
+        None,
+    );
+    let hash = |s: &str| s.rsplit("template hash ").next().unwrap().to_owned();
+    assert!(stdout.starts_with("standard input: valid"), "{stdout}");
+    assert_eq!(hash(&stdout), hash(&String::from_utf8_lossy(&file.stdout)));
+
+    let broken = manifest.replace("containers:", "containers: [");
+    let out = common::run(common::bin(), &["validate", "--config", "-"], Some(&broken));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("standard input: 1 problem(s)"), "{stderr}");
 }

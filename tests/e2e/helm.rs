@@ -10,18 +10,18 @@ use super::*;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use std::collections::BTreeMap;
 
-fn helm_bin() -> PathBuf {
+pub(crate) fn helm_bin() -> PathBuf {
     std::env::var("E2E_HELM")
         .expect("E2E_HELM is not set: run the e2e tests with tests/e2e/run")
         .into()
 }
 
-fn chart() -> PathBuf {
+pub(crate) fn chart() -> PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/sidecar-injector")
 }
 
 /// Runs helm against the suite's cluster.
-fn helm(env: &Env, args: &[&str]) -> Output {
+pub(crate) fn helm(env: &Env, args: &[&str]) -> Output {
     let mut all = vec!["--kubeconfig", env.kubeconfig.to_str().unwrap()];
     all.extend_from_slice(args);
     common::run(helm_bin(), &all, None)
@@ -265,27 +265,22 @@ async fn helm_install_upgrade_uninstall() {
     install("install", vec![]);
     let installed = Instant::now();
 
-    // The webhook on this host, as the chart's ServiceAccount: it makes its certificate and
+    // The webhook on this host, as the chart's ServiceAccount, run as the release's notes
+    // print it (issue 33: URL mode said nothing of what to run): it makes its certificate and
     // sets the caBundle of the release's webhook configuration.
     let log = dir.path().join("serve.log");
-    let args: Vec<String> = [
-        "--listen".to_owned(),
-        format!("127.0.0.1:{port}"),
-        "--config".into(),
-        format!("configmap:{ns}/sidecar-injector"),
-        "--kubeconfig".into(),
-        account_kubeconfig(&env, ns, "sidecar-injector", dir.path())
-            .display()
-            .to_string(),
-        "--cert-secret".into(),
-        format!("{ns}/sidecar-injector-tls"),
-        "--webhook-configuration".into(),
-        release.into(),
-    ]
-    .to_vec();
+    let notes = ok(&helm(&env, &["get", "notes", release, "--namespace", ns]));
+    let account = account_kubeconfig(&env, ns, "sidecar-injector", dir.path());
+    let (pod_namespace, args) = serve_command(&notes, account.to_str().unwrap());
+    assert_eq!(pod_namespace, ns, "{notes}");
+    assert!(
+        args.contains(&format!("0.0.0.0:{port}")),
+        "the port of webhook.url: {notes}"
+    );
+    println!("helm install printed: serve {}", args.join(" "));
     let (child, tls, _) = common::spawn_serve_with_env(
         &args,
-        &[("POD_NAMESPACE", ns), ("POD_NAME", "helm-a")],
+        &[("POD_NAMESPACE", &pod_namespace), ("POD_NAME", "helm-a")],
         &log,
     );
     let serve = Beside(child);
@@ -312,6 +307,43 @@ async fn helm_install_upgrade_uninstall() {
         installed.elapsed().as_millis()
     );
     let bundle = ca_bundle(&c, release).await.expect("the caBundle is set");
+    // doctor finds the release among the cluster's installs by the name it is given, and
+    // checks the serve the notes printed: reached, with the caBundle and the release's config.
+    let out = common::run(
+        common::bin(),
+        &[
+            "doctor",
+            "--kubeconfig",
+            env.kubeconfig.to_str().unwrap(),
+            "--webhook-configuration",
+            release,
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    let findings: Vec<Value> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("doctor: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    for check in [
+        "webhook configuration",
+        "webhook reachable",
+        "caBundle",
+        "config",
+    ] {
+        let f = findings.iter().find(|f| f["check"] == check);
+        assert!(
+            f.is_some_and(|f| f["outcome"] == "pass"),
+            "{check}: {findings:#?}"
+        );
+    }
+    let config = findings.iter().find(|f| f["check"] == "config").unwrap();
+    assert!(
+        config["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("ConfigMap {ns}/sidecar-injector")),
+        "{config}"
+    );
 
     // helm upgrade with another template: the caBundle is kept (the chart never renders
     // one) and new Pods get the new template. The injector is stopped first: running, it
@@ -443,6 +475,42 @@ async fn helm_install_upgrade_uninstall() {
         .await
         .unwrap();
     assert_eq!(containers(&plain), ["app"]);
+}
+
+/// The `serve` command of a release's notes, as a user copies it: its POD_NAMESPACE and its
+/// flags, with `kubeconfig` for the placeholder KUBECONFIG.
+fn serve_command(notes: &str, kubeconfig: &str) -> (String, Vec<String>) {
+    let mut lines = notes
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| !l.starts_with("POD_NAMESPACE="));
+    let mut words = Vec::new();
+    for line in lines.by_ref() {
+        words.extend(
+            line.trim_end_matches('\\')
+                .split_whitespace()
+                .map(str::to_owned),
+        );
+        if !line.ends_with('\\') {
+            break;
+        }
+    }
+    let Some((first, rest)) = words.split_first() else {
+        panic!("no serve command in the notes: {notes}");
+    };
+    let pod_namespace = first.trim_start_matches("POD_NAMESPACE=").to_owned();
+    assert_eq!(&rest[..2], ["sidecar-injector", "serve"], "{notes}");
+    let args = rest[2..]
+        .iter()
+        .map(|w| {
+            if w == "KUBECONFIG" {
+                kubeconfig.to_owned()
+            } else {
+                w.clone()
+            }
+        })
+        .collect();
+    (pod_namespace, args)
 }
 
 /// Plays kubelet for a hook Pod the chart's nodeSelector keeps off every kwok node: runs its

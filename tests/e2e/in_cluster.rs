@@ -6,6 +6,9 @@
 //! the shipped ServiceAccount. Then replicas fail under a stream of Pod creations with
 //! `failurePolicy: Fail`: a rolling update, and a SIGKILL.
 
+#[path = "in_cluster/day_two.rs"]
+mod day_two;
+
 use super::kubelet::{Kubelet, NODE};
 use super::*;
 use k8s_openapi::api::core::v1::{Endpoints, Secret};

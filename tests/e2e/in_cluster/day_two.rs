@@ -1,0 +1,372 @@
+//! Issue 33, day two: the chart installed under a release name and namespace of its own, as
+//! a platform team does (`helm install inj -n platform`), and the CLI finding it by its
+//! labels; a repair that restarts a workload at most once for a config.
+
+use super::*;
+use crate::helm::{chart, helm};
+
+const RELEASE: &str = "inj";
+const PLATFORM: &str = "platform";
+
+/// The chart as release `inj` in namespace `platform`, its Pods run by the test's kubelet.
+struct Release {
+    kubelet: Option<Kubelet>,
+    _dir: tempfile::TempDir,
+}
+
+impl Release {
+    async fn install(env: &Env, c: &Client) -> Release {
+        let dir = tempfile::tempdir().unwrap();
+        let node = format!("nodeSelector.{NODE}=true");
+        ok(&helm(
+            env,
+            &[
+                "install",
+                RELEASE,
+                chart().to_str().unwrap(),
+                "--namespace",
+                PLATFORM,
+                "--create-namespace",
+                "--set-string",
+                &node,
+                "--set",
+                "webhook.failurePolicy=Fail",
+                // No one plays kubelet for the hook's Pod here: uninstall deletes the webhook
+                // configuration itself.
+                "--set",
+                "hooks.unregisterOnDelete=false",
+            ],
+        ));
+        let secrets: Api<Secret> = Api::namespaced(c.clone(), PLATFORM);
+        let token: Secret =
+            serde_json::from_value(json!({"metadata": {"name": "bitbucket-pipelines-metrics"},
+            "stringData": {"api-token": "e2e"}}))
+            .unwrap();
+        secrets
+            .create(&PostParams::default(), &token)
+            .await
+            .unwrap();
+        let logs = dir.path().join("pods");
+        std::fs::create_dir_all(&logs).unwrap();
+        let kubelet = Kubelet::start(env, c, PLATFORM, logs).await;
+        let endpoints: Api<Endpoints> = Api::namespaced(c.clone(), PLATFORM);
+        eventually(
+            "2 ready endpoints behind the release's Service",
+            90,
+            || async {
+                let ep = endpoints.get_opt("sidecar-injector").await.ok()??;
+                let ready: usize = ep
+                    .subsets
+                    .iter()
+                    .flatten()
+                    .map(|s| s.addresses.as_ref().map_or(0, Vec::len))
+                    .sum();
+                (ready == 2).then_some(())
+            },
+        )
+        .await;
+        Release {
+            kubelet: Some(kubelet),
+            _dir: dir,
+        }
+    }
+
+    async fn uninstall(mut self, env: &Env) {
+        let out = tokio::task::block_in_place(|| {
+            helm(
+                env,
+                &[
+                    "uninstall",
+                    RELEASE,
+                    "--namespace",
+                    PLATFORM,
+                    "--wait",
+                    "--timeout",
+                    "120s",
+                ],
+            )
+        });
+        ok(&out);
+        if let Some(k) = self.kubelet.take() {
+            k.stop().await;
+        }
+        let _ = tokio::task::block_in_place(|| {
+            kubectl(
+                env,
+                &["delete", "namespace", PLATFORM, "--wait=false"],
+                None,
+            )
+        });
+    }
+}
+
+/// `sidecar-injector check ARGS -o json`: exit code, reports, stderr.
+fn check(env: &Env, args: &[&str]) -> (Option<i32>, Vec<Value>, String) {
+    let mut all = vec![
+        "check",
+        "--kubeconfig",
+        env.kubeconfig.to_str().unwrap(),
+        "-o",
+        "json",
+    ];
+    all.extend_from_slice(args);
+    let out = tokio::task::block_in_place(|| common::run(common::bin(), &all, None));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let reports: Vec<Value> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("check's JSON: {e}: {stderr}"));
+    (out.status.code(), reports, stderr)
+}
+
+/// The states `check` gave the Pods of `owner` in `ns`.
+fn states(reports: &[Value], ns: &str, owner: &str) -> Vec<String> {
+    reports
+        .iter()
+        .filter(|r| r["namespace"] == ns && r["owner"] == owner)
+        .map(|r| r["state"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+async fn generation(c: &Client, ns: &str, name: &str) -> i64 {
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(c.clone(), ns);
+    let d = deployments.get(name).await.unwrap();
+    d.metadata.generation.unwrap_or_default()
+}
+
+fn web(env: &Env, ns: &str) {
+    tokio::task::block_in_place(|| {
+        ok(&kubectl(
+            env,
+            &[
+                "create",
+                "deployment",
+                "web",
+                "--image=nginx:1.27",
+                "-n",
+                ns,
+            ],
+            None,
+        ));
+        rolled_out(env, ns, "deployment/web");
+    });
+}
+
+/// The shipped config with the collector's log level changed: another template hash.
+fn shipped_with_log_level(dir: &std::path::Path, level: &str) -> PathBuf {
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base/config");
+    let template = std::fs::read_to_string(shipped.join("mutate.yaml"))
+        .unwrap()
+        .replace(
+            "value: \"{{ values.logLevel }}\"",
+            &format!("value: {level}"),
+        );
+    assert!(
+        template.contains(level),
+        "the shipped template sets the log level"
+    );
+    let out = dir.join(level);
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::copy(shipped.join("config.yaml"), out.join("config.yaml")).unwrap();
+    std::fs::write(out.join("mutate.yaml"), template).unwrap();
+    out
+}
+
+/// Issue 33, finding 1: the release `inj` in `platform`. doctor found no webhook
+/// configuration (it looked for `sidecar-injector`), check judged with the embedded default,
+/// and repair restarted current Pods on every run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the in-cluster phase: tests/e2e/run"]
+async fn helm_release_named_other_than_the_default() {
+    let env = env();
+    let c = client(&env).await;
+    let release = Release::install(&env, &c).await;
+    let app = opted_in(&c, "e2e-inj-app").await;
+    webhook_in_effect(&c, &app).await;
+
+    // doctor, with no flag: every check passes, about the release's own objects.
+    let findings = eventually("doctor to pass every check", 60, || async {
+        let (code, findings, _) =
+            tokio::task::block_in_place(|| super::super::day_one::doctor(&env));
+        (code == Some(0) && super::super::day_one::failed(&findings).is_empty()).then_some(findings)
+    })
+    .await;
+    let message = |check: &str| {
+        findings
+            .iter()
+            .find(|f| f["check"] == check)
+            .and_then(|f| f["message"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        message("webhook configuration").contains("MutatingWebhookConfiguration inj,"),
+        "{findings:#?}"
+    );
+    assert!(
+        message("config").contains(&format!("ConfigMap {PLATFORM}/sidecar-injector")),
+        "{findings:#?}"
+    );
+    assert!(
+        message("permissions").contains(&format!(
+            "system:serviceaccount:{PLATFORM}:sidecar-injector"
+        )),
+        "{findings:#?}"
+    );
+    println!(
+        "doctor on release {RELEASE}: {} checks pass",
+        findings.len()
+    );
+
+    // check reads the release's ConfigMap.
+    web(&env, &app);
+    let (code, reports, stderr) = check(&env, &["-A"]);
+    assert!(
+        stderr.contains(&format!(
+            "config: ConfigMap {PLATFORM}/sidecar-injector, as installed"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        states(&reports, &app, "Deployment/web"),
+        ["current"],
+        "{stderr}"
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+
+    // helm upgrade with another template: the old Pod is stale, a new one current.
+    let dir = tempfile::tempdir().unwrap();
+    let upgraded = shipped_with_log_level(dir.path(), "UPGRADED");
+    let template = format!(
+        "config.templates.default={}",
+        upgraded.join("mutate.yaml").display()
+    );
+    tokio::task::block_in_place(|| {
+        ok(&helm(
+            &env,
+            &[
+                "upgrade",
+                RELEASE,
+                chart().to_str().unwrap(),
+                "--namespace",
+                PLATFORM,
+                "--reuse-values",
+                "--set-file",
+                &template,
+            ],
+        ))
+    });
+    let fresh = eventually("a Pod injected with the upgraded template", 30, || async {
+        let p = create_pod(
+            &c,
+            &app,
+            pod_json(&format!("fresh-{}", common::free_port()), json!({})),
+        )
+        .await
+        .ok()?;
+        serde_json::to_string(&p)
+            .unwrap()
+            .contains("UPGRADED")
+            .then_some(p)
+    })
+    .await;
+    let fresh = fresh.metadata.name.unwrap();
+    let (_, reports, stderr) = check(&env, &["-A"]);
+    assert_eq!(
+        states(&reports, &app, "Deployment/web"),
+        ["stale"],
+        "{stderr}"
+    );
+    assert_eq!(
+        states(&reports, &app, &format!("Pod/{fresh}")),
+        ["current"],
+        "{stderr}"
+    );
+
+    // check --repair twice: web restarted once, then left alone.
+    let before = generation(&c, &app, "web").await;
+    let (code, reports, stderr) = check(&env, &["-A", "--repair", "--max-per-minute", "10"]);
+    assert!(
+        stderr.contains("repair: 1 workload(s) rolled out"),
+        "{stderr}"
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        states(&reports, &app, "Deployment/web"),
+        ["current"],
+        "{stderr}"
+    );
+    let once = generation(&c, &app, "web").await;
+    assert_eq!(once, before + 1, "restarted once");
+    let (code, _, stderr) = check(&env, &["-A", "--repair", "--max-per-minute", "10"]);
+    assert!(
+        stderr.contains("repair: 0 workload(s) rolled out"),
+        "{stderr}"
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        generation(&c, &app, "web").await,
+        once,
+        "not restarted again"
+    );
+    drop(app);
+    release.uninstall(&env).await;
+}
+
+/// Issue 33: a workload whose Pods a restart cannot make current (here: judged against a
+/// config the webhook does not serve) is restarted once for that config, then reported and
+/// never restarted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the in-cluster phase: tests/e2e/run"]
+async fn repair_never_loops() {
+    let env = env();
+    let c = client(&env).await;
+    let install = Install::new(&env, &c, "e2e-repair-loop").await;
+    let app = install.app.as_ref().unwrap().to_string();
+    web(&env, &app);
+    let dir = tempfile::tempdir().unwrap();
+    let other = shipped_with_log_level(dir.path(), "NOT-SERVED");
+    let other = other.to_str().unwrap();
+    let args = [
+        "-n",
+        &app,
+        "--repair",
+        "--max-per-minute",
+        "10",
+        "--config",
+        other,
+    ];
+    let before = generation(&c, &app, "web").await;
+    let (_, reports, stderr) = check(&env, &args);
+    assert!(
+        stderr.contains("repair: 1 workload(s) rolled out"),
+        "{stderr}"
+    );
+    assert_eq!(generation(&c, &app, "web").await, before + 1, "{stderr}");
+    // The new Pod is what the webhook serves, so still stale against the other config.
+    assert_eq!(
+        states(&reports, &app, "Deployment/web"),
+        ["stale"],
+        "{stderr}"
+    );
+    let (_, _, stderr) = check(&env, &args);
+    assert!(
+        stderr.contains(&format!("not repaired again: {app}/Deployment/web")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("repair: 0 workload(s) rolled out"),
+        "{stderr}"
+    );
+    assert_eq!(
+        generation(&c, &app, "web").await,
+        before + 1,
+        "a second run restarts nothing"
+    );
+    println!(
+        "repair_never_loops: {}",
+        stderr
+            .lines()
+            .find(|l| l.starts_with("not repaired again"))
+            .unwrap_or_default()
+    );
+    install.uninstall(&env).await;
+}
