@@ -18,8 +18,8 @@ use crate::cluster::events::reporter;
 use crate::engine::config::Config;
 use crate::engine::secret_copies::{self, Action, Observed};
 use futures::stream::{BoxStream, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret};
-use kube::api::{Api, DeleteParams, PartialObjectMeta, PostParams, Preconditions};
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, PartialObjectMeta, PostParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -35,6 +35,18 @@ const RESYNC: Duration = Duration::from_secs(30);
 const WATCHES_PER_NAME: usize = 3;
 /// How often the live configuration is looked at (in memory) for a change of names or label.
 const CONFIG_EVERY: Duration = Duration::from_secs(1);
+/// How often copies kept for the Pods that still use them are looked at again: one list of
+/// Pods per namespace holding one, so a copy goes within seconds of its last Pod.
+const KEPT_EVERY: Duration = Duration::from_secs(3);
+
+/// A copy of a name the configuration no longer lists, kept while a Pod of its namespace
+/// uses it (the watches of the new configuration no longer see it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lingering {
+    namespace: String,
+    name: String,
+    uid: Option<String>,
+}
 
 /// The copies' standing after a pass of the Lease holder, for `secret_copies{state}`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -44,6 +56,8 @@ pub struct Counts {
     pub failing: usize,
     /// Namespaces where a Secret of a listed name is someone else's.
     pub foreign: usize,
+    /// Copies no longer wanted that a Pod still uses: kept until none does.
+    pub orphaned: usize,
 }
 
 /// What the sync reads and reports of the webhook process.
@@ -79,10 +93,14 @@ impl Scope {
 pub fn spawn(client: kube::Client, h: Handles) {
     tokio::spawn(async move {
         let mut scope = Scope::of(&(h.config)());
+        let mut lingering: Vec<Lingering> = Vec::new();
         loop {
             if scope.names.is_empty() {
                 (h.report)(None);
                 tokio::time::sleep(CONFIG_EVERY).await;
+                if h.leader.load(Ordering::Relaxed) {
+                    lingering = let_go(&client, lingering).await;
+                }
                 scope = Scope::of(&(h.config)());
                 continue;
             }
@@ -92,7 +110,10 @@ pub fn spawn(client: kube::Client, h: Handles) {
                 "propagateSecrets: keeping a copy in every namespace labelled {}=enabled",
                 scope.label
             );
-            scope = Copier::new(client.clone(), scope).run(&h).await;
+            let mut copier = Copier::new(client.clone(), scope);
+            copier.lingering = lingering;
+            scope = copier.run(&h).await;
+            lingering = std::mem::take(&mut copier.lingering);
         }
     });
 }
@@ -112,6 +133,10 @@ struct Copier {
     missing_said: BTreeSet<String>,
     /// Sources of a type no copy may have that were reported, with that type.
     uncopyable_said: BTreeSet<(String, String)>,
+    /// Copies no longer wanted that a Pod still used at the last pass.
+    kept: BTreeSet<(String, String)>,
+    /// Copies of names no longer listed, kept while a Pod uses them.
+    lingering: Vec<Lingering>,
     recorder: Recorder,
 }
 
@@ -169,6 +194,8 @@ impl Copier {
             warned: BTreeSet::new(),
             missing_said: BTreeSet::new(),
             uncopyable_said: BTreeSet::new(),
+            kept: BTreeSet::new(),
+            lingering: Vec::new(),
         }
     }
 
@@ -192,12 +219,13 @@ impl Copier {
     }
 
     /// Runs until the configuration changes the scope; returns the new one.
-    async fn run(mut self, h: &Handles) -> Scope {
+    async fn run(&mut self, h: &Handles) -> Scope {
         let mut events = futures::stream::select_all(std::mem::take(&mut self.streams));
         let mut ready = vec![false; 1 + WATCHES_PER_NAME * self.scope.names.len()];
         let mut failing = vec![false; ready.len()];
         let mut resync = tokio::time::interval(RESYNC);
         let mut look = tokio::time::interval(CONFIG_EVERY);
+        let mut kept_tick = tokio::time::interval(KEPT_EVERY);
         let mut dirty = true;
         let mut was_leader = false;
         let mut passes: u64 = 0;
@@ -221,6 +249,12 @@ impl Copier {
                     dirty = true;
                 }
                 _ = resync.tick() => dirty = true,
+                _ = kept_tick.tick(), if !self.kept.is_empty() || !self.lingering.is_empty() => {
+                    if h.leader.load(Ordering::Relaxed) {
+                        self.lingering = let_go(&self.client, std::mem::take(&mut self.lingering)).await;
+                    }
+                    dirty = !self.kept.is_empty();
+                }
                 _ = look.tick() => {
                     let now = Scope::of(&(h.config)());
                     if now != self.scope {
@@ -294,14 +328,45 @@ impl Copier {
             .flat_map(|s| s.state())
             .map(|s| (*s).clone())
             .collect();
-        let plan = secret_copies::plan(&Observed {
+        let observed = |in_use| Observed {
             names: &self.scope.names,
             own_namespace: &self.scope.own_namespace,
             sources: &sources,
             namespaces: &namespaces,
             copies: &copies,
             foreign: &foreign,
-        });
+            in_use,
+        };
+        // The copies the plan would delete: kept instead while a Pod of theirs uses them.
+        let none = BTreeSet::new();
+        let first = secret_copies::plan(&observed(&none));
+        let doomed: BTreeSet<(String, String)> = first
+            .actions
+            .iter()
+            .filter(|a| a.verb() == "delete")
+            .map(|a| {
+                let (ns, name) = a.namespace_name();
+                (ns.to_owned(), name.to_owned())
+            })
+            .collect();
+        let uses = uses(&self.client, &doomed).await;
+        let in_use: BTreeSet<(String, String)> = uses.keys().cloned().collect();
+        let plan = if in_use.is_empty() {
+            first
+        } else {
+            secret_copies::plan(&observed(&in_use))
+        };
+        for kept in &plan.kept {
+            if !self.kept.contains(kept) {
+                let (ns, name) = kept;
+                tracing::info!(
+                    secret = %format!("{ns}/{name}"),
+                    pods = uses.get(kept).copied().unwrap_or_default(),
+                    "propagateSecrets: copy kept: Pods of {ns} still use it (their next restart needs it); deleted once none does"
+                );
+            }
+        }
+        self.kept = plan.kept.iter().cloned().collect();
         for name in &plan.missing_sources {
             if self.missing_said.insert(name.clone()) {
                 tracing::warn!(
@@ -329,6 +394,7 @@ impl Copier {
             failing: failed
                 + (plan.missing_sources.len() + plan.uncopyable.len()) * namespaces.len(),
             foreign: foreign.len(),
+            orphaned: plan.kept.len() + self.lingering.len(),
         }
     }
 
@@ -437,8 +503,25 @@ impl Copier {
                 if !secret_copies::is_ours(&copy.metadata, &self.scope.own_namespace) {
                     continue;
                 }
+                let namespace = copy.metadata.namespace.clone().unwrap_or_default();
+                let key = (namespace.clone(), name.clone());
+                if uses(&self.client, &BTreeSet::from([key.clone()]))
+                    .await
+                    .contains_key(&key)
+                {
+                    tracing::info!(
+                        secret = %format!("{namespace}/{name}"),
+                        "propagateSecrets: {name} is no longer listed, but Pods of {namespace} still use its copy: kept until none does"
+                    );
+                    self.lingering.push(Lingering {
+                        namespace,
+                        name: name.clone(),
+                        uid: copy.metadata.uid.clone(),
+                    });
+                    continue;
+                }
                 let action = Action::Delete {
-                    namespace: copy.metadata.namespace.clone().unwrap_or_default(),
+                    namespace,
                     name: name.clone(),
                     uid: copy.metadata.uid.clone(),
                 };
@@ -446,6 +529,70 @@ impl Copier {
             }
         }
     }
+}
+
+/// How many Pods use each of `copies` (`(namespace, name)`), of those some Pod uses. One
+/// list of Pods per namespace. A namespace whose Pods cannot be listed counts as using all
+/// of its copies: a copy is never deleted on a guess.
+async fn uses(
+    client: &kube::Client,
+    copies: &BTreeSet<(String, String)>,
+) -> BTreeMap<(String, String), usize> {
+    let mut by_namespace: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (ns, name) in copies {
+        by_namespace.entry(ns).or_default().push(name);
+    }
+    let mut out = BTreeMap::new();
+    for (ns, names) in by_namespace {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+        match pods.list(&ListParams::default()).await {
+            Ok(list) => {
+                for pod in &list.items {
+                    let Some(spec) = &pod.spec else { continue };
+                    let used = secret_copies::used_by(spec);
+                    for name in names.iter().filter(|n| used.contains(**n)) {
+                        *out.entry((ns.to_owned(), (*name).to_owned())).or_default() += 1;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(namespace = ns, error = %e, "propagateSecrets: the Pods cannot be listed, so their copies are kept; check the injector's RBAC (list pods)");
+                for name in names {
+                    out.insert((ns.to_owned(), (*name).to_owned()), 1);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Deletes each lingering copy no Pod uses any more; returns those still used.
+async fn let_go(client: &kube::Client, lingering: Vec<Lingering>) -> Vec<Lingering> {
+    if lingering.is_empty() {
+        return lingering;
+    }
+    let keys: BTreeSet<(String, String)> = lingering
+        .iter()
+        .map(|l| (l.namespace.clone(), l.name.clone()))
+        .collect();
+    let used = uses(client, &keys).await;
+    let mut still = Vec::new();
+    for l in lingering {
+        if used.contains_key(&(l.namespace.clone(), l.name.clone())) {
+            still.push(l);
+            continue;
+        }
+        let api: Api<Secret> = Api::namespaced(client.clone(), &l.namespace);
+        match delete_exactly(&api, &l.name, &l.uid).await {
+            Ok(()) => {
+                tracing::info!(secret = %format!("{}/{}", l.namespace, l.name), "propagateSecrets: copy deleted: no Pod uses it any more")
+            }
+            Err(e) => {
+                tracing::warn!(secret = %format!("{}/{}", l.namespace, l.name), error = %e, "propagateSecrets: could not delete the copy no Pod uses any more (its name is no longer listed, so its RBAC grant may be gone): delete it by hand")
+            }
+        }
+    }
+    still
 }
 
 /// Deletes `name` if it is still the object `uid` (a 404 is success: it is gone).

@@ -10,7 +10,7 @@
 //! Secret of the same name without both marks is someone else's and is never written.
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, PodSpec, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -93,6 +93,38 @@ pub fn is_ours(meta: &ObjectMeta, own_namespace: &str) -> bool {
         })
 }
 
+/// Why a Secret of a listed name is not one of our copies: which of the label and the
+/// annotation differs, and how.
+pub fn not_ours_because(meta: &ObjectMeta, own_namespace: &str) -> String {
+    let label = meta.labels.as_ref().and_then(|l| l.get(MANAGED_BY_KEY));
+    let from = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(COPIED_FROM_KEY));
+    let want = source_ref(own_namespace, meta.name.as_deref().unwrap_or_default());
+    match (label, from) {
+        (Some(v), _) if v != MANAGED_BY => {
+            format!("labelled {MANAGED_BY_KEY}={v}, not {MANAGED_BY}")
+        }
+        (None, _) => format!("not labelled {MANAGED_BY_KEY}={MANAGED_BY}"),
+        (Some(_), None) => format!(
+            "labelled {MANAGED_BY_KEY}={MANAGED_BY}, without the annotation {COPIED_FROM_KEY}"
+        ),
+        (Some(_), Some(f)) => format!(
+            "labelled {MANAGED_BY_KEY}={MANAGED_BY}, but its {COPIED_FROM_KEY} is {f}, not {want} (another install's copy)"
+        ),
+    }
+}
+
+/// The `keys` a Secret does not hold: a Secret we do not own serves the Pods as well as a
+/// copy when this is empty.
+pub fn lacks(secret: &Secret, keys: &BTreeSet<String>) -> Vec<String> {
+    keys.iter()
+        .filter(|k| !data(secret).contains_key(*k))
+        .cloned()
+        .collect()
+}
+
 static NO_DATA: BTreeMap<String, ByteString> = BTreeMap::new();
 
 fn data(secret: &Secret) -> &BTreeMap<String, ByteString> {
@@ -173,6 +205,56 @@ pub struct Observed<'a> {
     /// `(namespace, name)` where a Secret of that name exists that is not ours: creating it
     /// failed with AlreadyExists.
     pub foreign: &'a BTreeSet<(String, String)>,
+    /// `(namespace, name)` of the Secrets some Pod of that namespace uses ([`used_by`]), for
+    /// the namespaces of copies no longer wanted at least.
+    pub in_use: &'a BTreeSet<(String, String)>,
+}
+
+/// The Secrets a Pod uses, by name: in env (`secretKeyRef`), `envFrom`, volumes (`secret`,
+/// and `projected` sources), and `imagePullSecrets`, of every kind of container. A copy one
+/// of them names is one its next restart needs.
+pub fn used_by(spec: &PodSpec) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut from_env = |env: &Option<Vec<EnvVar>>, env_from: &Option<Vec<EnvFromSource>>| {
+        for e in env.iter().flatten() {
+            if let Some(r) = e
+                .value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+            {
+                out.insert(r.name.clone());
+            }
+        }
+        for e in env_from.iter().flatten() {
+            if let Some(r) = &e.secret_ref {
+                out.insert(r.name.clone());
+            }
+        }
+    };
+    for c in spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+    {
+        from_env(&c.env, &c.env_from);
+    }
+    for c in spec.ephemeral_containers.iter().flatten() {
+        from_env(&c.env, &c.env_from);
+    }
+    for v in spec.volumes.iter().flatten() {
+        if let Some(name) = v.secret.as_ref().and_then(|s| s.secret_name.clone()) {
+            out.insert(name);
+        }
+        for source in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+            if let Some(r) = &source.secret {
+                out.insert(r.name.clone());
+            }
+        }
+    }
+    for r in spec.image_pull_secrets.iter().flatten() {
+        out.insert(r.name.clone());
+    }
+    out
 }
 
 /// The writes that make the copies what they should be, and the counts behind the metric.
@@ -189,6 +271,10 @@ pub struct Plan {
     /// Sources of a type no copy may have (not in [`COPYABLE_TYPES`]), as `(name, type)`:
     /// no copy is made or changed.
     pub uncopyable: Vec<(String, String)>,
+    /// Copies no longer wanted (their namespace opted out, or their name no longer listed)
+    /// that a Pod still uses, as `(namespace, name)`: kept until no Pod does, so the next
+    /// restart of those Pods does not fail with CreateContainerConfigError.
+    pub kept: Vec<(String, String)>,
 }
 
 pub fn plan(o: &Observed<'_>) -> Plan {
@@ -207,6 +293,8 @@ pub fn plan(o: &Observed<'_>) -> Plan {
         }
         if o.names.contains(name) && o.namespaces.contains(ns) {
             ours.insert((ns.as_str(), name.as_str()), copy);
+        } else if o.in_use.contains(&(ns.clone(), name.clone())) {
+            out.kept.push((ns.clone(), name.clone()));
         } else {
             out.actions.push(Action::Delete {
                 namespace: ns.clone(),
@@ -328,6 +416,7 @@ mod tests {
         namespaces: BTreeSet<String>,
         copies: Vec<Secret>,
         foreign: BTreeSet<(String, String)>,
+        in_use: BTreeSet<(String, String)>,
     }
 
     impl Case {
@@ -338,6 +427,7 @@ mod tests {
                 namespaces: set(namespaces),
                 copies: vec![],
                 foreign: BTreeSet::new(),
+                in_use: BTreeSet::new(),
             }
         }
         fn plan(&self) -> Plan {
@@ -348,6 +438,7 @@ mod tests {
                 namespaces: &self.namespaces,
                 copies: &self.copies,
                 foreign: &self.foreign,
+                in_use: &self.in_use,
             })
         }
     }
@@ -496,6 +587,98 @@ mod tests {
             ]
         );
         assert_eq!(p.in_sync, 1);
+    }
+
+    /// Issue 33, finding 2: opting a namespace out (or renaming a listed Secret) deleted
+    /// the copies under running Pods, whose next restart then failed with
+    /// CreateContainerConfigError. A copy a Pod uses is kept, and goes with the last one.
+    #[test]
+    fn a_copy_a_pod_still_uses_is_kept_until_no_pod_does() {
+        let mut case = Case::new(&["team-a"]);
+        case.copies = vec![
+            stored(copy_of(&case.sources["token"], OWN, "opted-out"), "2"),
+            stored(copy_of(&source("renamed", "r"), OWN, "team-a"), "3"),
+        ];
+        case.in_use = BTreeSet::from([
+            ("opted-out".to_owned(), "token".to_owned()),
+            ("team-a".to_owned(), "renamed".to_owned()),
+        ]);
+        let p = case.plan();
+        assert_eq!(
+            p.kept,
+            [
+                ("opted-out".to_owned(), "token".to_owned()),
+                ("team-a".to_owned(), "renamed".to_owned())
+            ]
+        );
+        // The one copy still wanted is created; nothing is deleted.
+        assert!(
+            p.actions.iter().all(|a| a.verb() == "create"),
+            "{:?}",
+            p.actions
+        );
+        // The last Pod gone: both go.
+        case.in_use.clear();
+        let p = case.plan();
+        assert!(p.kept.is_empty());
+        assert_eq!(p.actions.iter().filter(|a| a.verb() == "delete").count(), 2);
+        // A Pod using a Secret of that name in another namespace keeps nothing here.
+        case.in_use = BTreeSet::from([("team-b".to_owned(), "token".to_owned())]);
+        assert!(case.plan().kept.is_empty());
+    }
+
+    #[test]
+    fn every_way_a_pod_names_a_secret_is_a_use() {
+        let spec: PodSpec = serde_json::from_value(serde_json::json!({
+            "containers": [{"name": "app",
+                "env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "env-key", "key": "k"}}},
+                        {"name": "C", "valueFrom": {"configMapKeyRef": {"name": "not-a-secret", "key": "k"}}}],
+                "envFrom": [{"secretRef": {"name": "env-from"}}]}],
+            "initContainers": [{"name": "init",
+                "env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "init-key", "key": "k"}}}]}],
+            "ephemeralContainers": [{"name": "debug", "envFrom": [{"secretRef": {"name": "debug-from"}}]}],
+            "volumes": [{"name": "v", "secret": {"secretName": "volume"}},
+                        {"name": "p", "projected": {"sources": [{"secret": {"name": "projected"}}]}}],
+            "imagePullSecrets": [{"name": "pull"}]
+        }))
+        .unwrap();
+        let used: Vec<String> = used_by(&spec).into_iter().collect();
+        assert_eq!(
+            used,
+            [
+                "debug-from",
+                "env-from",
+                "env-key",
+                "init-key",
+                "projected",
+                "pull",
+                "volume"
+            ]
+        );
+    }
+
+    /// Issue 33, findings 3 and 9: the foreign message said "not labelled managed-by" of
+    /// Secrets that were labelled (another install's copies); a Secret made by hand with the
+    /// keys the templates read serves the Pods as a copy would.
+    #[test]
+    fn a_secret_that_is_not_ours_says_why_and_what_it_lacks() {
+        let mut theirs = copy_of(&source("token", "t"), "old-install", "team-a");
+        let why = not_ours_because(&theirs.metadata, OWN);
+        assert_eq!(
+            why,
+            "labelled app.kubernetes.io/managed-by=sidecar-injector, but its sidecar-injector.io/copied-from is old-install/token, not sidecar-injector/token (another install's copy)"
+        );
+        theirs.metadata.annotations = None;
+        assert!(not_ours_because(&theirs.metadata, OWN).contains("without the annotation"));
+        theirs.metadata.labels = None;
+        assert_eq!(
+            not_ours_because(&theirs.metadata, OWN),
+            "not labelled app.kubernetes.io/managed-by=sidecar-injector"
+        );
+        let keys = BTreeSet::from(["api-token".to_owned(), "other".to_owned()]);
+        let hand_made = source("token", "t");
+        assert_eq!(lacks(&hand_made, &keys), ["other"]);
+        assert!(lacks(&hand_made, &BTreeSet::from(["api-token".to_owned()])).is_empty());
     }
 
     #[test]

@@ -221,6 +221,7 @@ impl Metrics {
             ("in_sync", c.in_sync),
             ("failing", c.failing),
             ("foreign", c.foreign),
+            ("orphaned", c.orphaned),
         ] {
             self.secret_copies
                 .get_or_create(&StateLabels { state })

@@ -78,6 +78,10 @@ pub async fn check(client: &kube::Client, config: &Config, opted: &[String]) -> 
         };
     }
     let mut wrong: Vec<(String, String, Standing)> = Vec::new();
+    // Someone else's Secret that holds every key the templates read: the Pods work with it.
+    let mut lived_with: Vec<String> = Vec::new();
+    // Someone else's Secret without some key: (where, why not ours, the missing keys).
+    let mut lacking: Vec<(String, String, Vec<String>)> = Vec::new();
     for ns in opted {
         let api: Api<Secret> = Api::namespaced(client.clone(), ns);
         for source in &sources {
@@ -89,16 +93,41 @@ pub async fn check(client: &kube::Client, config: &Config, opted: &[String]) -> 
                 }
             };
             let standing = secret_copies::judge(found.as_ref(), source, own);
+            if let (Standing::Foreign, Some(theirs)) = (standing, &found) {
+                let keys = referenced
+                    .get(&name)
+                    .map(|r| r.keys.clone())
+                    .unwrap_or_default();
+                let missing = secret_copies::lacks(theirs, &keys);
+                if missing.is_empty() {
+                    lived_with.push(format!("{ns}/{name}"));
+                } else {
+                    lacking.push((
+                        format!("{ns}/{name}"),
+                        secret_copies::not_ours_because(&theirs.metadata, own),
+                        missing,
+                    ));
+                }
+                continue;
+            }
             if standing != Standing::InSync {
                 wrong.push((ns.clone(), name, standing));
             }
         }
     }
-    if wrong.is_empty() {
+    let note = if lived_with.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; not ours, left as they are, and holding every key the templates read: {}",
+            lived_with.join(", ")
+        )
+    };
+    if wrong.is_empty() && lacking.is_empty() {
         return Finding::pass(
             CHECK,
             format!(
-                "{} copied from {own} into each of the {} opted-in namespace(s), in sync",
+                "{} copied from {own} into each of the {} opted-in namespace(s), in sync{note}",
                 names.join(", "),
                 opted.len()
             ),
@@ -107,6 +136,12 @@ pub async fn check(client: &kube::Client, config: &Config, opted: &[String]) -> 
     let listed: Vec<String> = wrong
         .iter()
         .map(|(ns, n, s)| format!("{ns}/{n} {}", s.as_str()))
+        .chain(lacking.iter().map(|(at, why, missing)| {
+            format!(
+                "{at} is not ours ({why}) and lacks the key(s) {} the templates read",
+                missing.join(", ")
+            )
+        }))
         .collect();
     let mut fix = Vec::new();
     if wrong.iter().any(|(_, _, s)| *s != Standing::Foreign) {
@@ -114,17 +149,17 @@ pub async fn check(client: &kube::Client, config: &Config, opted: &[String]) -> 
             "the injector's Lease holder writes missing and stale copies within seconds: if they stay, read its log (kubectl -n {own} logs deploy/sidecar-injector) and see the permissions check below"
         ));
     }
-    if let Some((ns, n, _)) = wrong.iter().find(|(_, _, s)| *s == Standing::Foreign) {
+    if let Some((at, _, missing)) = lacking.first() {
+        let (ns, n) = at.split_once('/').unwrap_or_default();
         fix.push(format!(
-            "a foreign Secret (not labelled {}={}) is never replaced: kubectl -n {ns} delete secret {n} to get the copy, or keep it",
-            secret_copies::MANAGED_BY_KEY,
-            secret_copies::MANAGED_BY
+            "a Secret that is not ours is never replaced: add the key(s) {} to {at}, or kubectl -n {ns} delete secret {n} and the injector writes its copy within seconds",
+            missing.join(", ")
         ));
     }
     Finding {
         check: CHECK.into(),
         outcome: Outcome::Fail,
-        message: listed.join(", "),
+        message: format!("{}{note}", listed.join(", ")),
         fix: Some(fix.join("; ")),
     }
 }
