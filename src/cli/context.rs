@@ -104,15 +104,29 @@ pub async fn installed_config(
 ) -> Result<(Config, String)> {
     let (ns, name) = &found.configmap;
     Ok(match found.read_configmap(client).await? {
-        Some(cm) => (
-            live_config::load(&cm, &found.namespace).with_context(|| {
-                format!("loading ConfigMap {ns}/{name}, which the installed injector serves")
-            })?,
-            format!(
-                "config: ConfigMap {ns}/{name}, as installed ({})",
-                found.found_by
+        Some(cm) => match live_config::load(&cm, &found.namespace) {
+            Ok(config) => (
+                config,
+                format!(
+                    "config: ConfigMap {ns}/{name}, as installed ({})",
+                    found.found_by
+                ),
             ),
-        ),
+            Err(e) => {
+                // Issue 33: "which the installed injector serves" was false: it refuses an
+                // invalid ConfigMap and keeps serving the last good one, which is no longer in
+                // the cluster to judge against.
+                let served = match installed::served_hash(client, found).await {
+                    Some(hash) => format!("its last good configuration, template hash {hash}"),
+                    None => "its last good configuration (its Pods' metrics, which name its hash, could not be read)".to_owned(),
+                };
+                anyhow::bail!(
+                    "ConfigMap {ns}/{name} is invalid, so the injector refused it and keeps serving {served}; nothing here can judge against that one. {} problem(s):\n{}\nCorrect the ConfigMap (sidecar-injector validate --config configmap:{ns}/{name} lists every problem), or pass --config with the configuration you mean",
+                    e.problems.len(),
+                    e.problems.join("\n")
+                )
+            }
+        },
         None => (
             Config::embedded(&found.namespace).map_err(anyhow::Error::msg)?,
             format!(

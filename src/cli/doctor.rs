@@ -45,7 +45,10 @@ pub async fn run(args: DoctorArgs) -> Result<ExitCode> {
             Finding::fail(
                 "config",
                 format!("{e:#}"),
-                "correct the ConfigMap (sidecar-injector validate --config FILE shows every problem); serve keeps its last good one meanwhile",
+                &format!(
+                    "correct the ConfigMap (sidecar-injector validate --config configmap:{}/{} lists every problem); serve keeps its last good one meanwhile",
+                    found.configmap.0, found.configmap.1
+                ),
             ),
             None,
         ),

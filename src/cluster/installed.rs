@@ -159,6 +159,46 @@ async fn configuration(
     Ok((by_name, how))
 }
 
+/// The template hash the injector's Pods serve, read from their metrics through the API's
+/// Pod proxy (`sidecar_injector_config_info{template_hash}`): the first Pod that answers.
+/// `None` when none does (no Pods, no `get pods/proxy` right, a URL webhook).
+pub async fn served_hash(client: &kube::Client, installed: &Installed) -> Option<String> {
+    for pod in &installed.pods {
+        let (Some(ns), Some(name)) = (&pod.metadata.namespace, &pod.metadata.name) else {
+            continue;
+        };
+        let port = pod
+            .spec
+            .iter()
+            .flat_map(|s| &s.containers)
+            .flat_map(|c| c.ports.iter().flatten())
+            .find(|p| p.name.as_deref() == Some("metrics"))
+            .map_or(9090, |p| p.container_port);
+        let Ok(request) = hyper::http::Request::get(format!(
+            "/api/v1/namespaces/{ns}/pods/{name}:{port}/proxy/metrics"
+        ))
+        .body(Vec::new()) else {
+            continue;
+        };
+        let Ok(text) = client.request_text(request).await else {
+            continue;
+        };
+        if let Some(hash) = config_hash(&text) {
+            return Some(hash);
+        }
+    }
+    None
+}
+
+/// The template hash of a metrics page.
+pub fn config_hash(metrics: &str) -> Option<String> {
+    metrics.lines().find_map(|l| {
+        let rest = l.strip_prefix("sidecar_injector_config_info{")?;
+        let value = rest.split("template_hash=\"").nth(1)?;
+        Some(value.split('"').next()?.to_owned())
+    })
+}
+
 /// Finds the installed injector: its webhook configuration (`named`, or found by label),
 /// then the Service, Pods and ConfigMap it leads to. Only the configuration's absence is not
 /// an error: then the defaults of the shipped install are assumed.
@@ -464,6 +504,16 @@ mod tests {
         assert!(two.contains("2 MutatingWebhookConfigurations"), "{two}");
         assert!(two.contains("(inj, team-b)"), "{two}");
         assert!(two.contains("--webhook-configuration NAME"), "{two}");
+    }
+
+    #[test]
+    fn the_served_hash_is_read_from_the_metrics_page() {
+        let page = "# HELP sidecar_injector_config_info The configuration served.\n# TYPE sidecar_injector_config_info gauge\nsidecar_injector_config_info{template_hash=\"fb917b4fdc4cd404\"} 1\n";
+        assert_eq!(config_hash(page).as_deref(), Some("fb917b4fdc4cd404"));
+        assert_eq!(
+            config_hash("sidecar_injector_pods{state=\"current\"} 1"),
+            None
+        );
     }
 
     fn pod(spec: serde_json::Value) -> Pod {

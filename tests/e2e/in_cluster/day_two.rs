@@ -370,3 +370,101 @@ async fn repair_never_loops() {
     );
     install.uninstall(&env).await;
 }
+
+/// Issue 33, finding 6: with the live ConfigMap invalid, check and preview said "…, which
+/// the installed injector serves", which was false: the injector refuses it and keeps its
+/// last good config. They now say so, with that config's hash read from the injector, and
+/// how to see every problem; `validate --config configmap:NS/NAME` lists them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the in-cluster phase: tests/e2e/run"]
+async fn check_with_an_invalid_live_configmap() {
+    let env = env();
+    let c = client(&env).await;
+    let install = Install::new(&env, &c, "e2e-invalid-live").await;
+    let app = install.app.as_ref().unwrap().to_string();
+    // The hash the injector serves, decided for the nodes as doctor decides it.
+    let (_, findings, _) = tokio::task::block_in_place(|| super::super::day_one::doctor(&env));
+    let config = findings
+        .iter()
+        .find(|f| f["check"] == "config")
+        .and_then(|f| f["message"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let served = config
+        .rsplit("template hash ")
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches(')')
+        .to_owned();
+    assert_eq!(served.len(), 16, "doctor's config finding: {config}");
+    let cm = format!("configmap:{NS}/sidecar-injector");
+    tokio::task::block_in_place(|| {
+        ok(&kubectl(
+            &env,
+            &[
+                "patch",
+                "configmap",
+                "sidecar-injector",
+                "-n",
+                NS,
+                "--type=merge",
+                "-p",
+                r#"{"data": {"mutate.yaml": "containers: ["}}"#,
+            ],
+            None,
+        ))
+    });
+    let (code, _, stderr) = {
+        let out = tokio::task::block_in_place(|| {
+            common::run(
+                common::bin(),
+                &[
+                    "check",
+                    "--kubeconfig",
+                    env.kubeconfig.to_str().unwrap(),
+                    "-n",
+                    &app,
+                ],
+                None,
+            )
+        });
+        (
+            out.status.code(),
+            (),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(code, Some(2), "{stderr}");
+    for said in [
+        &format!("ConfigMap {NS}/sidecar-injector is invalid"),
+        &format!("keeps serving its last good configuration, template hash {served}"),
+        &format!("sidecar-injector validate --config {cm}"),
+    ] {
+        assert!(stderr.contains(said.as_str()), "{said:?} in {stderr}");
+    }
+    assert!(
+        !stderr.contains("which the installed injector serves"),
+        "{stderr}"
+    );
+    println!(
+        "check with an invalid live ConfigMap: {}",
+        stderr.lines().last().unwrap_or_default()
+    );
+    let out = tokio::task::block_in_place(|| {
+        common::run(
+            common::bin(),
+            &[
+                "validate",
+                "--config",
+                &cm,
+                "--kubeconfig",
+                env.kubeconfig.to_str().unwrap(),
+            ],
+            None,
+        )
+    });
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains(&format!("{cm}: 1 problem(s)")), "{said}");
+    install.uninstall(&env).await;
+}
