@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use sidecar_injector::cli::check::{self, CheckArgs};
 use sidecar_injector::cli::doctor::{self, DoctorArgs};
 use sidecar_injector::cli::hooks::{self, ProbeArgs, UnregisterArgs};
-use sidecar_injector::cli::{certs, context, input};
+use sidecar_injector::cli::{certs, context, input, uninstall};
 use sidecar_injector::cluster;
 use sidecar_injector::cluster::live_config;
 use sidecar_injector::engine::Outcome;
@@ -62,6 +62,10 @@ enum Command {
     /// Delete the webhook configuration, so Pods are created without the injector (the Helm
     /// chart's pre-delete hook: it goes before the Deployment does).
     Unregister(UnregisterArgs),
+    /// After helm uninstall or kubectl delete -k: remove what the injector made at run time
+    /// (the copies of propagateSecrets no Pod uses, its certificate Secret, its Lease). The
+    /// token Secret you created stays. --dry-run lists it all.
+    Uninstall(uninstall::UninstallArgs),
     /// Write a CA and a serving certificate for the webhook's Service, and print the caBundle.
     Certs {
         #[arg(long, default_value = "sidecar-injector")]
@@ -220,6 +224,7 @@ fn main() -> ExitCode {
         Command::Doctor(args) => run_doctor(args),
         Command::Probe(args) => block_on(hooks::probe(args)),
         Command::Unregister(args) => block_on(hooks::unregister(args)),
+        Command::Uninstall(args) => block_on(uninstall::run(args)),
         Command::Certs {
             service,
             namespace,

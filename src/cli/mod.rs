@@ -8,3 +8,4 @@ pub mod context;
 pub mod doctor;
 pub mod hooks;
 pub mod input;
+pub mod uninstall;

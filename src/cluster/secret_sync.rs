@@ -534,7 +534,7 @@ impl Copier {
 /// How many Pods use each of `copies` (`(namespace, name)`), of those some Pod uses. One
 /// list of Pods per namespace. A namespace whose Pods cannot be listed counts as using all
 /// of its copies: a copy is never deleted on a guess.
-async fn uses(
+pub async fn uses(
     client: &kube::Client,
     copies: &BTreeSet<(String, String)>,
 ) -> BTreeMap<(String, String), usize> {

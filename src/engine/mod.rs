@@ -30,6 +30,7 @@ pub mod pod;
 pub mod preview;
 pub mod secret_copies;
 pub mod template;
+pub mod uninstall;
 pub mod yaml;
 
 use inject::inject;

@@ -558,7 +558,12 @@ async fn doctor_passes_on_a_good_install_and_names_each_fault_with_its_fix() {
                 &findings,
                 "permissions",
                 "system:serviceaccount:sidecar-injector:sidecar-injector cannot: list pods",
-                "manifests/base/rbac.yaml"
+                "with kustomize, kubectl apply -k manifests/"
+            ) && has(
+                &findings,
+                "permissions",
+                "cannot: list pods",
+                "helm upgrade RELEASE"
             ),
             "{findings:#?}"
         );

@@ -90,14 +90,51 @@ impl Release {
         if let Some(k) = self.kubelet.take() {
             k.stop().await;
         }
-        let _ = tokio::task::block_in_place(|| {
-            kubectl(
-                env,
-                &["delete", "namespace", PLATFORM, "--wait=false"],
-                None,
-            )
-        });
     }
+}
+
+/// A test that failed midway leaves no Fail webhook behind for the next one.
+impl Drop for Release {
+    fn drop(&mut self) {
+        if self.kubelet.is_none() {
+            return;
+        }
+        let env = env();
+        let _ = kubectl(
+            &env,
+            &[
+                "delete",
+                "mutatingwebhookconfiguration",
+                RELEASE,
+                "--ignore-not-found",
+            ],
+            None,
+        );
+        let _ = helm(
+            &env,
+            &["uninstall", RELEASE, "--namespace", PLATFORM, "--no-hooks"],
+        );
+        let _ = kubectl(
+            &env,
+            &["delete", "namespace", PLATFORM, "--wait=false"],
+            None,
+        );
+    }
+}
+
+/// `sidecar-injector uninstall ARGS --kubeconfig`: exit code and stdout.
+fn uninstall(env: &Env, args: &[&str]) -> (Option<i32>, String) {
+    let mut all = vec![
+        "uninstall",
+        "--kubeconfig",
+        env.kubeconfig.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    let out = tokio::task::block_in_place(|| common::run(common::bin(), &all, None));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
 }
 
 /// `sidecar-injector check ARGS -o json`: exit code, reports, stderr.
@@ -308,7 +345,61 @@ async fn helm_release_named_other_than_the_default() {
         "not restarted again"
     );
     drop(app);
+
+    // Issue 33, finding 3: helm uninstall left the certificate Secret, the Lease and the
+    // copies. `uninstall` refuses while the injector runs, lists with --dry-run, then removes
+    // what the injector made, and keeps the token Secret the user made.
+    let (code, said) = uninstall(&env, &["-n", PLATFORM]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("the injector still runs"), "{said}");
+    let (code, said) = uninstall(&env, &["-n", PLATFORM, "--dry-run"]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains(&format!(
+            "would delete mutatingwebhookconfiguration {RELEASE}"
+        )),
+        "{said}"
+    );
     release.uninstall(&env).await;
+    let (code, said) = uninstall(&env, &["-n", PLATFORM]);
+    assert_eq!(code, Some(0), "{said}");
+    for line in [
+        format!(
+            "deleted secret {PLATFORM}/sidecar-injector-tls (the injector's CA and serving certificate)"
+        ),
+        format!("deleted lease {PLATFORM}/sidecar-injector-repair"),
+        format!("kept secret {PLATFORM}/bitbucket-pipelines-metrics: the source you created"),
+    ] {
+        assert!(said.contains(&line), "{line:?} in {said}");
+    }
+    println!("uninstall after helm uninstall:\n{said}");
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), PLATFORM);
+    assert!(
+        secrets
+            .get_opt("sidecar-injector-tls")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        secrets
+            .get_opt("bitbucket-pipelines-metrics")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let (_, said) = uninstall(&env, &["-n", PLATFORM]);
+    assert!(
+        !said.contains(&format!("deleted secret {PLATFORM}/")) && !said.contains("deleted lease"),
+        "a second run finds nothing of the install's left: {said}"
+    );
+    let _ = tokio::task::block_in_place(|| {
+        kubectl(
+            &env,
+            &["delete", "namespace", PLATFORM, "--wait=false"],
+            None,
+        )
+    });
 }
 
 /// Issue 33: a workload whose Pods a restart cannot make current (here: judged against a
