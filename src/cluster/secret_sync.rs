@@ -310,11 +310,25 @@ impl Copier {
         // Someone else's, where a copy is wanted, as the metadata watch has them. A create
         // that meets one the watch has not shown yet fails with 409 and changes nothing; the
         // watch then brings it, and the next pass reports it (no `get` needed, so none granted).
+        let existing: BTreeSet<String> = self
+            .named
+            .iter()
+            .flat_map(|s| s.state())
+            .filter_map(|m| {
+                Some(format!(
+                    "{}/{}",
+                    m.metadata.namespace.as_deref()?,
+                    m.metadata.name.as_deref()?
+                ))
+            })
+            .collect();
+        let own = &self.scope.own_namespace.clone();
         let theirs: BTreeSet<(String, String)> = self
             .named
             .iter()
             .flat_map(|s| s.state())
-            .filter(|m| !secret_copies::is_ours(&m.metadata, &self.scope.own_namespace))
+            .filter(|m| !secret_copies::is_ours(&m.metadata, own))
+            .filter(|m| !secret_copies::adoptable(&m.metadata, own, &existing))
             .filter_map(|m| Some((m.metadata.namespace.clone()?, m.metadata.name.clone()?)))
             .filter(|(ns, _)| namespaces.contains(ns))
             .collect();
@@ -336,6 +350,7 @@ impl Copier {
             copies: &copies,
             foreign: &foreign,
             in_use,
+            existing: &existing,
         };
         // The copies the plan would delete: kept instead while a Pod of theirs uses them.
         let none = BTreeSet::new();
@@ -367,6 +382,14 @@ impl Copier {
             }
         }
         self.kept = plan.kept.iter().cloned().collect();
+        for (at, from) in &plan.adopted {
+            tracing::info!(
+                secret = %at,
+                was_copied_from = %from,
+                "propagateSecrets: taking over a copy made by an install that is gone (its source {from} no longer exists): rewritten as a copy of {}",
+                secret_copies::source_ref(own, at.rsplit('/').next().unwrap_or_default())
+            );
+        }
         for name in &plan.missing_sources {
             if self.missing_said.insert(name.clone()) {
                 tracing::warn!(

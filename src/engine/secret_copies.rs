@@ -125,6 +125,29 @@ pub fn lacks(secret: &Secret, keys: &BTreeSet<String>) -> Vec<String> {
         .collect()
 }
 
+/// A copy another install of the injector made (labelled ours, copied from `X/NAME` in
+/// another namespace) whose source no longer exists: that install is gone (uninstalled, or
+/// reinstalled here), and this one takes the copy over. While `X/NAME` exists it stays that
+/// install's: two live installs never overwrite each other's copies in turn.
+/// `existing` holds `NAMESPACE/NAME` of every Secret of the name.
+pub fn adoptable(meta: &ObjectMeta, own_namespace: &str, existing: &BTreeSet<String>) -> bool {
+    let labelled = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY_KEY))
+        .is_some_and(|v| v == MANAGED_BY);
+    let Some(from) = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(COPIED_FROM_KEY))
+    else {
+        return false;
+    };
+    let name = meta.name.as_deref().unwrap_or_default();
+    let same_name = from.split_once('/').is_some_and(|(_, n)| n == name);
+    labelled && same_name && *from != source_ref(own_namespace, name) && !existing.contains(from)
+}
+
 static NO_DATA: BTreeMap<String, ByteString> = BTreeMap::new();
 
 fn data(secret: &Secret) -> &BTreeMap<String, ByteString> {
@@ -208,6 +231,9 @@ pub struct Observed<'a> {
     /// `(namespace, name)` of the Secrets some Pod of that namespace uses ([`used_by`]), for
     /// the namespaces of copies no longer wanted at least.
     pub in_use: &'a BTreeSet<(String, String)>,
+    /// `NAMESPACE/NAME` of every Secret of a listed name that exists: whether another
+    /// install's source is still there ([`adoptable`]).
+    pub existing: &'a BTreeSet<String>,
 }
 
 /// The Secrets a Pod uses, by name: in env (`secretKeyRef`), `envFrom`, volumes (`secret`,
@@ -275,11 +301,29 @@ pub struct Plan {
     /// that a Pod still uses, as `(namespace, name)`: kept until no Pod does, so the next
     /// restart of those Pods does not fail with CreateContainerConfigError.
     pub kept: Vec<(String, String)>,
+    /// Copies of a gone install taken over (rewritten as this install's), `NAMESPACE/NAME`
+    /// with the source they named.
+    pub adopted: Vec<(String, String)>,
 }
 
 pub fn plan(o: &Observed<'_>) -> Plan {
     let mut out = Plan::default();
     let mut ours: BTreeMap<(&str, &str), &Secret> = BTreeMap::new();
+    // A gone install's copies, wanted here: rewritten as ours (an update, not a delete and
+    // create, so a Pod using it never sees it missing).
+    let mut adopt: BTreeMap<(&str, &str), &Secret> = BTreeMap::new();
+    for copy in o
+        .copies
+        .iter()
+        .filter(|c| adoptable(&c.metadata, o.own_namespace, o.existing))
+    {
+        let (Some(ns), Some(name)) = (&copy.metadata.namespace, &copy.metadata.name) else {
+            continue;
+        };
+        if o.names.contains(name) && o.namespaces.contains(ns) && ns != o.own_namespace {
+            adopt.insert((ns.as_str(), name.as_str()), copy);
+        }
+    }
     for copy in o
         .copies
         .iter()
@@ -314,6 +358,29 @@ pub fn plan(o: &Observed<'_>) -> Plan {
             continue;
         }
         for ns in o.namespaces.iter().filter(|ns| *ns != o.own_namespace) {
+            if let Some(theirs) = adopt.get(&(ns.as_str(), name.as_str()))
+                && !ours.contains_key(&(ns.as_str(), name.as_str()))
+            {
+                let from = theirs
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(COPIED_FROM_KEY))
+                    .cloned()
+                    .unwrap_or_default();
+                out.adopted.push((format!("{ns}/{name}"), from));
+                let mut want = copy_of(source, o.own_namespace, ns);
+                want.metadata.resource_version = theirs.metadata.resource_version.clone();
+                out.actions.push(if type_of(theirs) == type_of(source) {
+                    Action::Update(want)
+                } else {
+                    Action::Replace {
+                        copy: copy_of(source, o.own_namespace, ns),
+                        uid: theirs.metadata.uid.clone(),
+                    }
+                });
+                continue;
+            }
             match ours.get(&(ns.as_str(), name.as_str())) {
                 Some(copy) if in_sync(copy, source) => out.in_sync += 1,
                 Some(copy) if type_of(copy) != type_of(source) => {
@@ -417,6 +484,7 @@ mod tests {
         copies: Vec<Secret>,
         foreign: BTreeSet<(String, String)>,
         in_use: BTreeSet<(String, String)>,
+        existing: BTreeSet<String>,
     }
 
     impl Case {
@@ -428,6 +496,7 @@ mod tests {
                 copies: vec![],
                 foreign: BTreeSet::new(),
                 in_use: BTreeSet::new(),
+                existing: BTreeSet::new(),
             }
         }
         fn plan(&self) -> Plan {
@@ -439,6 +508,7 @@ mod tests {
                 copies: &self.copies,
                 foreign: &self.foreign,
                 in_use: &self.in_use,
+                existing: &self.existing,
             })
         }
     }
@@ -679,6 +749,45 @@ mod tests {
         let hand_made = source("token", "t");
         assert_eq!(lacks(&hand_made, &keys), ["other"]);
         assert!(lacks(&hand_made, &BTreeSet::from(["api-token".to_owned()])).is_empty());
+    }
+
+    /// Issue 33, finding 3: after a reinstall in another namespace, the first install's
+    /// copies (labelled ours, copied from `old/NAME`) were "foreign" forever. Once `old/NAME`
+    /// is gone they are taken over; while it exists, another live install owns them, and two
+    /// installs never rewrite the same copy in turn.
+    #[test]
+    fn a_gone_install_s_copies_are_adopted_and_a_live_one_s_never() {
+        let mut case = Case::new(&["team-a"]);
+        let mut old = stored(copy_of(&source("token", "old"), "old", "team-a"), "7");
+        old.metadata.resource_version = Some("42".into());
+        case.copies = vec![old];
+        let p = case.plan();
+        assert_eq!(
+            p.adopted,
+            [("team-a/token".to_owned(), "old/token".to_owned())]
+        );
+        let [Action::Update(want)] = p.actions.as_slice() else {
+            panic!("one update: {:?}", p.actions);
+        };
+        assert!(is_ours(&want.metadata, OWN), "rewritten as ours");
+        assert_eq!(want.metadata.resource_version.as_deref(), Some("42"));
+        assert_eq!(
+            want.data, case.sources["token"].data,
+            "with this install's data"
+        );
+
+        // The other install still has its source: its copy, someone else's (the sync's
+        // metadata watch says so), never ours to write.
+        case.existing.insert("old/token".into());
+        case.foreign.insert(("team-a".into(), "token".into()));
+        let p = case.plan();
+        assert!(p.adopted.is_empty() && p.actions.is_empty(), "{p:?}");
+        assert_eq!(p.foreign, 1);
+        // And adopting it must not make the other install adopt it back: from its side, our
+        // source exists.
+        let ours_now = stored(copy_of(&source("token", "t1"), OWN, "team-a"), "8");
+        let theirs_view = BTreeSet::from([source_ref(OWN, "token")]);
+        assert!(!adoptable(&ours_now.metadata, "old", &theirs_view));
     }
 
     #[test]
