@@ -75,19 +75,7 @@ impl Install {
             dir,
             app: None,
         };
-        // Both replicas Ready and behind the Service.
-        let endpoints: Api<Endpoints> = Api::namespaced(c.clone(), NS);
-        eventually("2 ready endpoints behind the Service", 90, || async {
-            let ep = endpoints.get_opt("sidecar-injector").await.ok()??;
-            let ready: usize = ep
-                .subsets
-                .iter()
-                .flatten()
-                .map(|s| s.addresses.as_ref().map_or(0, Vec::len))
-                .sum();
-            (ready == 2).then_some(())
-        })
-        .await;
+        two_ready_endpoints(c, NS).await;
         let mut install = install;
         let ns = opted_in(c, app).await;
         webhook_in_effect(c, &ns).await;
@@ -126,6 +114,22 @@ impl Install {
             k.stop().await;
         }
     }
+}
+
+/// Waits until both replicas are Ready behind the Service `sidecar-injector` of `ns`.
+async fn two_ready_endpoints(c: &Client, ns: &str) {
+    let endpoints: Api<Endpoints> = Api::namespaced(c.clone(), ns);
+    eventually("2 ready endpoints behind the Service", 90, || async {
+        let ep = endpoints.get_opt("sidecar-injector").await.ok()??;
+        let ready: usize = ep
+            .subsets
+            .iter()
+            .flatten()
+            .map(|s| s.addresses.as_ref().map_or(0, Vec::len))
+            .sum();
+        (ready == 2).then_some(())
+    })
+    .await;
 }
 
 /// What a stream of Pod creations saw.

@@ -49,22 +49,7 @@ impl Release {
         let logs = dir.path().join("pods");
         std::fs::create_dir_all(&logs).unwrap();
         let kubelet = Kubelet::start(env, c, PLATFORM, logs).await;
-        let endpoints: Api<Endpoints> = Api::namespaced(c.clone(), PLATFORM);
-        eventually(
-            "2 ready endpoints behind the release's Service",
-            90,
-            || async {
-                let ep = endpoints.get_opt("sidecar-injector").await.ok()??;
-                let ready: usize = ep
-                    .subsets
-                    .iter()
-                    .flatten()
-                    .map(|s| s.addresses.as_ref().map_or(0, Vec::len))
-                    .sum();
-                (ready == 2).then_some(())
-            },
-        )
-        .await;
+        two_ready_endpoints(c, PLATFORM).await;
         Release {
             kubelet: Some(kubelet),
             _dir: dir,
