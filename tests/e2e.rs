@@ -458,6 +458,26 @@ fn patch_url(env: &Env, port: u16) -> Output {
 }
 
 /// `sidecar-injector check` with the served config, against the e2e cluster.
+/// The token Secret's copy in `ns`, as the suite's injector keeps it (its source created
+/// once): `check` calls an injected Pod whose Secret is gone `failing`.
+async fn token_copy_in(env: &Env, c: &Client, ns: &str) {
+    secrets::token_source_once(env).await;
+    token_copy_made(c, ns).await;
+}
+
+/// Waits for the copy of the token Secret in `ns`.
+async fn token_copy_made(c: &Client, ns: &str) {
+    let copies: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(c.clone(), ns);
+    eventually("the token Secret's copy", 30, || async {
+        copies
+            .get_opt("bitbucket-pipelines-metrics")
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+}
+
 fn check(env: &Env, args: &[&str]) -> (Option<i32>, Vec<Value>, String) {
     let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base/config");
     let mut all = vec![

@@ -75,6 +75,16 @@ pub async fn run(args: CheckArgs, own_namespace: &str) -> Result<ExitCode> {
         eprintln!("warning: {advice}");
     }
     let mut reports = check::survey(&client, config, &scope, check::CHECK_PAGE).await?;
+    // Before the restart that would fail: an injected Pod using a Secret that is gone.
+    match crate::cluster::absent_secrets::mark(&client, config, &mut reports).await {
+        Ok(true) => {}
+        Ok(false) => eprintln!(
+            "note: this identity may not list Secrets, so a Pod whose injected Secret is gone shows as current until it restarts"
+        ),
+        Err(e) => eprintln!(
+            "warning: the Secrets the injected Pods use could not be looked at ({e:#}): a Pod whose Secret is gone shows as current until it restarts"
+        ),
+    }
     if let Some(looked) = &chosen.no_webhook {
         // "The webhook would inject it now" is false with no webhook: say what is true.
         eprintln!(

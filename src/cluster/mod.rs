@@ -2,6 +2,7 @@
 //! data; none of it decides what to inject. Used by `serve` and the command line; it imports
 //! only [`crate::engine`].
 
+pub mod absent_secrets;
 pub mod certificates;
 pub mod check;
 mod client;

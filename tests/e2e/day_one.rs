@@ -185,6 +185,7 @@ async fn check_without_config_judges_against_the_installed_configmap() {
     })
     .await;
     web_deployment(&env, &ns);
+    token_copy_in(&env, &c, &ns).await;
 
     let out = common::run(
         common::bin(),

@@ -14,6 +14,7 @@ async fn pods_that_missed_the_sidecar_are_found_and_repaired() {
     let c = client(&env).await;
     let live: u16 = std::env::var("E2E_WEBHOOK_PORT").unwrap().parse().unwrap();
     let ns = opted_in(&c, "e2e-check").await;
+    token_copy_in(&env, &c, &ns).await;
     // The webhook goes down: Ignore admits Pods unchanged. It comes back even if an assertion
     // below fails.
     let _restore = RestoreUrl(live);

@@ -79,6 +79,7 @@ impl Install {
         let mut install = install;
         let ns = opted_in(c, app).await;
         webhook_in_effect(c, &ns).await;
+        token_copy_made(c, &ns).await;
         install.app = Some(ns);
         install
     }

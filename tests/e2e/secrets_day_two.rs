@@ -237,3 +237,51 @@ async fn hand_made_secret_with_the_keys_passes_doctor() {
         "{finding}"
     );
 }
+
+/// Issue 33: `check` called a running injected Pod `current` while the Secret it names was
+/// gone, and its next restart failed. It is `failing` now, before that restart, with the
+/// Secret named; `check` exits 1.
+#[tokio::test]
+#[ignore = "needs a cluster: tests/e2e/run"]
+async fn check_says_failing_before_a_restart_that_would_fail() {
+    let env = env();
+    let c = client(&env).await;
+    let ns = opted_in(&c, "e2e-secret-gone").await;
+    webhook_in_effect(&c, &ns).await;
+    token_copy_in(&env, &c, &ns).await;
+    create_pod(&c, &ns, pod_json("needs-the-token", json!({})))
+        .await
+        .unwrap();
+    let (code, reports, stderr) = check(&env, &["-n", &ns]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        reports.iter().all(|r| r["state"] == "current"),
+        "{reports:?}"
+    );
+    // Opted out (the copy is kept for the Pod), then the copy deleted by hand.
+    ok(&kubectl(
+        &env,
+        &["label", "namespace", &ns, "sidecar-injection-"],
+        None,
+    ));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ok(&kubectl(
+        &env,
+        &["delete", "secret", TOKEN, "-n", &ns],
+        None,
+    ));
+    let (code, reports, stderr) = check(&env, &["-n", &ns]);
+    let pod = reports
+        .iter()
+        .find(|r| r["pod"] == "needs-the-token")
+        .unwrap_or_else(|| panic!("{reports:?} {stderr}"));
+    assert_eq!(pod["state"], "failing", "{pod}");
+    assert!(
+        pod["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("uses Secret {ns}/{TOKEN} that {ns} does not hold")),
+        "{pod}"
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+}

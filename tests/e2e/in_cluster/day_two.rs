@@ -203,6 +203,7 @@ async fn helm_release_named_other_than_the_default() {
     let release = Release::install(&env, &c).await;
     let app = opted_in(&c, "e2e-inj-app").await;
     webhook_in_effect(&c, &app).await;
+    token_copy_made(&c, &app).await;
 
     // doctor, with no flag: every check passes, about the release's own objects.
     let findings = eventually("doctor to pass every check", 60, || async {
