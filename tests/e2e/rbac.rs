@@ -373,10 +373,32 @@ spec:
         "check names the stuck Pod failing: {said_check}"
     );
 
-    // Opt out: the copy goes.
+    // Opt out: the copy stays while the app's Pods use it (issue 33), then goes with them.
     ok(&kubectl(
         &env,
         &["label", "namespace", &app, &format!("{label}-")],
+        None,
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        copies
+            .get_opt("bitbucket-pipelines-metrics")
+            .await
+            .unwrap()
+            .is_some(),
+        "kept while the app's Pods use it"
+    );
+    ok(&kubectl(
+        &env,
+        &[
+            "delete",
+            "pods",
+            "--all",
+            "-n",
+            &app,
+            "--grace-period=0",
+            "--force",
+        ],
         None,
     ));
     eventually(
