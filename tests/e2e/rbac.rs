@@ -373,7 +373,8 @@ spec:
         "check names the stuck Pod failing: {said_check}"
     );
 
-    // Opt out: the copy stays while the app's Pods use it (issue 33), then goes with them.
+    // Opt out: the copy stays while the app's Pods use it (issue 33), then goes with them
+    // (the Deployment too, or its ReplicaSet makes new Pods that use it).
     ok(&kubectl(
         &env,
         &["label", "namespace", &app, &format!("{label}-")],
@@ -392,7 +393,7 @@ spec:
         &env,
         &[
             "delete",
-            "pods",
+            "deployments,replicasets,pods",
             "--all",
             "-n",
             &app,
