@@ -374,7 +374,7 @@ spec:
     );
 
     // Opt out: the copy stays while the app's Pods use it (issue 33), then goes with them
-    // (the Deployment too, or its ReplicaSet makes new Pods that use it).
+    // (their workloads too, or those make new Pods that use it).
     ok(&kubectl(
         &env,
         &["label", "namespace", &app, &format!("{label}-")],
@@ -393,7 +393,7 @@ spec:
         &env,
         &[
             "delete",
-            "deployments,replicasets,pods",
+            "deployments,statefulsets,daemonsets,replicasets,pods",
             "--all",
             "-n",
             &app,
