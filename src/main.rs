@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use sidecar_injector::cli::check::{self, CheckArgs};
 use sidecar_injector::cli::doctor::{self, DoctorArgs};
 use sidecar_injector::cli::hooks::{self, ProbeArgs, UnregisterArgs};
-use sidecar_injector::cli::{certs, context, input, uninstall};
+use sidecar_injector::cli::{certs, context, images, input, uninstall};
 use sidecar_injector::cluster;
 use sidecar_injector::cluster::live_config;
 use sidecar_injector::engine::Outcome;
@@ -66,6 +66,9 @@ enum Command {
     /// (the copies of propagateSecrets no Pod uses, its certificate Secret, its Lease). The
     /// token Secret you created stays. --dry-run lists it all.
     Uninstall(uninstall::UninstallArgs),
+    /// Every image the install pulls (each template's after imageRepository, and the
+    /// injector's own), one per line; --mirror-to REPO pairs each with its name in a mirror.
+    Images(images::ImagesArgs),
     /// Write a CA and a serving certificate for the webhook's Service, and print the caBundle.
     Certs {
         #[arg(long, default_value = "sidecar-injector")]
@@ -225,6 +228,7 @@ fn main() -> ExitCode {
         Command::Probe(args) => block_on(hooks::probe(args)),
         Command::Unregister(args) => block_on(hooks::unregister(args)),
         Command::Uninstall(args) => block_on(uninstall::run(args)),
+        Command::Images(args) => block_on(images::run(args, &own_namespace())),
         Command::Certs {
             service,
             namespace,

@@ -28,6 +28,8 @@ mod day_one;
 mod drift;
 #[path = "e2e/helm.rs"]
 mod helm;
+#[path = "e2e/images.rs"]
+mod images;
 #[path = "e2e/in_cluster.rs"]
 mod in_cluster;
 #[path = "e2e/injection.rs"]

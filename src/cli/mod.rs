@@ -7,5 +7,6 @@ pub mod check;
 pub mod context;
 pub mod doctor;
 pub mod hooks;
+pub mod images;
 pub mod input;
 pub mod uninstall;

@@ -7,6 +7,7 @@
 
 pub mod docker_socket;
 mod fragment;
+pub mod images;
 pub mod secrets;
 mod settings;
 mod source;

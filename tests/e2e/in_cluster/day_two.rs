@@ -239,6 +239,42 @@ async fn helm_release_named_other_than_the_default() {
         findings.len()
     );
 
+    // images reads the release's ConfigMap and the image its Pods run.
+    let out = common::run(
+        common::bin(),
+        &[
+            "images",
+            "--kubeconfig",
+            env.kubeconfig.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let used_by = |image: &str| {
+        listed
+            .iter()
+            .find(|i| i["image"] == image)
+            .map(|i| i["usedBy"][0].clone())
+            .unwrap_or_else(|| panic!("{image} is not listed: {listed:#?}"))
+    };
+    assert_eq!(used_by("sidecar-injector:0.1.0")["template"], "injector");
+    assert_eq!(
+        used_by("sidecar-injector:0.1.0")["list"],
+        format!("deployment {PLATFORM}/sidecar-injector")
+    );
+    assert_eq!(
+        used_by("atlassian/bitbucket-pipelines-metrics-collector:2.1.0")["template"],
+        "default"
+    );
+    println!("images on release {RELEASE}: {} images", listed.len());
+
     // check reads the release's ConfigMap.
     web(&env, &app);
     let (code, reports, stderr) = check(&env, &["-A"]);
