@@ -156,6 +156,71 @@ async fn kustomize_and_helm_render_the_same() {
         "hooks.unregisterOnDelete=false: no pre-delete hook"
     );
     println!("hooks: {}", names.join(", "));
+    // A private registry: every Pod of the chart (the Deployment's and each hook's) pulls the
+    // index pinned by its digest, with the pull secret.
+    let digest = format!("sha256:{}", "0123456789abcdef".repeat(4));
+    let private = ok(&helm(
+        &env,
+        &[
+            "template",
+            "sidecar-injector",
+            chart.to_str().unwrap(),
+            "--namespace",
+            "sidecar-injector",
+            "--set",
+            "image.repository=registry.corp.example/platform/sidecar-injector",
+            "--set",
+            &format!("image.digest={digest}"),
+            "--set",
+            "image.pullSecrets[0]=corp-registry",
+        ],
+    ));
+    let docs: Vec<Value> = sidecar_injector::engine::yaml::documents(&private).unwrap();
+    let pod_specs: Vec<(&str, &Value)> = docs
+        .iter()
+        .filter_map(|d| {
+            let spec = match d["kind"].as_str()? {
+                "Pod" => &d["spec"],
+                "Deployment" | "Job" => &d["spec"]["template"]["spec"],
+                _ => return None,
+            };
+            Some((d["metadata"]["name"].as_str()?, spec))
+        })
+        .collect();
+    assert_eq!(
+        pod_specs.len(),
+        3,
+        "the Deployment, the test Pod, the unregister Job"
+    );
+    for (name, spec) in &pod_specs {
+        assert_eq!(
+            spec["imagePullSecrets"],
+            json!([{"name": "corp-registry"}]),
+            "{name}"
+        );
+        assert_eq!(
+            spec["containers"][0]["image"],
+            format!("registry.corp.example/platform/sidecar-injector:0.1.0@{digest}"),
+            "{name}"
+        );
+    }
+    println!(
+        "image.pullSecrets and image.digest: on {} Pod specs",
+        pod_specs.len()
+    );
+    let bad_digest = helm(
+        &env,
+        &[
+            "template",
+            "x",
+            chart.to_str().unwrap(),
+            "--set",
+            "image.digest=latest",
+        ],
+    );
+    assert!(!bad_digest.status.success());
+    let said = String::from_utf8_lossy(&bad_digest.stderr);
+    assert!(said.contains("/image/digest"), "{said}");
     // A wrong value is refused with a message that names it.
     let wrong = helm(
         &env,

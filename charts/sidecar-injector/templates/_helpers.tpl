@@ -34,12 +34,33 @@ subjects:
 {{- end }}
 {{- end }}
 
+{{/* The injector's image: repository:tag, pinned to the index by image.digest when given. */}}
+{{- define "sidecar-injector.image" -}}
+{{- if .Values.image.digest -}}
+{{ printf "%s:%s@%s" .Values.image.repository .Values.image.tag .Values.image.digest }}
+{{- else -}}
+{{ printf "%s:%s" .Values.image.repository .Values.image.tag }}
+{{- end -}}
+{{- end }}
+
+{{/* imagePullSecrets of the injector's Pods (the Deployment's and the hooks'), at the
+     indentation of a Pod spec's fields. */}}
+{{- define "sidecar-injector.pullSecrets" -}}
+{{- with .Values.image.pullSecrets }}
+imagePullSecrets:
+{{- range . }}
+- name: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* The pod spec of a hook: the injector's image running one command as its own
      ServiceAccount, as locked down as the Deployment. Called with (list $ NAME ARGS). */}}
 {{- define "sidecar-injector.hookPod" -}}
 {{- $ := index . 0 }}
 restartPolicy: Never
 serviceAccountName: {{ index . 1 }}
+{{- include "sidecar-injector.pullSecrets" $ }}
 {{- with $.Values.hooks.nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
@@ -51,7 +72,7 @@ securityContext:
   seccompProfile: {type: RuntimeDefault}
 containers:
 - name: {{ index . 1 }}
-  image: {{ printf "%s:%s" $.Values.image.repository $.Values.image.tag | quote }}
+  image: {{ include "sidecar-injector.image" $ | quote }}
   imagePullPolicy: {{ $.Values.image.pullPolicy }}
   args:
   {{- toYaml (index . 2) | nindent 2 }}
