@@ -152,10 +152,35 @@ pub fn failing(pod: &Pod, failed_mounts: &[String], age: Duration) -> Option<Str
         };
         let reason = waiting.reason.as_deref().unwrap_or_default();
         if CANNOT_RUN.contains(&reason) {
-            return Some(match waiting.message.as_deref().filter(|m| !m.is_empty()) {
-                Some(m) => format!("{}: {reason}: {m}", c.name),
+            // A crash loop says only "back-off": the last exit says why (an init container's
+            // `exec format error` is there).
+            let last = c
+                .last_state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .and_then(|t| {
+                    let m = t.message.as_deref().filter(|m| !m.trim().is_empty())?;
+                    Some(format!(
+                        "last exit {}: {m}",
+                        t.reason.as_deref().unwrap_or("?")
+                    ))
+                });
+            let message = waiting.message.as_deref().filter(|m| !m.trim().is_empty());
+            let said = match (message, last) {
+                (Some(m), Some(l)) if reason == "CrashLoopBackOff" => Some(l + "; " + m),
+                (Some(m), _) => Some(m.to_owned()),
+                (None, l) => l,
+            };
+            let mut why = match said {
+                Some(m) => format!("{}: {reason}: {}", c.name, one_line(&m)),
                 None => format!("{}: {reason}", c.name),
-            });
+            };
+            if let Some(fix) = kubelet_hint(reason, &why) {
+                why.push_str(" (");
+                why.push_str(fix);
+                why.push(')');
+            }
+            return Some(why);
         }
     }
     if !stuck_creating(pod, age) {
@@ -173,6 +198,68 @@ pub fn failing(pod: &Pod, failed_mounts: &[String], age: Duration) -> Option<Str
                 )
             })
     })
+}
+
+/// The first line of a kubelet message, at most 240 characters: a reason, not a page.
+fn one_line(message: &str) -> String {
+    let line = message
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default()
+        .trim();
+    match line.char_indices().nth(240) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line.to_owned(),
+    }
+}
+
+/// What to do about what kubelet said, for the causes of a failed injected image (the
+/// Tingyun seed's FAQ): a binary for another architecture, a refused login, an image the
+/// registry lacks, a registry out of reach.
+fn kubelet_hint(reason: &str, said: &str) -> Option<&'static str> {
+    let text = said.to_ascii_lowercase();
+    if text.contains("exec format error") {
+        return Some(
+            "the image has no build for this node's architecture: push it with every architecture, e.g. skopeo copy --all",
+        );
+    }
+    if !matches!(reason, "ErrImagePull" | "ImagePullBackOff") {
+        return None;
+    }
+    if [
+        "401",
+        "403",
+        "unauthorized",
+        "denied",
+        "authentication required",
+    ]
+    .iter()
+    .any(|w| text.contains(w))
+    {
+        Some(
+            "the registry refused the pull: check the imagePullSecrets the template names in this namespace",
+        )
+    } else if ["not found", "manifest unknown", "404"]
+        .iter()
+        .any(|w| text.contains(w))
+    {
+        Some(
+            "the registry has no such image: mirror it; sidecar-injector images --mirror-to lists every image",
+        )
+    } else if [
+        "timeout",
+        "timed out",
+        "deadline exceeded",
+        "no such host",
+        "connection refused",
+    ]
+    .iter()
+    .any(|w| text.contains(w))
+    {
+        Some("the node could not reach the registry")
+    } else {
+        None
+    }
 }
 
 /// The Pod has been in ContainerCreating for over [`MOUNT_GRACE`]: only then can a failed
@@ -591,6 +678,57 @@ mod tests {
         let mut plain = own.clone();
         plain.metadata.annotations = None;
         assert_eq!(failing(&plain, &[], Duration::ZERO), None);
+    }
+
+    #[test]
+    fn failing_names_the_cause_kubelet_gave_and_what_to_do() {
+        // An init container built for another architecture: a crash loop whose last exit
+        // says exec format error.
+        let mut crash = waiting(
+            "agent-init",
+            "CrashLoopBackOff",
+            "back-off 20s restarting failed container=agent-init",
+        );
+        crash["lastState"] = serde_json::json!({"terminated": {"exitCode": 128, "reason": "StartError",
+            "message": "failed to create containerd task: exec: \"/bin/sh\": exec format error: unknown\nmore"}});
+        let pod = injected_pod(serde_json::json!({"initContainerStatuses": [crash]}));
+        let why = failing(&pod, &[], Duration::ZERO).unwrap();
+        assert_eq!(
+            why,
+            "agent-init: CrashLoopBackOff: last exit StartError: failed to create containerd task: exec: \"/bin/sh\": exec format error: unknown (the image has no build for this node's architecture: push it with every architecture, e.g. skopeo copy --all)"
+        );
+        let pull = |message: &str| {
+            let pod = injected_pod(serde_json::json!({"containerStatuses": [
+                waiting("collector", "ImagePullBackOff", message)]}));
+            failing(&pod, &[], Duration::ZERO).unwrap()
+        };
+        let refused = pull(
+            "Back-off pulling image \"registry.corp.example/mirror/c:1\": ErrImagePull: failed to authorize: 401 Unauthorized",
+        );
+        assert!(
+            refused.starts_with("collector: ImagePullBackOff: Back-off pulling image"),
+            "{refused}"
+        );
+        assert!(refused.ends_with("(the registry refused the pull: check the imagePullSecrets the template names in this namespace)"), "{refused}");
+        assert!(
+            pull("rpc error: registry.corp.example/mirror/c:1: not found")
+                .contains("mirror it; sidecar-injector images")
+        );
+        assert!(
+            pull("dial tcp 10.0.0.1:443: i/o timeout")
+                .ends_with("(the node could not reach the registry)")
+        );
+        assert!(!pull("something else").contains('('));
+        // A missing Secret's "not found" is not an image's.
+        let secret = injected_pod(serde_json::json!({"containerStatuses": [
+            waiting("collector", "CreateContainerConfigError", "secret \"t\" not found")]}));
+        assert_eq!(
+            failing(&secret, &[], Duration::ZERO).as_deref(),
+            Some("collector: CreateContainerConfigError: secret \"t\" not found")
+        );
+        // A page of text is cut to its first line.
+        let long = pull(&format!("{}\nsecond line", "x".repeat(500)));
+        assert!(long.len() < 300 && !long.contains("second"), "{long}");
     }
 
     #[test]
