@@ -19,11 +19,36 @@ pub struct DoctorArgs {
     /// release is called.
     #[arg(long)]
     pub webhook_configuration: Option<String>,
+    /// Skip "images pullable": for a cluster whose registry this machine cannot reach (the
+    /// check then says -).
+    #[arg(long)]
+    pub offline: bool,
+    /// A CA (PEM) that signs the registry's certificate, trusted besides the system's roots
+    /// when asking for the injected images' manifests. Repeatable.
+    #[arg(long, value_name = "FILE", conflicts_with = "offline")]
+    pub registry_ca: Vec<PathBuf>,
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     pub output: crate::cli::check::Format,
 }
 
 pub async fn run(args: DoctorArgs) -> Result<ExitCode> {
+    let registry = if args.offline {
+        None
+    } else {
+        let mut roots = Vec::new();
+        for path in &args.registry_ca {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("--registry-ca {}: cannot read it", path.display()))?;
+            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                anyhow::bail!(
+                    "--registry-ca {}: holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the registry's CA certificate, e.g. the ca.crt its TLS certificate was signed with",
+                    path.display()
+                );
+            }
+            roots.push(pem);
+        }
+        Some(crate::cluster::registry::Registry::new(roots))
+    };
     let client = crate::cluster::client(args.kubeconfig.as_deref()).await?;
     let found = installed::find(&client, args.webhook_configuration.as_deref()).await?;
     let loaded = match context::installed_config(&client, &found).await {
@@ -56,7 +81,7 @@ pub async fn run(args: DoctorArgs) -> Result<ExitCode> {
     let loaded = loaded
         .as_ref()
         .map(|(c, n)| (c, n.as_ref().map_err(String::as_str)));
-    let mut findings = doctor::run(&client, &found, loaded).await?;
+    let mut findings = doctor::run(&client, &found, loaded, registry.as_ref()).await?;
     // After the webhook's own checks, before the dry run's context.
     let at = findings
         .iter()

@@ -14,6 +14,7 @@ pub mod live_config;
 pub mod namespaces;
 pub mod nodes;
 pub mod probe;
+pub mod registry;
 pub mod repair;
 pub mod secret_sync;
 pub mod served;

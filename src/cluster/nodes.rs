@@ -1,5 +1,6 @@
 //! The cluster's nodes, read for the engine: their container runtimes decide
-//! `values.mountDockerSocket: auto`.
+//! `values.mountDockerSocket: auto`, and their architectures are those doctor asks each
+//! injected image for.
 
 use crate::engine::config::docker_socket::{Node, Nodes};
 use anyhow::Result;
@@ -23,13 +24,14 @@ fn node(n: ApiNode) -> Node {
         .as_ref()
         .and_then(|l| l.get("kubernetes.io/os"))
         .map(String::as_str);
+    let info = n.status.and_then(|s| s.node_info);
     Node {
         name: n.metadata.name.clone().unwrap_or_default(),
-        runtime: n
-            .status
-            .and_then(|s| s.node_info)
-            .map(|i| i.container_runtime_version)
+        runtime: info
+            .as_ref()
+            .map(|i| i.container_runtime_version.clone())
             .unwrap_or_default(),
+        arch: info.map(|i| i.architecture).unwrap_or_default(),
         linux: os.is_none_or(|os| os == "linux"),
         schedulable: !n.spec.and_then(|s| s.unschedulable).unwrap_or(false),
     }

@@ -73,6 +73,7 @@ mod tests {
             runtime: runtime.into(),
             linux: true,
             schedulable: true,
+            arch: "amd64".into(),
         }])
     }
 

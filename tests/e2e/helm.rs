@@ -378,6 +378,7 @@ async fn helm_install_upgrade_uninstall() {
         common::bin(),
         &[
             "doctor",
+            "--offline",
             "--kubeconfig",
             env.kubeconfig.to_str().unwrap(),
             "--webhook-configuration",

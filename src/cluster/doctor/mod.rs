@@ -6,6 +6,7 @@
 mod access;
 mod copies;
 mod expiry;
+mod pullable;
 mod secret_policy;
 mod tls;
 
@@ -31,13 +32,14 @@ pub const INSTALL: &str = "install it: helm install sidecar-injector charts/side
 pub const REINSTALL: &str = "install it again the way it was installed: helm upgrade --install RELEASE charts/sidecar-injector -n NAMESPACE, or kubectl apply -k manifests/";
 
 /// The checks after the webhook's own, in order.
-const AFTER_THE_WEBHOOK: [&str; 8] = [
+const AFTER_THE_WEBHOOK: [&str; 9] = [
     "certificate expiry",
     "opted-in namespaces",
     "dry run",
     "secrets",
     "secret copies",
     "node runtimes",
+    pullable::CHECK,
     "permissions",
     "secret policy",
 ];
@@ -91,11 +93,13 @@ impl Finding {
 
 /// Every check, in order. `loaded` is the configuration the injector serves, when it loads
 /// (its own finding is the caller's), decided for the nodes, with the nodes or why they could
-/// not be read. An error means doctor could not look at all.
+/// not be read. `registry` asks for the injected images' manifests; None skips that check
+/// (`--offline`). An error means doctor could not look at all.
 pub async fn run(
     client: &kube::Client,
     installed: &Installed,
     loaded: Option<(&Config, Result<&Nodes, &str>)>,
+    registry: Option<&crate::cluster::registry::Registry>,
 ) -> Result<Vec<Finding>> {
     let config = loaded.as_ref().map(|(c, _)| *c);
     let mut out = Vec::new();
@@ -233,6 +237,13 @@ pub async fn run(
             out.push(secrets_present(client, config, &opted).await);
             out.push(copies::check(client, config, &opted).await);
             out.push(node_runtimes(config, nodes));
+            let images = crate::engine::config::images::injected(config);
+            out.push(match nodes {
+                Ok(nodes) => {
+                    pullable::check(client, &images, &opted, &nodes.architectures(), registry).await
+                }
+                Err(e) => Finding::skip(pullable::CHECK, e.to_owned()),
+            });
         }
         None => {
             for check in ["secrets", "secret copies"] {
@@ -241,10 +252,12 @@ pub async fn run(
                     "the configuration does not load".into(),
                 ));
             }
-            out.push(Finding::skip(
-                "node runtimes",
-                "the configuration does not load".into(),
-            ));
+            for check in ["node runtimes", pullable::CHECK] {
+                out.push(Finding::skip(
+                    check,
+                    "the configuration does not load".into(),
+                ));
+            }
         }
     }
     let account = installed
@@ -526,7 +539,7 @@ mod tests {
             pods: Vec::new(),
             unread: Vec::new(),
         };
-        let findings = run(&client, &installed, None).await.unwrap();
+        let findings = run(&client, &installed, None, None).await.unwrap();
         let checks: Vec<&str> = findings.iter().map(|f| f.check.as_str()).collect();
         let mut all = vec![
             "install readable",

@@ -27,6 +27,8 @@ pub struct Node {
     pub linux: bool,
     /// `spec.unschedulable` is not set.
     pub schedulable: bool,
+    /// `status.nodeInfo.architecture`: `amd64`, `arm64`; empty when not reported.
+    pub arch: String,
 }
 
 impl Node {
@@ -43,6 +45,19 @@ impl Nodes {
     /// The nodes injected Pods can land on: schedulable Linux nodes.
     pub fn considered(&self) -> impl Iterator<Item = &Node> {
         self.0.iter().filter(|n| n.linux && n.schedulable)
+    }
+
+    /// The architectures of the considered nodes, each once: those an injected image must
+    /// offer.
+    pub fn architectures(&self) -> Vec<String> {
+        let mut found: Vec<String> = self
+            .considered()
+            .map(|n| n.arch.clone())
+            .filter(|a| !a.is_empty())
+            .collect();
+        found.sort();
+        found.dedup();
+        found
     }
 
     /// The considered nodes that run no Docker.
@@ -216,6 +231,7 @@ mod tests {
             runtime: runtime.into(),
             linux: true,
             schedulable: true,
+            arch: "amd64".into(),
         }
     }
 
