@@ -24,6 +24,8 @@ mod common;
 mod cost;
 #[path = "e2e/day_one.rs"]
 mod day_one;
+#[path = "e2e/doctor_images.rs"]
+mod doctor_images;
 #[path = "e2e/drift.rs"]
 mod drift;
 #[path = "e2e/helm.rs"]

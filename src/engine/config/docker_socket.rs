@@ -236,6 +236,33 @@ mod tests {
     }
 
     #[test]
+    fn the_architectures_asked_for_are_those_of_schedulable_linux_nodes_each_once() {
+        let mut nodes = Nodes(vec![
+            node("a", "containerd://2.1.0"),
+            node("b", "containerd://2.1.0"),
+        ]);
+        nodes.0.push(Node {
+            arch: "arm64".into(),
+            ..node("c", "containerd://2.1.0")
+        });
+        nodes.0.push(Node {
+            arch: "s390x".into(),
+            schedulable: false,
+            ..node("cordoned", "containerd://2.1.0")
+        });
+        nodes.0.push(Node {
+            arch: "ppc64le".into(),
+            linux: false,
+            ..node("w", "containerd://2.1.0")
+        });
+        nodes.0.push(Node {
+            arch: String::new(),
+            ..node("silent", "containerd://2.1.0")
+        });
+        assert_eq!(nodes.architectures(), ["amd64", "arm64"]);
+    }
+
+    #[test]
     fn auto_mounts_only_when_every_schedulable_linux_node_runs_docker() {
         let auto = json!({KEY: AUTO});
         assert_eq!(DockerSocket::decide(&auto, None).mounted(), Some(true));
