@@ -349,104 +349,99 @@ fn images_finding(env: &Env, registry: &Registry) -> Value {
     found
 }
 
-fn mirrored(registry: &Registry) -> String {
-    format!("{}/mirror/{COLLECTOR}", registry.host)
+/// What doctor's "images pullable" says of the suite's install pulling from a registry that
+/// holds the collector for `pushed` architectures (none: not pushed), with the pull secret's
+/// password `password`, from the opted-in namespace `ns` (and the others).
+struct Said {
+    host: String,
+    /// The collector, as the nodes would pull it.
+    image: String,
+    outcome: String,
+    message: String,
+    fix: String,
+}
+
+async fn doctor_says(pushed: &[&str], password: &str, ns: &str) -> Said {
+    let env = env();
+    let c = client(&env).await;
+    let registry = Registry::start();
+    if !pushed.is_empty() {
+        registry.push(&format!("mirror/{COLLECTOR}"), pushed);
+    }
+    let _changed = point_the_install_at(&env, &c, &registry, password, ns).await;
+    let f = images_finding(&env, &registry);
+    let text = |k: &str| f[k].as_str().unwrap_or_default().to_owned();
+    Said {
+        image: format!("{}/mirror/{COLLECTOR}", registry.host),
+        host: registry.host.clone(),
+        outcome: text("outcome"),
+        message: text("message"),
+        fix: text("fix"),
+    }
 }
 
 #[tokio::test]
 #[ignore = "needs a cluster: tests/e2e/run"]
 async fn doctor_images_all_pullable() {
-    let env = env();
-    let c = client(&env).await;
-    let registry = Registry::start();
-    registry.push(&format!("mirror/{COLLECTOR}"), &["amd64", "arm64"]);
-    let _changed = point_the_install_at(&env, &c, &registry, PASSWORD, "e2e-img-pullable").await;
-    let f = images_finding(&env, &registry);
-    assert_eq!(f["outcome"], "pass", "{f:#}");
-    let message = f["message"].as_str().unwrap_or_default();
+    let said = doctor_says(&["amd64", "arm64"], PASSWORD, "e2e-img-pullable").await;
+    assert_eq!(said.outcome, "pass", "{}", said.message);
     assert!(
-        message.contains("1 image(s) for amd64, arm64"),
-        "every node architecture asked for: {message}"
+        said.message.contains("1 image(s) for amd64, arm64"),
+        "every node architecture asked for: {}",
+        said.message
     );
     // One question per image, however many namespaces hold the same login.
-    assert!(message.contains(" 1 registry request(s)"), "{message}");
+    assert!(
+        said.message.contains(" 1 registry request(s)"),
+        "{}",
+        said.message
+    );
 }
 
 #[tokio::test]
 #[ignore = "needs a cluster: tests/e2e/run"]
 async fn doctor_image_missing_an_architecture() {
-    let env = env();
-    let c = client(&env).await;
-    let registry = Registry::start();
-    registry.push(&format!("mirror/{COLLECTOR}"), &["amd64"]);
-    let _changed = point_the_install_at(&env, &c, &registry, PASSWORD, "e2e-img-arch").await;
-    let f = images_finding(&env, &registry);
-    assert_eq!(f["outcome"], "fail", "{f:#}");
-    let message = f["message"].as_str().unwrap_or_default();
+    let said = doctor_says(&["amd64"], PASSWORD, "e2e-img-arch").await;
+    assert_eq!(said.outcome, "fail", "{}", said.message);
+    let missing = format!("{} has no linux/arm64 (it offers linux/amd64)", said.image);
     assert!(
-        message.contains(&format!(
-            "{} has no linux/arm64 (it offers linux/amd64)",
-            mirrored(&registry)
-        )) && message.contains("exec format error"),
-        "{message}"
+        said.message.contains(&missing) && said.message.contains("exec format error"),
+        "{}",
+        said.message
     );
-    let fix = f["fix"].as_str().unwrap_or_default();
-    assert!(
-        fix.contains(&format!(
-            "skopeo copy --all docker://{COLLECTOR} docker://{}",
-            mirrored(&registry)
-        )),
-        "{fix}"
+    let copy = format!(
+        "skopeo copy --all docker://{COLLECTOR} docker://{}",
+        said.image
     );
+    assert!(said.fix.contains(&copy), "{}", said.fix);
 }
 
 #[tokio::test]
 #[ignore = "needs a cluster: tests/e2e/run"]
 async fn doctor_image_pull_secret_refused() {
-    let env = env();
-    let c = client(&env).await;
-    let registry = Registry::start();
-    registry.push(&format!("mirror/{COLLECTOR}"), &["amd64", "arm64"]);
-    let _changed =
-        point_the_install_at(&env, &c, &registry, "not-the-password", "e2e-img-refused").await;
-    let f = images_finding(&env, &registry);
-    assert_eq!(f["outcome"], "fail", "{f:#}");
-    let message = f["message"].as_str().unwrap_or_default();
-    assert!(
-        message.contains(&format!("/{SECRET} is refused (401 Unauthorized")),
-        "{message}"
+    let said = doctor_says(&["amd64", "arm64"], "not-the-password", "e2e-img-refused").await;
+    assert_eq!(said.outcome, "fail", "{}", said.message);
+    // Every opted-in namespace holds the same wrong login: the first few are named.
+    let refused = format!("/{SECRET} is refused (401 Unauthorized");
+    assert!(said.message.contains(&refused), "{}", said.message);
+    let create = format!(
+        "create secret docker-registry {SECRET} --docker-server={}",
+        said.host
     );
-    let fix = f["fix"].as_str().unwrap_or_default();
-    assert!(
-        fix.contains(&format!(
-            "create secret docker-registry {SECRET} --docker-server={}",
-            registry.host
-        )),
-        "{fix}"
-    );
+    assert!(said.fix.contains(&create), "{}", said.fix);
 }
 
 #[tokio::test]
 #[ignore = "needs a cluster: tests/e2e/run"]
 async fn doctor_image_not_mirrored() {
-    let env = env();
-    let c = client(&env).await;
-    let registry = Registry::start();
-    let _changed = point_the_install_at(&env, &c, &registry, PASSWORD, "e2e-img-unmirrored").await;
-    let f = images_finding(&env, &registry);
-    assert_eq!(f["outcome"], "fail", "{f:#}");
-    let message = f["message"].as_str().unwrap_or_default();
+    let said = doctor_says(&[], PASSWORD, "e2e-img-unmirrored").await;
+    assert_eq!(said.outcome, "fail", "{}", said.message);
+    let absent = format!("{} is not in its registry", said.image);
+    assert!(said.message.contains(&absent), "{}", said.message);
+    let mirror = format!("docker://{COLLECTOR} docker://{}", said.image);
     assert!(
-        message.contains(&format!("{} is not in its registry", mirrored(&registry))),
-        "{message}"
-    );
-    let fix = f["fix"].as_str().unwrap_or_default();
-    assert!(
-        fix.contains("sidecar-injector images --mirror-to")
-            && fix.contains(&format!(
-                "docker://{COLLECTOR} docker://{}",
-                mirrored(&registry)
-            )),
-        "{fix}"
+        said.fix.contains("sidecar-injector images --mirror-to") && said.fix.contains(&mirror),
+        "{}",
+        said.fix
     );
 }

@@ -13,6 +13,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub const CHECK: &str = "images pullable";
 
+/// Problems shown in the finding's line; the count of the others follows.
+const SHOWN: usize = 5;
+
 /// A registry's answers: the real one, or a test's.
 pub trait Manifests {
     fn platforms(
@@ -227,15 +230,18 @@ pub fn finding(
             ),
         );
     }
-    let mut lines: Vec<String> = problems.iter().take(5).map(|(m, _)| m.clone()).collect();
-    if problems.len() > 5 {
-        lines.push(format!("and {} more", problems.len() - 5));
-    }
+    // The first few, each with its fix: 50 namespaces with one stale Secret are one story.
+    let shown = &problems[..problems.len().min(SHOWN)];
+    let mut lines: Vec<String> = shown.iter().map(|(m, _)| m.clone()).collect();
     let mut fixes: Vec<&str> = Vec::new();
-    for (_, fix) in problems {
+    for (_, fix) in shown {
         if !fixes.contains(&fix.as_str()) {
             fixes.push(fix);
         }
+    }
+    if problems.len() > SHOWN {
+        lines.push(format!("and {} more", problems.len() - SHOWN));
+        fixes.push("the same for the others");
     }
     Finding::fail(CHECK, lines.join("; "), &fixes.join("; "))
 }
@@ -502,6 +508,46 @@ mod tests {
         assert_eq!(cache.requests, 5);
         let f = finding(&problems, 3, 2, &archs(), cache.requests);
         assert_eq!(f.outcome, super::super::Outcome::Fail);
+    }
+
+    #[tokio::test]
+    async fn many_namespaces_refused_show_the_first_few_with_their_fixes_and_count_the_rest() {
+        let fake = Fake {
+            held: BTreeMap::from([(COLLECTOR, BOTH)]),
+            password: Some("right"),
+            asked: Cell::new(0),
+        };
+        let namespaces: Vec<Namespace> = (0..7)
+            .map(|i| namespace(&format!("team-{i}"), "regcred", "stale"))
+            .collect();
+        let mut cache = Cached::new(&fake);
+        let problems = examine(
+            &[image(COLLECTOR, &["regcred"])],
+            &namespaces,
+            &archs(),
+            &mut cache,
+        )
+        .await;
+        assert_eq!(
+            problems.len(),
+            7,
+            "one per namespace: each names its Secret"
+        );
+        assert_eq!(cache.requests, 1, "the same login asked once");
+        let f = finding(&problems, 1, 7, &archs(), cache.requests);
+        assert!(
+            f.message.contains("team-4/regcred") && !f.message.contains("team-5/"),
+            "{}",
+            f.message
+        );
+        assert!(f.message.ends_with("; and 2 more"), "{}", f.message);
+        let fix = f.fix.unwrap_or_default();
+        assert_eq!(
+            fix.matches("create secret docker-registry").count(),
+            5,
+            "{fix}"
+        );
+        assert!(fix.ends_with("the same for the others"), "{fix}");
     }
 
     #[test]
