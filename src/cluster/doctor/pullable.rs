@@ -7,6 +7,7 @@ use super::Finding;
 use crate::cluster::registry::docker_config::{self, Login};
 use crate::cluster::registry::{Platforms, Refusal, Registry};
 use crate::engine::config::images::Image;
+use crate::engine::config::secrets;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -110,10 +111,7 @@ pub async fn examine<M: Manifests>(
                             "Secret {}/{name}: {e}; the kubelet pulls without it",
                             ns.name
                         ),
-                        format!(
-                            "kubectl -n {} create secret docker-registry {name} --docker-server={registry} --docker-username=USER --docker-password=PASSWORD --dry-run=client -o yaml | kubectl apply -f -",
-                            ns.name
-                        ),
+                        replace_pull_secret(&ns.name, name, &registry),
                     )),
                     Some(Ok(entries)) => {
                         if let Some(l) = docker_config::login_for(entries, &registry, &repository) {
@@ -122,18 +120,7 @@ pub async fn examine<M: Manifests>(
                     }
                 }
             }
-            let mut answer = Err(Refusal::Other(String::new()));
-            let mut used = None;
-            if logins.is_empty() {
-                answer = cache.platforms(&image.image, None).await;
-            }
-            for (name, login) in &logins {
-                used = Some(*name);
-                answer = cache.platforms(&image.image, Some(login)).await;
-                if answer.is_ok() {
-                    break;
-                }
-            }
+            let (used, answer) = ask(cache, &image.image, &logins).await;
             match answer {
                 Ok(platforms) => {
                     for arch in architectures {
@@ -147,6 +134,33 @@ pub async fn examine<M: Manifests>(
         }
     }
     found
+}
+
+/// Asks for `image` as the kubelet pulls it: with each login in turn until one is let in
+/// (the Secret of the last one tried, and its answer), or anonymously when there is none.
+async fn ask<'l, M: Manifests>(
+    cache: &mut Cached<'_, M>,
+    image: &str,
+    logins: &[(&'l str, &Login)],
+) -> (Option<&'l str>, Result<Platforms, Refusal>) {
+    let Some(((last, last_login), before)) = logins.split_last() else {
+        return (None, cache.platforms(image, None).await);
+    };
+    for (name, login) in before {
+        if let Ok(platforms) = cache.platforms(image, Some(login)).await {
+            return (Some(name), Ok(platforms));
+        }
+    }
+    (Some(last), cache.platforms(image, Some(last_login)).await)
+}
+
+/// The command that replaces (or makes) pull secret `name` in `ns` with a login for
+/// `registry`.
+fn replace_pull_secret(ns: &str, name: &str, registry: &str) -> String {
+    format!(
+        "{} --dry-run=client -o yaml | kubectl apply -f -",
+        secrets::pull_secret_command(ns, name, registry)
+    )
 }
 
 fn missing_platform(image: &Image, arch: &str, platforms: &Platforms) -> Problem {
@@ -176,7 +190,8 @@ fn refused(image: &Image, registry: &str, ns: &str, secret: Option<&str>, r: Ref
                 image.image
             ),
             format!(
-                "give Secret {ns}/{secret} a login {registry} accepts: kubectl -n {ns} create secret docker-registry {secret} --docker-server={registry} --docker-username=USER --docker-password=PASSWORD --dry-run=client -o yaml | kubectl apply -f - (with propagateSecrets, fix the source in the injector's namespace: the copies follow)"
+                "give Secret {ns}/{secret} a login {registry} accepts: {} (with propagateSecrets, fix the source in the injector's namespace: the copies follow)",
+                replace_pull_secret(ns, secret, registry)
             ),
         ),
         (Refusal::Unauthorized(text), None) => (

@@ -23,9 +23,7 @@ impl Reference {
     /// The command that creates it in `namespace`, with the keys the templates read.
     pub fn create_command(&self, namespace: &str, name: &str) -> String {
         if self.pull {
-            return format!(
-                "kubectl -n {namespace} create secret docker-registry {name} --docker-server=REGISTRY --docker-username=USER --docker-password=PASSWORD"
-            );
+            return pull_secret_command(namespace, name, "REGISTRY");
         }
         let mut command = format!("kubectl -n {namespace} create secret generic {name}");
         if self.keys.is_empty() {
@@ -36,6 +34,13 @@ impl Reference {
         }
         command
     }
+}
+
+/// The command that makes pull secret `name` in `namespace` with a login for `server`.
+pub fn pull_secret_command(namespace: &str, name: &str, server: &str) -> String {
+    format!(
+        "kubectl -n {namespace} create secret docker-registry {name} --docker-server={server} --docker-username=USER --docker-password=PASSWORD"
+    )
 }
 
 /// Each Secret name the templates of `templates` reference, with where and how, in name
