@@ -36,7 +36,7 @@ impl Drop for Undo {
     }
 }
 
-fn patch_json(kind: &str, name: &str, ns: Option<&str>, patch: Value) -> Vec<String> {
+pub(crate) fn patch_json(kind: &str, name: &str, ns: Option<&str>, patch: Value) -> Vec<String> {
     let mut args = vec![
         "patch".to_owned(),
         kind.to_owned(),
@@ -51,7 +51,7 @@ fn patch_json(kind: &str, name: &str, ns: Option<&str>, patch: Value) -> Vec<Str
     args
 }
 
-fn run_ok(env: &Env, args: &[String]) -> String {
+pub(crate) fn run_ok(env: &Env, args: &[String]) -> String {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     ok(&kubectl(env, &args, None))
 }

@@ -5,7 +5,7 @@
 //! names the pull secret, which each opted-in namespace holds; a tainted Node declares arm64.
 //! Everything a test changes is undone, also on a panic.
 
-use super::day_one::Undo;
+use super::day_one::{Undo, patch_json, run_ok};
 use super::*;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -206,22 +206,14 @@ fn installed(env: &Env, key: &str) -> String {
     cm["data"][key].as_str().unwrap().to_owned()
 }
 
-fn set_installed(env: &Env, key: &str, value: &str) {
-    let patch = json!([{"op": "replace", "path": format!("/data/{key}"), "value": value}]);
-    ok(&kubectl(
-        env,
-        &[
-            "patch",
-            "configmap",
-            "sidecar-injector",
-            "-n",
-            "sidecar-injector",
-            "--type=json",
-            "-p",
-            &patch.to_string(),
-        ],
-        None,
-    ));
+/// `kubectl patch` setting the installed ConfigMap's `key` to `value`.
+fn patch_installed(key: &str, value: &str) -> Vec<String> {
+    patch_json(
+        "configmap",
+        "sidecar-injector",
+        Some("sidecar-injector"),
+        json!([{"op": "replace", "path": format!("/data/{key}"), "value": value}]),
+    )
 }
 
 /// The suite's install pulls from `registry` under `mirror`, with the pull secret holding
@@ -237,20 +229,9 @@ async fn point_the_install_at(
     let mut undo = Undo::new();
     for key in ["config.yaml", "mutate.yaml"] {
         let before = installed(env, key);
-        let patch = json!([{"op": "replace", "path": format!("/data/{key}"), "value": before}]);
-        undo.kubectl(
-            "the installed ConfigMap",
-            &[
-                "patch",
-                "configmap",
-                "sidecar-injector",
-                "-n",
-                "sidecar-injector",
-                "--type=json",
-                "-p",
-                &patch.to_string(),
-            ],
-        );
+        let restore = patch_installed(key, &before);
+        let restore: Vec<&str> = restore.iter().map(String::as_str).collect();
+        undo.kubectl("the installed ConfigMap", &restore);
         let after = match key {
             "config.yaml" => before.replace(
                 "imageRepository: \"\"",
@@ -259,7 +240,7 @@ async fn point_the_install_at(
             _ => format!("imagePullSecrets:\n- name: {SECRET}\n{before}"),
         };
         assert_ne!(before, after, "{key} has the line this test changes");
-        set_installed(env, key, &after);
+        run_ok(env, &patch_installed(key, &after));
     }
     let own = opted_in(c, ns).await;
     let namespaces = ok(&kubectl(
