@@ -8,14 +8,21 @@ use crate::helm::{chart, helm};
 const RELEASE: &str = "inj";
 const PLATFORM: &str = "platform";
 
-/// The chart as release `inj` in namespace `platform`, its Pods run by the test's kubelet.
+/// The chart as release `inj` in a namespace of its own, its Pods run by the test's kubelet.
 struct Release {
+    namespace: &'static str,
     kubelet: Option<Kubelet>,
     _dir: tempfile::TempDir,
 }
 
 impl Release {
+    /// Release `inj` in `platform`.
     async fn install(env: &Env, c: &Client) -> Release {
+        Release::install_in(env, c, PLATFORM).await
+    }
+
+    /// Release `inj` in `namespace`, with the token Secret created there as the README says.
+    async fn install_in(env: &Env, c: &Client, namespace: &'static str) -> Release {
         let dir = tempfile::tempdir().unwrap();
         let node = format!("nodeSelector.{NODE}=true");
         ok(&helm(
@@ -25,7 +32,7 @@ impl Release {
                 RELEASE,
                 chart().to_str().unwrap(),
                 "--namespace",
-                PLATFORM,
+                namespace,
                 "--create-namespace",
                 "--set-string",
                 &node,
@@ -37,7 +44,7 @@ impl Release {
                 "hooks.unregisterOnDelete=false",
             ],
         ));
-        let secrets: Api<Secret> = Api::namespaced(c.clone(), PLATFORM);
+        let secrets: Api<Secret> = Api::namespaced(c.clone(), namespace);
         let token: Secret =
             serde_json::from_value(json!({"metadata": {"name": "bitbucket-pipelines-metrics"},
             "stringData": {"api-token": "e2e"}}))
@@ -48,9 +55,10 @@ impl Release {
             .unwrap();
         let logs = dir.path().join("pods");
         std::fs::create_dir_all(&logs).unwrap();
-        let kubelet = Kubelet::start(env, c, PLATFORM, logs).await;
-        two_ready_endpoints(c, PLATFORM).await;
+        let kubelet = Kubelet::start(env, c, namespace, logs).await;
+        two_ready_endpoints(c, namespace).await;
         Release {
+            namespace,
             kubelet: Some(kubelet),
             _dir: dir,
         }
@@ -64,7 +72,7 @@ impl Release {
                     "uninstall",
                     RELEASE,
                     "--namespace",
-                    PLATFORM,
+                    self.namespace,
                     "--wait",
                     "--timeout",
                     "120s",
@@ -97,11 +105,17 @@ impl Drop for Release {
         );
         let _ = helm(
             &env,
-            &["uninstall", RELEASE, "--namespace", PLATFORM, "--no-hooks"],
+            &[
+                "uninstall",
+                RELEASE,
+                "--namespace",
+                self.namespace,
+                "--no-hooks",
+            ],
         );
         let _ = kubectl(
             &env,
-            &["delete", "namespace", PLATFORM, "--wait=false"],
+            &["delete", "namespace", self.namespace, "--wait=false"],
             None,
         );
     }
@@ -580,4 +594,132 @@ async fn check_with_an_invalid_live_configmap() {
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(said.contains(&format!("{cm}: 1 problem(s)")), "{said}");
     install.uninstall(&env).await;
+}
+
+/// Every Secret in the cluster labelled as made by the injector, as `namespace/name`.
+async fn our_secrets(c: &Client) -> Vec<String> {
+    let all: Api<Secret> = Api::all(c.clone());
+    let lp =
+        kube::api::ListParams::default().labels("app.kubernetes.io/managed-by=sidecar-injector");
+    all.list_metadata(&lp)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|s| {
+            format!(
+                "{}/{}",
+                s.metadata.namespace.as_deref().unwrap_or_default(),
+                s.metadata.name.as_deref().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+/// Issue 33, finding 3: after `helm uninstall`, the certificate Secret, the Lease and every
+/// copy stayed; a reinstall in another namespace then called its own copies "foreign". Now:
+/// installed in `platform-a` with two namespaces opted in, uninstalled (helm, then
+/// `sidecar-injector uninstall`), nothing of the install is left but the token Secret the
+/// user made; installed again in `platform-b`, doctor passes every check and says nothing
+/// foreign, and both namespaces get copies from the new source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the in-cluster phase: tests/e2e/run"]
+async fn uninstall_and_reinstall_elsewhere() {
+    let env = env();
+    let c = client(&env).await;
+    let (a, b) = ("platform-a", "platform-b");
+    let release = Release::install_in(&env, &c, a).await;
+    let one = opted_in(&c, "e2e-reinstall-one").await;
+    let two = opted_in(&c, "e2e-reinstall-two").await;
+    webhook_in_effect(&c, &one).await;
+    token_copy_made(&c, &one).await;
+    token_copy_made(&c, &two).await;
+    let made = our_secrets(&c).await;
+    for copy in [&*one, &*two].map(|ns| format!("{ns}/bitbucket-pipelines-metrics")) {
+        assert!(made.contains(&copy), "{copy} in {made:?}");
+    }
+    assert!(
+        made.contains(&format!("{a}/sidecar-injector-tls")),
+        "{made:?}"
+    );
+
+    release.uninstall(&env).await;
+    let (code, said) = uninstall(&env, &["-n", a]);
+    assert_eq!(code, Some(0), "{said}");
+    println!("uninstall in {a}:\n{said}");
+    // Nothing of the install is left: no Secret it made (copies, certificate), no Lease, no
+    // webhook configuration, no object of the release; the user's token Secret stays.
+    assert_eq!(our_secrets(&c).await, Vec::<String>::new(), "{said}");
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(c.clone(), a);
+    let left: Vec<String> = leases
+        .list_metadata(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|l| l.metadata.name)
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "Leases left in {a}");
+    let release_objects = tokio::task::block_in_place(|| {
+        ok(&kubectl(
+            &env,
+            &[
+                "get",
+                "mutatingwebhookconfigurations,validatingadmissionpolicies,clusterroles,clusterrolebindings,all,configmaps,serviceaccounts,roles,rolebindings",
+                "-A",
+                "-l",
+                &format!("app.kubernetes.io/instance={RELEASE}"),
+                "-o",
+                "name",
+            ],
+            None,
+        ))
+    });
+    assert_eq!(release_objects.trim(), "", "the release's objects left");
+    let sources: Api<Secret> = Api::namespaced(c.clone(), a);
+    assert!(
+        sources
+            .get_opt("bitbucket-pipelines-metrics")
+            .await
+            .unwrap()
+            .is_some(),
+        "the token Secret the user made stays"
+    );
+
+    // Installed again elsewhere: doctor passes, nothing is foreign, the copies come back from
+    // the new source.
+    let release = Release::install_in(&env, &c, b).await;
+    webhook_in_effect(&c, &one).await;
+    token_copy_made(&c, &one).await;
+    token_copy_made(&c, &two).await;
+    let findings = eventually(
+        "doctor to pass every check after the reinstall",
+        60,
+        || async {
+            let (code, findings, _) =
+                tokio::task::block_in_place(|| super::super::day_one::doctor(&env));
+            (code == Some(0) && super::super::day_one::failed(&findings).is_empty())
+                .then_some(findings)
+        },
+    )
+    .await;
+    let said = serde_json::to_string(&findings).unwrap();
+    assert!(!said.contains("foreign"), "{findings:#?}");
+    let copies: Api<Secret> = Api::namespaced(c.clone(), &two);
+    let copy = copies.get("bitbucket-pipelines-metrics").await.unwrap();
+    assert_eq!(
+        copy.metadata.annotations.unwrap_or_default()["sidecar-injector.io/copied-from"],
+        format!("{b}/bitbucket-pipelines-metrics")
+    );
+    println!(
+        "reinstall in {b}: doctor passes {} checks, none foreign",
+        findings.len()
+    );
+    drop((one, two));
+    release.uninstall(&env).await;
+    let _ = tokio::task::block_in_place(|| {
+        for ns in [a, b] {
+            let _ = kubectl(&env, &["delete", "namespace", ns, "--wait=false"], None);
+        }
+    });
 }
