@@ -717,7 +717,7 @@ async fn uninstall_and_reinstall_elsewhere() {
     );
     drop((one, two));
     release.uninstall(&env).await;
-    let _ = tokio::task::block_in_place(|| {
+    tokio::task::block_in_place(|| {
         for ns in [a, b] {
             let _ = kubectl(&env, &["delete", "namespace", ns, "--wait=false"], None);
         }
