@@ -1,6 +1,12 @@
 //! The `sidecar-injector` command line: clap subcommands, each a thin call into the library.
 
 use anyhow::{Context, Result, bail};
+
+/// mimalloc, not glibc's malloc: an admission makes many small allocations that live for one
+/// request (BENCHMARKS.md, "The allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use sidecar_injector::cli::check::{self, CheckArgs};
 use sidecar_injector::cli::doctor::{self, DoctorArgs};
