@@ -303,22 +303,45 @@ async fn a_pod_whose_collector_cannot_start_is_failing_and_check_exits_1() {
 /// suite's templates name docker.io images this machine cannot reach (doctor_images.rs
 /// asks a registry of its own).
 pub(crate) fn doctor(env: &Env) -> (Option<i32>, Vec<Value>, String) {
-    let out = common::run(
-        common::bin(),
-        &[
-            "doctor",
-            "--offline",
-            "--kubeconfig",
-            env.kubeconfig.to_str().unwrap(),
-            "-o",
-            "json",
-        ],
-        None,
-    );
+    doctor_with(env, &[])
+}
+
+/// `doctor` as [`doctor`] runs it, with `extra` flags.
+pub(crate) fn doctor_with(env: &Env, extra: &[&str]) -> (Option<i32>, Vec<Value>, String) {
+    let mut args = vec![
+        "doctor",
+        "--offline",
+        "--kubeconfig",
+        env.kubeconfig.to_str().unwrap(),
+        "-o",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let out = common::run(common::bin(), &args, None);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let findings: Vec<Value> = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("doctor's JSON: {e}: {stderr}"));
     (out.status.code(), findings, stderr)
+}
+
+/// `doctor` with `extra` flags, run until it passes every check (60 s at most): its
+/// findings. For tests on the multi-threaded runtime (it blocks in place).
+pub(crate) async fn doctor_passes(env: &Env, extra: &[&str]) -> Vec<Value> {
+    eventually("doctor to pass every check", 60, || async {
+        let (code, findings, _) = tokio::task::block_in_place(|| doctor_with(env, extra));
+        (code == Some(0) && failed(&findings).is_empty()).then_some(findings)
+    })
+    .await
+}
+
+/// The message of doctor's finding `check` ("" when there is none).
+pub(crate) fn message(findings: &[Value], check: &str) -> String {
+    findings
+        .iter()
+        .find(|f| f["check"] == check)
+        .and_then(|f| f["message"].as_str())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// The failed findings as (check, message, fix).

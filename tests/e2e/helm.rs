@@ -399,35 +399,8 @@ async fn url_mode_notes_give_the_serve_command() {
     let pod = first_admitted(&c, &app, "a Pod injected through the URL").await;
     assert!(injected(&pod), "{:?}", containers(&pod));
 
-    let findings = eventually("doctor to pass every check", 60, || async {
-        let out = tokio::task::block_in_place(|| {
-            common::run(
-                common::bin(),
-                &[
-                    "doctor",
-                    "--offline",
-                    "--kubeconfig",
-                    env.kubeconfig.to_str().unwrap(),
-                    "--webhook-configuration",
-                    ns,
-                    "-o",
-                    "json",
-                ],
-                None,
-            )
-        });
-        let findings: Vec<Value> = serde_json::from_slice(&out.stdout).ok()?;
-        (out.status.success() && super::day_one::failed(&findings).is_empty()).then_some(findings)
-    })
-    .await;
-    let message = |check: &str| {
-        findings
-            .iter()
-            .find(|f| f["check"] == check)
-            .and_then(|f| f["message"].as_str())
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let findings = super::day_one::doctor_passes(&env, &["--webhook-configuration", ns]).await;
+    let message = |check: &str| super::day_one::message(&findings, check);
     assert!(
         message("config").contains(&format!("ConfigMap {ns}/sidecar-injector")),
         "{findings:#?}"

@@ -533,11 +533,7 @@ async fn doctor_on_the_default_install() {
     let c = client(&env).await;
     let install = Install::new(&env, &c, "e2e-doctor-default").await;
     // The copies of the token Secret take a resync to reach every opted-in namespace.
-    let findings = eventually("doctor to pass every check", 60, || async {
-        let (code, findings, _) = tokio::task::block_in_place(|| doctor(&env));
-        (code == Some(0) && failed(&findings).is_empty()).then_some(findings)
-    })
-    .await;
+    let findings = super::day_one::doctor_passes(&env, &[]).await;
     let ca = findings
         .iter()
         .find(|f| f["check"] == "caBundle")
