@@ -388,11 +388,11 @@ async fn url_mode_notes_give_the_serve_command() {
     let (_serve, args) = release.serve_from_notes(&env, "url-a", &log);
     println!("helm install printed: serve {}", args.join(" "));
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(c.clone(), ns);
-    let token = serde_json::from_value(json!({"metadata": {"name": "bitbucket-pipelines-metrics"},
-        "stringData": {"api-token": "e2e"}}))
-    .unwrap();
     secrets
-        .create(&PostParams::default(), &token)
+        .create(
+            &PostParams::default(),
+            &super::secrets::token_secret(ns, "e2e"),
+        )
         .await
         .unwrap();
     let app = namespace(&c, "e2e-url-app", json!({ns: "enabled"})).await;

@@ -62,10 +62,7 @@ impl Install {
             None,
         ));
         let secrets: Api<Secret> = Api::namespaced(c.clone(), NS);
-        let token: Secret =
-            serde_json::from_value(json!({"metadata": {"name": "bitbucket-pipelines-metrics"},
-            "stringData": {"api-token": "e2e"}}))
-            .unwrap();
+        let token = super::secrets::token_secret(NS, "e2e");
         let _ = secrets.create(&PostParams::default(), &token).await;
         let logs = dir.path().join("pods");
         std::fs::create_dir_all(&logs).unwrap();

@@ -160,7 +160,8 @@ pub(crate) fn apply_configmap(env: &Env, home: &str, dir: &std::path::Path) {
     ok(&kubectl(env, &["apply", "-f", "-"], Some(&yaml)));
 }
 
-fn token_secret(ns: &str, token: &str) -> Secret {
+/// The token Secret (`bitbucket-pipelines-metrics`, key `api-token`) in `ns`.
+pub(crate) fn token_secret(ns: &str, token: &str) -> Secret {
     Secret {
         metadata: kube::api::ObjectMeta {
             name: Some(TOKEN.into()),

@@ -46,12 +46,11 @@ impl Release {
             ],
         ));
         let secrets: Api<Secret> = Api::namespaced(c.clone(), namespace);
-        let token: Secret =
-            serde_json::from_value(json!({"metadata": {"name": "bitbucket-pipelines-metrics"},
-            "stringData": {"api-token": "e2e"}}))
-            .unwrap();
         secrets
-            .create(&PostParams::default(), &token)
+            .create(
+                &PostParams::default(),
+                &crate::secrets::token_secret(namespace, "e2e"),
+            )
             .await
             .unwrap();
         let logs = dir.path().join("pods");
