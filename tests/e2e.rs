@@ -44,6 +44,8 @@ mod lease;
 mod namespaces;
 #[path = "e2e/rbac.rs"]
 mod rbac;
+#[path = "e2e/real_node.rs"]
+mod real_node;
 #[path = "e2e/restart.rs"]
 mod restart;
 #[path = "e2e/secrets.rs"]

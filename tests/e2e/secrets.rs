@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::Secret;
 use std::collections::BTreeMap;
 
 /// The name the shipped config lists and the shipped RBAC grants.
-const TOKEN: &str = "bitbucket-pipelines-metrics";
+pub(crate) const TOKEN: &str = "bitbucket-pipelines-metrics";
 /// Within this long, each change reaches the copies (the figure).
 const WITHIN: Duration = Duration::from_secs(5);
 
