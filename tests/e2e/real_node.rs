@@ -27,6 +27,9 @@ const RELEASE: &str = "sidecar-injector";
 /// An opted-in namespace whose dry-run Pods show which config the injector serves.
 const PROBE_NS: &str = "rn-probe";
 
+#[path = "real_node/injector.rs"]
+mod injector;
+
 fn chart_settings() -> String {
     std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base/config/config.yaml"),
@@ -118,6 +121,15 @@ async fn install(
         std::mem::forget(opted_in(c, PROBE_NS).await); // kept for the phase's later tests
     }
     dry_run_until(c, PROBE_NS, "the injector to serve its new config", served).await;
+}
+
+/// The injector with the shipped config changed by [`settings_with`]`(from, to, marker)`.
+async fn install_changed(env: &Env, c: &Client, (from, to, marker): (&str, &str, &str)) {
+    let settings = settings_with(from, to, marker);
+    install(env, c, Some(&settings), &[], &[], |p| {
+        env_value(p, COLLECTOR, "LOG_LEVEL").as_deref() == Some(marker)
+    })
+    .await;
 }
 
 /// The injector with its defaults (the image and nodeSelector aside).
@@ -564,34 +576,26 @@ async fn waiting_with(c: &Client, ns: &str, selector: &str, name: &str, reasons:
     .await
 }
 
-/// No token Secret and propagation off: the real kubelet gives CreateContainerConfigError;
-/// `check` says `failing` with that reason and exits 1, doctor says ✖ with a fix. Once the
-/// Secret is created, the kubelet starts the same Pod: nothing of ours restarts it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the real node: tests/e2e/real-node test"]
-async fn real_node_missing_secret_is_failing() {
-    let env = env();
-    let c = client(&env).await;
-    let settings = settings_with(
-        "propagateSecrets: [bitbucket-pipelines-metrics]",
-        "propagateSecrets: []",
-        "DEBUG",
-    );
-    install(&env, &c, Some(&settings), &[], &[], |p| {
-        env_value(p, COLLECTOR, "LOG_LEVEL").as_deref() == Some("DEBUG")
-    })
-    .await;
-    let ns = opted_in(&c, "rn-no-secret").await;
-    app_deployment(&env, &ns, "web", 1, json!([]));
-    let pod = waiting_with(
-        &c,
-        &ns,
-        "app=web",
-        COLLECTOR,
-        &["CreateContainerConfigError"],
-    )
-    .await;
-    let (code, records, stderr) = check_installed(&env, &ns, &[]);
+/// The injector with the shipped config changed (`from` -> `to`, `marker` the log level),
+/// then an app Deployment in the opted-in namespace `ns` (after its token copy, when
+/// `token`): its collector waits with one of `reasons`, and `check -n ns` exits 1 calling the
+/// Pod `failing` with that reason. Returns the namespace and the Pod.
+async fn failing_with(
+    env: &Env,
+    c: &Client,
+    (from, to, marker): (&str, &str, &str),
+    ns: &str,
+    token: bool,
+    reasons: &[&str],
+) -> (Ns, Pod) {
+    install_changed(env, c, (from, to, marker)).await;
+    let ns = opted_in(c, ns).await;
+    if token {
+        token_copy_made(c, &ns).await;
+    }
+    app_deployment(env, &ns, "web", 1, json!([]));
+    let pod = waiting_with(c, &ns, "app=web", COLLECTOR, reasons).await;
+    let (code, records, stderr) = check_installed(env, &ns, &[]);
     assert_eq!(code, Some(1), "{records:?} {stderr}");
     let record = records
         .iter()
@@ -600,9 +604,33 @@ async fn real_node_missing_secret_is_failing() {
     assert_eq!(record["state"], "failing", "{record}");
     let reason = record["reason"].as_str().unwrap();
     assert!(
-        reason.contains(COLLECTOR) && reason.contains("CreateContainerConfigError"),
+        reason.contains(COLLECTOR) && reasons.iter().any(|r| reason.contains(r)),
         "{reason}"
     );
+    (ns, pod)
+}
+
+/// No token Secret and propagation off: the real kubelet gives CreateContainerConfigError;
+/// `check` says `failing` with that reason and exits 1, doctor says ✖ with a fix. Once the
+/// Secret is created, the kubelet starts the same Pod: nothing of ours restarts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real node: tests/e2e/real-node test"]
+async fn real_node_missing_secret_is_failing() {
+    let env = env();
+    let c = client(&env).await;
+    let (ns, pod) = failing_with(
+        &env,
+        &c,
+        (
+            "propagateSecrets: [bitbucket-pipelines-metrics]",
+            "propagateSecrets: []",
+            "DEBUG",
+        ),
+        "rn-no-secret",
+        false,
+        &["CreateContainerConfigError"],
+    )
+    .await;
     let (code, findings, stderr) = doctor_with(&env, &[]);
     assert_eq!(code, Some(1), "{findings:?} {stderr}");
     let problems = failed(&findings);
@@ -634,38 +662,19 @@ async fn real_node_missing_secret_is_failing() {
 async fn real_node_missing_image_is_failing() {
     let env = env();
     let c = client(&env).await;
-    let settings = settings_with(
-        "image: atlassian/bitbucket-pipelines-metrics-collector:2.1.0",
-        "image: localhost/sidecar-e2e/not-there:1",
-        "ERROR",
-    );
-    install(&env, &c, Some(&settings), &[], &[], |p| {
-        env_value(p, COLLECTOR, "LOG_LEVEL").as_deref() == Some("ERROR")
-    })
-    .await;
-    let ns = opted_in(&c, "rn-no-image").await;
-    token_copy_made(&c, &ns).await;
-    app_deployment(&env, &ns, "web", 1, json!([]));
-    let pod = waiting_with(
+    let _failing = failing_with(
+        &env,
         &c,
-        &ns,
-        "app=web",
-        COLLECTOR,
+        (
+            "image: atlassian/bitbucket-pipelines-metrics-collector:2.1.0",
+            "image: localhost/sidecar-e2e/not-there:1",
+            "ERROR",
+        ),
+        "rn-no-image",
+        true,
         &["ErrImagePull", "ImagePullBackOff"],
     )
     .await;
-    let (code, records, stderr) = check_installed(&env, &ns, &[]);
-    assert_eq!(code, Some(1), "{records:?} {stderr}");
-    let record = records
-        .iter()
-        .find(|r| r["pod"] == pod_name(&pod))
-        .unwrap_or_else(|| panic!("{records:?}"));
-    assert_eq!(record["state"], "failing", "{record}");
-    let reason = record["reason"].as_str().unwrap();
-    assert!(
-        reason.contains("ErrImagePull") || reason.contains("ImagePullBackOff"),
-        "{reason}"
-    );
     install_defaults(&env, &c).await;
 }
 
@@ -712,204 +721,4 @@ async fn real_node_repair_restarts_into_injected_pods() {
         records.iter().all(|r| r["state"] == "current"),
         "{records:?}"
     );
-}
-
-/// The injector's Deployment restarted (`kubectl rollout restart`) while Pods are created at a
-/// steady rate in an opted-in namespace, with `failurePolicy: Fail`: the kubelet stops the
-/// old replicas (SIGTERM, the drain) and probes the new ones. No creation is refused and none
-/// is admitted without the sidecar.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the real node: tests/e2e/real-node test"]
-async fn real_node_injector_rolling_update() {
-    let env = env();
-    let c = client(&env).await;
-    install(
-        &env,
-        &c,
-        None,
-        &[],
-        &["--set", "webhook.failurePolicy=Fail"],
-        |p| injected(p) && env_value(p, COLLECTOR, "LOG_LEVEL").as_deref() == Some("INFO"),
-    )
-    .await;
-    let ns = opted_in(&c, "rn-rolling").await;
-    token_copy_made(&c, &ns).await;
-    let injectors: Api<Pod> = Api::namespaced(c.clone(), RELEASE);
-    let own = ListParams::default().labels("app.kubernetes.io/name=sidecar-injector");
-    let before: Vec<String> = injectors
-        .list(&own)
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(|p| pod_name(p).to_owned())
-        .collect();
-
-    // The load: 10 creations a second, each its own task (a slow answer delays no other).
-    // The Pods ask for a node label no node has: they stay Pending, the node runs none.
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = {
-        let (c, ns, stop) = (c.clone(), ns.to_string(), stop.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(100));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut calls = Vec::new();
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                tick.tick().await;
-                i += 1;
-                let mut pod = pod_json(&format!("load-{i}"), json!({}));
-                pod["spec"]["nodeSelector"] = json!({"sidecar-e2e/none": "none"});
-                let (c, ns) = (c.clone(), ns.clone());
-                calls.push(tokio::spawn(async move { create_pod(&c, &ns, pod).await }));
-            }
-            let mut outcomes = Vec::new();
-            for call in calls {
-                outcomes.push(call.await.unwrap());
-            }
-            outcomes
-        })
-    };
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let restarted = Instant::now();
-    ok(&kubectl(
-        &env,
-        &[
-            "rollout",
-            "restart",
-            "deployment/sidecar-injector",
-            "-n",
-            RELEASE,
-        ],
-        None,
-    ));
-    tokio::task::block_in_place(|| rolled_out(&env, RELEASE, "deployment/sidecar-injector"));
-    let rollout = restarted.elapsed();
-    // The old replicas' drain ends after the rollout: keep creating through it.
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    stop.store(true, Ordering::Relaxed);
-    let outcomes = load.await.unwrap();
-    let created = outcomes.len();
-    let (mut injected_n, mut uninjected, mut refused) = (0, Vec::new(), Vec::new());
-    for o in outcomes {
-        match o {
-            Ok(p) if injected(&p) => injected_n += 1,
-            Ok(p) => uninjected.push(pod_name(&p).to_owned()),
-            Err(e) => refused.push(e.to_string()),
-        }
-    }
-    let after: Vec<Pod> = injectors.list(&own).await.unwrap().items;
-    println!(
-        "RESULT real_node_rolling_update creations={created} injected={injected_n} refused={} uninjected={} rollout_ms={}",
-        refused.len(),
-        uninjected.len(),
-        rollout.as_millis()
-    );
-    assert!(
-        after
-            .iter()
-            .all(|p| !before.contains(&pod_name(p).to_owned())),
-        "new replicas: {before:?} -> {:?}",
-        after.iter().map(pod_name).collect::<Vec<_>>()
-    );
-    assert!(created >= 100, "{created} creations");
-    assert!(refused.is_empty(), "refused: {refused:#?}");
-    assert!(
-        uninjected.is_empty(),
-        "admitted without the sidecar: {uninjected:?}"
-    );
-    install_defaults(&env, &c).await;
-}
-
-/// The same product installed with `kubectl apply -k` (manifests/base, the image and a
-/// nodeSelector set by an overlay) in place of the chart: its Pods run on the real node, it
-/// makes its certificate, propagates the token, and the Pods it injects run the collector.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the real node: tests/e2e/real-node test"]
-async fn real_node_kustomize_install_runs_the_same() {
-    let env = env();
-    let c = client(&env).await;
-    let namespaces: Api<Namespace> = Api::all(c.clone());
-    if namespaces.get_opt(RELEASE).await.unwrap().is_some() {
-        // helm's pre-delete hook (a Job of the injector's image) runs on the real node too.
-        ok(&helm::helm(
-            &env,
-            &[
-                "uninstall",
-                RELEASE,
-                "--namespace",
-                RELEASE,
-                "--wait",
-                "--ignore-not-found",
-            ],
-        ));
-        ok(&kubectl(
-            &env,
-            &["delete", "namespace", RELEASE, "--timeout=120s"],
-            None,
-        ));
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base");
-    // kustomize takes a relative path only: up from the overlay to /, then down to base.
-    let up = "../".repeat(dir.path().components().count() - 1);
-    let base = format!("{up}{}", base.display().to_string().trim_start_matches('/'));
-    std::fs::write(
-        dir.path().join("kustomization.yaml"),
-        format!(
-            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- {}\nimages:\n- {{name: sidecar-injector, newName: localhost/sidecar-injector, newTag: test-amd64}}\npatches:\n- target: {{kind: Deployment, name: sidecar-injector}}\n  patch: |-\n    - op: add\n      path: /spec/template/spec/nodeSelector\n      value: {{sidecar-e2e/node: real}}\n",
-            base
-        ),
-    )
-    .unwrap();
-    let overlay = dir.path().to_str().unwrap().to_owned();
-    struct Removed(String);
-    impl Drop for Removed {
-        fn drop(&mut self) {
-            // Waits for the namespace to go: the next test installs the chart into it.
-            let out = kubectl(
-                &crate::env(),
-                &[
-                    "delete",
-                    "-k",
-                    &self.0,
-                    "--ignore-not-found",
-                    "--timeout=120s",
-                ],
-                None,
-            );
-            if !out.status.success() {
-                eprintln!(
-                    "kubectl delete -k: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        }
-    }
-    ok(&kubectl(&env, &["apply", "-k", &overlay], None));
-    let _removed = Removed(overlay);
-    let secrets: Api<Secret> = Api::namespaced(c.clone(), RELEASE);
-    secrets
-        .create(
-            &PostParams::default(),
-            &token_secret(RELEASE, "kustomize-token"),
-        )
-        .await
-        .unwrap();
-    tokio::task::block_in_place(|| rolled_out(&env, RELEASE, "deployment/sidecar-injector"));
-    let ns = opted_in(&c, "rn-kustomize").await;
-    webhook_in_effect(&c, &ns).await;
-    token_copy_made(&c, &ns).await;
-    app_deployment(&env, &ns, "web", 2, json!([]));
-    let (pods, _) = running(&c, &ns, "app=web", 2, 120).await;
-    for pod in &pods {
-        let said = eventually("the collector's report", 30, || async {
-            let l = logs(&env, &ns, pod_name(pod), COLLECTOR);
-            l.contains("collector: pod ").then_some(l)
-        })
-        .await;
-        assert!(said.contains("collector: token set ("), "{said}");
-    }
-    let tls: Api<Secret> = Api::namespaced(c.clone(), RELEASE);
-    assert!(tls.get_opt("sidecar-injector-tls").await.unwrap().is_some());
 }
