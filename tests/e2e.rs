@@ -463,7 +463,6 @@ fn patch_url(env: &Env, port: u16) -> Output {
     )
 }
 
-/// `sidecar-injector check` with the served config, against the e2e cluster.
 /// The token Secret's copy in `ns`, as the suite's injector keeps it (its source created
 /// once): `check` calls an injected Pod whose Secret is gone `failing`.
 async fn token_copy_in(env: &Env, c: &Client, ns: &str) {
@@ -484,12 +483,19 @@ async fn token_copy_made(c: &Client, ns: &str) {
     .await;
 }
 
+/// `sidecar-injector check` with the shipped config, against the e2e cluster.
 fn check(env: &Env, args: &[&str]) -> (Option<i32>, Vec<Value>, String) {
     let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base/config");
+    let mut all = vec!["--config", config.to_str().unwrap()];
+    all.extend_from_slice(args);
+    check_with(env, &all)
+}
+
+/// `sidecar-injector check -o json` with `args`, against the e2e cluster (with no
+/// `--config` among them: the installed ConfigMap): exit code, records, stderr.
+fn check_with(env: &Env, args: &[&str]) -> (Option<i32>, Vec<Value>, String) {
     let mut all = vec![
         "check",
-        "--config",
-        config.to_str().unwrap(),
         "--kubeconfig",
         env.kubeconfig.to_str().unwrap(),
         "-o",

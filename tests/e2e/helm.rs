@@ -369,7 +369,7 @@ impl UrlRelease {
     }
 }
 
-fn shipped() -> PathBuf {
+pub(crate) fn shipped() -> PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base/config")
 }
 

@@ -24,7 +24,7 @@ struct Install {
     app: Option<Ns>,
 }
 
-fn relative_to(from: &std::path::Path, to: &std::path::Path) -> String {
+pub(crate) fn relative_to(from: &std::path::Path, to: &std::path::Path) -> String {
     let up = from.components().count() - 1;
     format!(
         "{}{}",

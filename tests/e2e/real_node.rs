@@ -30,17 +30,10 @@ const PROBE_NS: &str = "rn-probe";
 #[path = "real_node/injector.rs"]
 mod injector;
 
-fn chart_settings() -> String {
-    std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base/config/config.yaml"),
-    )
-    .unwrap()
-}
-
 /// The shipped config.yaml with `from` replaced by `to` (which must change it), and
 /// `values.logLevel` set to `marker`: a dry-run Pod shows when the injector serves it.
 fn settings_with(from: &str, to: &str, marker: &str) -> String {
-    let shipped = chart_settings();
+    let shipped = std::fs::read_to_string(helm::shipped().join("config.yaml")).unwrap();
     let changed = shipped
         .replace(from, to)
         .replace("logLevel: INFO", &format!("logLevel: {marker}"));
@@ -134,20 +127,25 @@ async fn install_changed(env: &Env, c: &Client, (from, to, marker): (&str, &str,
 
 /// The injector with its defaults (the image and nodeSelector aside).
 async fn install_defaults(env: &Env, c: &Client) {
-    install(env, c, None, &[], &[], |p| {
+    install_defaults_with(env, c, &[]).await;
+}
+
+/// [`install_defaults`], with `extra` chart values.
+async fn install_defaults_with(env: &Env, c: &Client, extra: &[&str]) {
+    install(env, c, None, &[], extra, |p| {
         injected(p) && env_value(p, COLLECTOR, "LOG_LEVEL").as_deref() == Some("INFO")
     })
     .await;
 }
 
 /// A Deployment of the app on the real node.
-fn app_deployment(env: &Env, ns: &str, name: &str, replicas: u32, app_env: Value) {
+fn app_deployment(env: &Env, ns: &str, name: &str, replicas: u32) {
     let d = json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "namespace": ns},
         "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
             "template": {"metadata": {"labels": {"app": name}},
                 "spec": {"terminationGracePeriodSeconds": 5, "containers": [
-                    {"name": "app", "image": APP, "imagePullPolicy": "IfNotPresent", "env": app_env}]}}}});
+                    {"name": "app", "image": APP, "imagePullPolicy": "IfNotPresent"}]}}}});
     ok(&kubectl(env, &["apply", "-f", "-"], Some(&d.to_string())));
 }
 
@@ -273,8 +271,13 @@ fn logs(env: &Env, ns: &str, pod: &str, container: &str) -> String {
     ))
 }
 
-fn millis(d: Duration) -> u128 {
-    d.as_millis()
+/// The collector's report on its log, once it has written all of it (30 s at most).
+async fn collector_report(env: &Env, ns: &str, pod: &str) -> String {
+    eventually("the collector's report", 30, || async {
+        let l = logs(env, ns, pod, COLLECTOR);
+        l.contains("collector: pod ").then_some(l)
+    })
+    .await
 }
 
 /// The p-th percentile (0..=100) of `times`, nearest rank.
@@ -302,7 +305,7 @@ async fn real_node_collector_runs_beside_the_app() {
     let ns = opted_in(&c, "rn-collector").await;
     token_copy_made(&c, &ns).await;
     let replicas = 6;
-    app_deployment(&env, &ns, "web", replicas, json!([]));
+    app_deployment(&env, &ns, "web", replicas);
     let (pods, times) = running(&c, &ns, "app=web", replicas as usize, 180).await;
     for pod in &pods {
         let name = pod_name(pod);
@@ -311,11 +314,7 @@ async fn real_node_collector_runs_beside_the_app() {
             Some(NODE)
         );
         assert!(injected(pod), "{name}");
-        let said = eventually("the collector's report", 30, || async {
-            let l = logs(&env, &ns, name, COLLECTOR);
-            l.contains("collector: pod ").then_some(l)
-        })
-        .await;
+        let said = collector_report(&env, &ns, name).await;
         assert!(said.contains("collector: token set ("), "{name}: {said}");
         let cgroup_files: usize = said
             .lines()
@@ -358,8 +357,8 @@ async fn real_node_collector_runs_beside_the_app() {
     println!(
         "RESULT real_node pods={} sidecar_ready_p50_ms={} sidecar_ready_p95_ms={}",
         times.len(),
-        millis(percentile(&times, 50)),
-        millis(percentile(&times, 95))
+        percentile(&times, 50).as_millis(),
+        percentile(&times, 95).as_millis()
     );
 }
 
@@ -381,21 +380,18 @@ async fn real_node_docker_socket_when_docker() {
         }
     }
     let _gone = Gone(path);
-    let settings = settings_with("mountDockerSocket: auto", "mountDockerSocket: true", "WARN");
-    install(&env, &c, Some(&settings), &[], &[], |p| {
-        env_value(p, COLLECTOR, "LOG_LEVEL").as_deref() == Some("WARN")
-    })
+    install_changed(
+        &env,
+        &c,
+        ("mountDockerSocket: auto", "mountDockerSocket: true", "WARN"),
+    )
     .await;
     let ns = opted_in(&c, "rn-docker").await;
     token_copy_made(&c, &ns).await;
-    app_deployment(&env, &ns, "web", 1, json!([]));
+    app_deployment(&env, &ns, "web", 1);
     let (pods, _) = running(&c, &ns, "app=web", 1, 120).await;
     let name = pod_name(&pods[0]);
-    let said = eventually("the collector's report", 30, || async {
-        let l = logs(&env, &ns, name, COLLECTOR);
-        l.contains("collector: pod ").then_some(l)
-    })
-    .await;
+    let said = collector_report(&env, &ns, name).await;
     assert!(
         said.contains("collector: docker.sock is a socket"),
         "{said}"
@@ -516,7 +512,7 @@ async fn real_node_apm_agent_copied_by_init_container() {
         copies.get_opt("corp-registry").await.ok().flatten()
     })
     .await;
-    app_deployment(&env, &ns, "shop", 1, json!([]));
+    app_deployment(&env, &ns, "shop", 1);
     let (mut pods, _) = running_with(&c, &ns, "app=shop", 1, 120, "app").await;
     let pod = pods.remove(0);
     let init = pod
@@ -542,23 +538,11 @@ async fn real_node_apm_agent_copied_by_init_container() {
     install_defaults(&env, &c).await;
 }
 
-/// `check` in one namespace, with the installed config: exit code and records.
+/// `check -n ns` with the installed config: exit code and records.
 fn check_installed(env: &Env, ns: &str, extra: &[&str]) -> (Option<i32>, Vec<Value>, String) {
-    let mut args = vec![
-        "check",
-        "--kubeconfig",
-        env.kubeconfig.to_str().unwrap(),
-        "-n",
-        ns,
-        "-o",
-        "json",
-    ];
+    let mut args = vec!["-n", ns];
     args.extend_from_slice(extra);
-    let out = common::run(common::bin(), &args, None);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let records: Vec<Value> = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("check's JSON: {e}: {stderr}"));
-    (out.status.code(), records, stderr)
+    check_with(env, &args)
 }
 
 /// Waits until container `name` of the one Pod of `selector` waits with one of `reasons`.
@@ -593,7 +577,7 @@ async fn failing_with(
     if token {
         token_copy_made(c, &ns).await;
     }
-    app_deployment(env, &ns, "web", 1, json!([]));
+    app_deployment(env, &ns, "web", 1);
     let pod = waiting_with(c, &ns, "app=web", COLLECTOR, reasons).await;
     let (code, records, stderr) = check_installed(env, &ns, &[]);
     assert_eq!(code, Some(1), "{records:?} {stderr}");
@@ -687,7 +671,7 @@ async fn real_node_repair_restarts_into_injected_pods() {
     let c = client(&env).await;
     install_defaults(&env, &c).await;
     let ns = namespace(&c, "rn-repair", json!({})).await;
-    app_deployment(&env, &ns, "web", 2, json!([]));
+    app_deployment(&env, &ns, "web", 2);
     rolled_out(&env, &ns, "deployment/web");
     ok(&kubectl(
         &env,

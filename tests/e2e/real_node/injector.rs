@@ -12,15 +12,7 @@ use super::*;
 async fn real_node_injector_rolling_update() {
     let env = env();
     let c = client(&env).await;
-    install(
-        &env,
-        &c,
-        None,
-        &[],
-        &["--set", "webhook.failurePolicy=Fail"],
-        |p| injected(p) && env_value(p, COLLECTOR, "LOG_LEVEL").as_deref() == Some("INFO"),
-    )
-    .await;
+    install_defaults_with(&env, &c, &["--set", "webhook.failurePolicy=Fail"]).await;
     let ns = opted_in(&c, "rn-rolling").await;
     token_copy_made(&c, &ns).await;
     let injectors: Api<Pod> = Api::namespaced(c.clone(), RELEASE);
@@ -140,43 +132,28 @@ async fn real_node_kustomize_install_runs_the_same() {
     }
     let dir = tempfile::tempdir().unwrap();
     let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base");
-    // kustomize takes a relative path only: up from the overlay to /, then down to base.
-    let up = "../".repeat(dir.path().components().count() - 1);
-    let base = format!("{up}{}", base.display().to_string().trim_start_matches('/'));
     std::fs::write(
         dir.path().join("kustomization.yaml"),
         format!(
             "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- {}\nimages:\n- {{name: sidecar-injector, newName: localhost/sidecar-injector, newTag: test-amd64}}\npatches:\n- target: {{kind: Deployment, name: sidecar-injector}}\n  patch: |-\n    - op: add\n      path: /spec/template/spec/nodeSelector\n      value: {{sidecar-e2e/node: real}}\n",
-            base
+            crate::in_cluster::relative_to(dir.path(), &base)
         ),
     )
     .unwrap();
-    let overlay = dir.path().to_str().unwrap().to_owned();
-    struct Removed(String);
-    impl Drop for Removed {
-        fn drop(&mut self) {
-            // Waits for the namespace to go: the next test installs the chart into it.
-            let out = kubectl(
-                &crate::env(),
-                &[
-                    "delete",
-                    "-k",
-                    &self.0,
-                    "--ignore-not-found",
-                    "--timeout=120s",
-                ],
-                None,
-            );
-            if !out.status.success() {
-                eprintln!(
-                    "kubectl delete -k: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        }
-    }
-    ok(&kubectl(&env, &["apply", "-k", &overlay], None));
-    let _removed = Removed(overlay);
+    let overlay = dir.path().to_str().unwrap();
+    let mut undo = crate::day_one::Undo::new();
+    ok(&kubectl(&env, &["apply", "-k", overlay], None));
+    // Waits for the namespace to go: the next test installs the chart into it.
+    undo.kubectl(
+        "the kustomize install",
+        &[
+            "delete",
+            "-k",
+            overlay,
+            "--ignore-not-found",
+            "--timeout=120s",
+        ],
+    );
     let secrets: Api<Secret> = Api::namespaced(c.clone(), RELEASE);
     secrets
         .create(
@@ -189,14 +166,10 @@ async fn real_node_kustomize_install_runs_the_same() {
     let ns = opted_in(&c, "rn-kustomize").await;
     webhook_in_effect(&c, &ns).await;
     token_copy_made(&c, &ns).await;
-    app_deployment(&env, &ns, "web", 2, json!([]));
+    app_deployment(&env, &ns, "web", 2);
     let (pods, _) = running(&c, &ns, "app=web", 2, 120).await;
     for pod in &pods {
-        let said = eventually("the collector's report", 30, || async {
-            let l = logs(&env, &ns, pod_name(pod), COLLECTOR);
-            l.contains("collector: pod ").then_some(l)
-        })
-        .await;
+        let said = collector_report(&env, &ns, pod_name(pod)).await;
         assert!(said.contains("collector: token set ("), "{said}");
     }
     let tls: Api<Secret> = Api::namespaced(c.clone(), RELEASE);
