@@ -28,9 +28,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// How often everything is compared again even when no watch says a thing changed: failed
-/// writes are retried.
+/// How often everything is compared again even when no watch says a thing changed.
 const RESYNC: Duration = Duration::from_secs(30);
+/// After a pass with a failed write, the next comes this soon, then twice as late each time
+/// up to `RESYNC`. A grant that has just changed (a name added by `helm upgrade`) reaches the
+/// apiserver's admission policy a moment after the RBAC: its first writes may be refused.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
 /// Per listed name: the source, our copies, and every Secret of the name (metadata).
 const WATCHES_PER_NAME: usize = 3;
 /// How often the live configuration is looked at (in memory) for a change of names or label.
@@ -229,8 +232,10 @@ impl Copier {
         let mut dirty = true;
         let mut was_leader = false;
         let mut passes: u64 = 0;
+        let mut retry = Retry::default();
         loop {
             tokio::select! {
+                _ = retry.due(), if retry.pending() => dirty = true,
                 Some((i, event)) = events.next() => {
                     match event {
                         Ok(synced) => {
@@ -278,7 +283,8 @@ impl Copier {
             if dirty && ready.iter().all(|r| *r) {
                 dirty = false;
                 let config = (h.config)();
-                let counts = self.pass(&config).await;
+                let (counts, failed_writes) = self.pass(&config).await;
+                retry.after_pass(failed_writes > 0);
                 passes += 1;
                 // The e2e tests wait on this count, not on the resync's clock.
                 tracing::debug!(passes, "propagateSecrets: pass done");
@@ -287,8 +293,9 @@ impl Copier {
         }
     }
 
-    /// One comparison of every copy with its source, and the writes it calls for.
-    async fn pass(&mut self, config: &Config) -> Counts {
+    /// One comparison of every copy with its source, and the writes it calls for; with the
+    /// number of writes that failed.
+    async fn pass(&mut self, config: &Config) -> (Counts, usize) {
         let namespaces: BTreeSet<String> = self
             .namespaces
             .state()
@@ -412,13 +419,14 @@ impl Copier {
             }
         }
         self.warned.retain(|k| foreign.contains(k));
-        Counts {
+        let counts = Counts {
             in_sync: plan.in_sync,
             failing: failed
                 + (plan.missing_sources.len() + plan.uncopyable.len()) * namespaces.len(),
             foreign: foreign.len(),
             orphaned: plan.kept.len() + self.lingering.len(),
-        }
+        };
+        (counts, failed)
     }
 
     /// Does one write; false when it failed (a conflict, or a Secret that is not ours, is
@@ -543,14 +551,54 @@ impl Copier {
                     });
                     continue;
                 }
-                let action = Action::Delete {
-                    namespace,
-                    name: name.clone(),
-                    uid: copy.metadata.uid.clone(),
-                };
-                self.write(&action).await;
+                // Not retried: the new watches no longer see this name.
+                let api: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
+                let secret = format!("{namespace}/{name}");
+                match delete_exactly(&api, name, &copy.metadata.uid).await {
+                    Ok(()) => {
+                        tracing::info!(%secret, "propagateSecrets: copy deleted: {name} is no longer listed")
+                    }
+                    Err(e) => {
+                        tracing::warn!(%secret, error = %e, "propagateSecrets: could not delete the copy of {name}, which is no longer listed: its grant went with it (the chart keeps it for one release; with manifests/, keep {name} in the delete-only rule a while: docs/configuration.md, dropping a name). Delete it by hand: kubectl -n {namespace} delete secret {name}")
+                    }
+                }
             }
         }
+    }
+}
+
+/// When to pass again after failed writes: `RETRY_FIRST`, doubling up to `RESYNC`, until a
+/// pass writes everything.
+#[derive(Debug, Default)]
+struct Retry {
+    wait: Option<Duration>,
+    at: Option<tokio::time::Instant>,
+}
+
+impl Retry {
+    fn pending(&self) -> bool {
+        self.at.is_some()
+    }
+
+    /// Resolves when the retry is due (never when none is pending).
+    async fn due(&mut self) {
+        match self.at {
+            Some(at) => {
+                tokio::time::sleep_until(at).await;
+                self.at = None;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    fn after_pass(&mut self, failed: bool) {
+        if !failed {
+            *self = Retry::default();
+            return;
+        }
+        let wait = self.wait.map_or(RETRY_FIRST, |w| (w * 2).min(RESYNC));
+        self.wait = Some(wait);
+        self.at = Some(tokio::time::Instant::now() + wait);
     }
 }
 
@@ -648,4 +696,39 @@ fn tagged<K: Send + 'static>(
             )
         })
         .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waits(outcomes: &[bool]) -> Vec<Option<Duration>> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let _in = rt.enter();
+        let mut retry = Retry::default();
+        outcomes
+            .iter()
+            .map(|failed| {
+                retry.after_pass(*failed);
+                assert_eq!(retry.pending(), *failed);
+                retry.wait
+            })
+            .collect()
+    }
+
+    /// A refused write is tried again in a second, not at the 30 s resync; a grant that stays
+    /// missing costs a pass every 30 s at most; one pass that writes everything starts over.
+    #[test]
+    fn failed_writes_are_retried_soon_then_less_often() {
+        let s = |n| Some(Duration::from_secs(n));
+        assert_eq!(
+            waits(&[true, true, true, true, true, true, true]),
+            [s(1), s(2), s(4), s(8), s(16), s(30), s(30)]
+        );
+        assert_eq!(waits(&[true, true, false, true]), [s(1), s(2), None, s(1)]);
+        assert_eq!(waits(&[false]), [None]);
+    }
 }

@@ -5,9 +5,10 @@
 //! step at all.
 
 use super::day_one::Undo;
-use super::secrets::account_kubeconfig;
+use super::secrets::{TOKEN, account_kubeconfig, token_secret};
 use super::*;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::Secret;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -300,6 +301,13 @@ impl UrlRelease {
         release
     }
 
+    /// Its `config.settings` from now on: the current text, changed by `change`.
+    fn change_settings(&self, change: impl FnOnce(String) -> String) {
+        let file = self.settings_arg.trim_start_matches("config.settings=");
+        let changed = change(std::fs::read_to_string(file).unwrap());
+        std::fs::write(file, changed).unwrap();
+    }
+
     /// `helm VERB` of this release with its values, and `extra`.
     fn helm(&self, env: &Env, verb: &str, extra: &[String]) -> String {
         let label = self.name;
@@ -568,6 +576,90 @@ async fn helm_install_upgrade_uninstall() {
         .await
         .unwrap();
     assert_eq!(containers(&plain), ["app"]);
+}
+
+/// A name dropped from `propagateSecrets` by `helm upgrade`: its copies are deleted. The
+/// upgrade that drops the name also took its grant (RBAC and the Secret policy), so the
+/// injector's delete was refused and the copy stayed in every opted-in namespace, holding
+/// the Secret the operator meant to take back. The chart now keeps list, watch and delete
+/// (no create, no update) on the dropped name for one release; the next upgrade takes them.
+#[tokio::test]
+#[ignore = "needs a cluster: tests/e2e/run"]
+async fn helm_upgrade_dropping_a_secret_deletes_its_copies() {
+    let env = env();
+    let c = client(&env).await;
+    let r = UrlRelease::install(&env, "e2e-helm-drop");
+    let ns = r.name;
+    Api::<Secret>::namespaced(c.clone(), ns)
+        .create(&PostParams::default(), &token_secret(ns, "to-be-dropped"))
+        .await
+        .unwrap();
+    let log = r.dir.path().join("serve.log");
+    let (_serve, _) = r.serve_from_notes(&env, "drop-a", &log);
+    let app = namespace(&c, "e2e-helm-drop-app", json!({ns: "enabled"})).await;
+    let copies: Api<Secret> = Api::namespaced(c.clone(), &app);
+    eventually("the token's copy", 30, || async {
+        copies.get_opt(TOKEN).await.ok().flatten()
+    })
+    .await;
+    let account = format!("system:serviceaccount:{ns}:sidecar-injector");
+    let can = |verb: &str| {
+        let out = kubectl(
+            &env,
+            &[
+                "auth",
+                "can-i",
+                verb,
+                &format!("secrets/{TOKEN}"),
+                "-n",
+                &app,
+                "--as",
+                &account,
+            ],
+            None,
+        );
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+
+    r.change_settings(|s| {
+        let dropped = s.replace(
+            &format!("propagateSecrets: [{TOKEN}]"),
+            "propagateSecrets: []",
+        );
+        assert_ne!(dropped, s, "the shipped config.yaml propagates {TOKEN}");
+        dropped
+    });
+    r.helm(&env, "upgrade", &[]);
+    let upgraded = Instant::now();
+    eventually(
+        "the copy deleted after the upgrade dropped its name",
+        30,
+        || async {
+            copies
+                .get_opt(TOKEN)
+                .await
+                .ok()
+                .and_then(|s| s.is_none().then_some(()))
+        },
+    )
+    .await;
+    println!(
+        "helm upgrade dropping {TOKEN}: its copy went {} ms after the upgrade",
+        upgraded.elapsed().as_millis()
+    );
+    assert!(
+        can("delete") && !can("update") && !can("create"),
+        "for one release, the dropped name may be deleted, not written"
+    );
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !said.contains("could not delete"),
+        "no delete refused: {said}"
+    );
+
+    // The next upgrade takes the grant back: nothing is left to delete.
+    r.helm(&env, "upgrade", &[]);
+    assert!(!can("delete") && !can("list"), "the grant is gone");
 }
 
 /// The `serve` command of a release's notes, as a user copies it: its POD_NAMESPACE and its

@@ -12,6 +12,25 @@ app.kubernetes.io/part-of: sidecar-injector
 {{- if .Values.config.settings }}{{ .Values.config.settings }}{{ else }}{{ .Files.Get "files/config.yaml" }}{{ end }}
 {{- end }}
 
+{{/* The names the deployed release's config.yaml lists and this one drops, as JSON: the
+     injector deletes their copies once it reads the new config, and may still do so (list,
+     watch, delete; no create, no update) until the next upgrade. Read from the release's
+     live ConfigMap (helm lookup); `helm template` and a first install have none. */}}
+{{- define "sidecar-injector.retiringSecrets" -}}
+{{- $now := (include "sidecar-injector.settings" . | fromYaml).propagateSecrets | default list }}
+{{- $was := list }}
+{{- with lookup "v1" "ConfigMap" .Release.Namespace "sidecar-injector" }}
+{{- with .data }}
+{{- $was = (get . "config.yaml" | fromYaml).propagateSecrets | default list }}
+{{- end }}
+{{- end }}
+{{- $out := list }}
+{{- range $was }}
+{{- if not (has . $now) }}{{ $out = append $out . }}{{ end }}
+{{- end }}
+{{- toJson $out }}
+{{- end }}
+
 {{/* The ServiceAccount as an RBAC subject. */}}
 {{- define "sidecar-injector.subject" -}}
 subjects:
