@@ -12,16 +12,18 @@ app.kubernetes.io/part-of: sidecar-injector
 {{- if .Values.config.settings }}{{ .Values.config.settings }}{{ else }}{{ .Files.Get "files/config.yaml" }}{{ end }}
 {{- end }}
 
-{{/* The names the deployed release's config.yaml lists and this one drops, as JSON: the
-     injector deletes their copies once it reads the new config, and may still do so (list,
-     watch, delete; no create, no update) until the next upgrade. Read from the release's
-     live ConfigMap (helm lookup); `helm template` and a first install have none. */}}
+{{/* The names the deployed release granted and this one drops, as JSON: the injector
+     deletes their copies once it reads the new config, and may still do so (delete only)
+     until the next upgrade. Read from the live grant itself (helm lookup of the ClusterRole
+     this chart wrote; its rule with `update`), not from the ConfigMap: whoever may edit the
+     ConfigMap must not widen the grant at the next upgrade. `helm template` and a first
+     install have none. */}}
 {{- define "sidecar-injector.retiringSecrets" -}}
 {{- $now := (include "sidecar-injector.settings" . | fromYaml).propagateSecrets | default list }}
 {{- $was := list }}
-{{- with lookup "v1" "ConfigMap" .Release.Namespace "sidecar-injector" }}
-{{- with .data }}
-{{- $was = (get . "config.yaml" | fromYaml).propagateSecrets | default list }}
+{{- with lookup "rbac.authorization.k8s.io/v1" "ClusterRole" "" (printf "%s-secrets" .Release.Name) }}
+{{- range .rules }}
+{{- if has "update" .verbs }}{{ $was = concat $was .resourceNames }}{{ end }}
 {{- end }}
 {{- end }}
 {{- $out := list }}
