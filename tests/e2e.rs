@@ -51,7 +51,7 @@ mod restart;
 #[path = "e2e/secrets.rs"]
 mod secrets;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -138,6 +138,14 @@ where
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Waits at most `secs` for the Secret `name` to be gone from `api` (a copy deleted).
+async fn secret_gone(what: &str, secs: u64, api: &Api<Secret>, name: &str) {
+    eventually(what, secs, || async {
+        api.get_opt(name).await.ok()?.is_none().then_some(())
+    })
+    .await
 }
 
 /// A namespace a test made: deleted (without waiting for it to go) when dropped, on a failed

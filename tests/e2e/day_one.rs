@@ -236,7 +236,8 @@ async fn a_pod_whose_collector_cannot_start_is_failing_and_check_exits_1() {
     webhook_in_effect(&c, &ns).await;
     // On a node no kwok kubelet manages, so nothing but this test writes its status (a
     // Node that exists, or the Pod garbage collector removes the Pod; cordoned, so it does
-    // not count for `mountDockerSocket: auto`).
+    // not count for `mountDockerSocket: auto`; tainted, so that no other test's DaemonSet
+    // puts a Pod there that never starts).
     let mut undo = Undo::new();
     ok(&kubectl(
         &env,
@@ -244,7 +245,8 @@ async fn a_pod_whose_collector_cannot_start_is_failing_and_check_exits_1() {
         Some(
             &json!({"apiVersion": "v1", "kind": "Node",
                 "metadata": {"name": "e2e-no-kubelet", "labels": {"kubernetes.io/os": "linux"}},
-                "spec": {"unschedulable": true}})
+                "spec": {"unschedulable": true,
+                    "taints": [{"key": "e2e-no-kubelet", "effect": "NoSchedule"}]}})
             .to_string(),
         ),
     ));

@@ -631,16 +631,11 @@ async fn helm_upgrade_dropping_a_secret_deletes_its_copies() {
     });
     r.helm(&env, "upgrade", &[]);
     let upgraded = Instant::now();
-    eventually(
+    secret_gone(
         "the copy deleted after the upgrade dropped its name",
         30,
-        || async {
-            copies
-                .get_opt(TOKEN)
-                .await
-                .ok()
-                .and_then(|s| s.is_none().then_some(()))
-        },
+        &copies,
+        TOKEN,
     )
     .await;
     println!(

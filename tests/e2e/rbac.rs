@@ -85,6 +85,32 @@ fn granted(text: &str, home: &str) -> BTreeSet<(String, String, String, String, 
     out
 }
 
+/// On a failed assertion, prints the lines of a log file that contain `pattern` (the last
+/// 40), so that CI's output says what the process was doing.
+struct LogOnPanic {
+    path: std::path::PathBuf,
+    pattern: &'static str,
+}
+
+impl Drop for LogOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let log = std::fs::read_to_string(&self.path).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(self.pattern)).collect();
+        eprintln!(
+            "--- {}: its lines with {:?}, the last 40 of {}:",
+            self.path.display(),
+            self.pattern,
+            lines.len()
+        );
+        for line in &lines[lines.len().saturating_sub(40)..] {
+            eprintln!("{line}");
+        }
+    }
+}
+
 #[tokio::test]
 #[ignore = "needs a cluster: tests/e2e/run"]
 async fn rbac_as_service_account() {
@@ -175,7 +201,11 @@ spec:
   selector: {{matchLabels: {{app: agent}}}}
   template:
     metadata: {{labels: {{app: agent}}}}
-    spec: {{containers: [{{name: app, image: registry.k8s.io/pause:3.10}}]}}
+    # On the kwok nodes alone: a Node another test adds without a kubelet (cordoned
+    # does not keep a DaemonSet off) would hold the rollout, and repair waits for it.
+    spec:
+      nodeSelector: {{type: kwok}}
+      containers: [{{name: app, image: registry.k8s.io/pause:3.10}}]
 ---
 apiVersion: batch/v1
 kind: Job
@@ -213,6 +243,10 @@ spec:
         &log,
     );
     let _serve = Beside(child);
+    let _repair_log = LogOnPanic {
+        path: log.clone(),
+        pattern: "repair",
+    };
     let said = || std::fs::read_to_string(&log).unwrap_or_default();
     assert!(port != 0, "serve: {}", said());
     call_port(&env, HOME, port);

@@ -55,14 +55,7 @@ async fn copies_kept_while_referenced() {
     .await
     .unwrap();
     let gone = Instant::now();
-    eventually("the copy deleted after its last Pod", 30, || async {
-        copies
-            .get_opt(TOKEN)
-            .await
-            .ok()
-            .and_then(|s| s.is_none().then_some(()))
-    })
-    .await;
+    secret_gone("the copy deleted after its last Pod", 30, &copies, TOKEN).await;
     println!(
         "copies_kept_while_referenced: the copy went {} ms after its last Pod",
         gone.elapsed().as_millis()
