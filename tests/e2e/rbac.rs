@@ -85,28 +85,14 @@ fn granted(text: &str, home: &str) -> BTreeSet<(String, String, String, String, 
     out
 }
 
-/// On a failed assertion, prints the lines of a log file that contain `pattern` (the last
-/// 40), so that CI's output says what the process was doing.
-struct LogOnPanic {
-    path: std::path::PathBuf,
-    pattern: &'static str,
-}
+/// Runs its closure on a failed assertion (when dropped while panicking), so that CI's output
+/// says what the processes and the cluster were doing.
+struct OnPanic<F: Fn()>(F);
 
-impl Drop for LogOnPanic {
+impl<F: Fn()> Drop for OnPanic<F> {
     fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        let log = std::fs::read_to_string(&self.path).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().filter(|l| l.contains(self.pattern)).collect();
-        eprintln!(
-            "--- {}: its lines with {:?}, the last 40 of {}:",
-            self.path.display(),
-            self.pattern,
-            lines.len()
-        );
-        for line in &lines[lines.len().saturating_sub(40)..] {
-            eprintln!("{line}");
+        if std::thread::panicking() {
+            (self.0)();
         }
     }
 }
@@ -243,10 +229,30 @@ spec:
         &log,
     );
     let _serve = Beside(child);
-    let _repair_log = LogOnPanic {
-        path: log.clone(),
-        pattern: "repair",
-    };
+    let _show = OnPanic(|| {
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains("repair")).collect();
+        eprintln!(
+            "--- serve's log, the last 40 of its {} lines on repair:",
+            lines.len()
+        );
+        for line in &lines[lines.len().saturating_sub(40)..] {
+            eprintln!("{line}");
+        }
+        for what in [
+            vec!["get", "ds,deploy,sts,pods", "-o", "wide", "-n", &app],
+            vec!["get", "events", "-n", &app],
+            vec!["get", "nodes"],
+        ] {
+            let out = kubectl(&env, &what, None);
+            eprintln!(
+                "--- kubectl {}:\n{}{}",
+                what.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    });
     let said = || std::fs::read_to_string(&log).unwrap_or_default();
     assert!(port != 0, "serve: {}", said());
     call_port(&env, HOME, port);
