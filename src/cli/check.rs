@@ -40,7 +40,8 @@ pub struct CheckArgs {
     /// With --repair: at most this many workloads restarted a minute.
     #[arg(long, default_value_t = 1)]
     pub max_per_minute: u32,
-    /// With --repair: how long one rollout may take before repair stops.
+    /// With --repair: how long one rollout may take before repair goes on with the next
+    /// workload (that one is not restarted again for this template).
     #[arg(long, default_value_t = 300)]
     pub rollout_timeout_seconds: u64,
 }
@@ -119,8 +120,14 @@ pub async fn run(args: CheckArgs, own_namespace: &str) -> Result<ExitCode> {
                 .context("--repair restarts nothing until the webhook injects: fix it first (sidecar-injector doctor says how)")?;
         }
         let done = restart(&client, &workloads, &reports, &args, &config.template_hash).await?;
-        eprintln!("repair: {} workload(s) rolled out", done.len());
-        if !done.is_empty() {
+        eprintln!("repair: {} workload(s) rolled out", done.rolled_out.len());
+        if !done.not_rolled_out.is_empty() {
+            eprintln!(
+                "repair: {} workload(s) restarted did not finish rolling out (above)",
+                done.not_rolled_out.len()
+            );
+        }
+        if !done.rolled_out.is_empty() || !done.not_rolled_out.is_empty() {
             reports = check::survey(&client, config, &scope, check::CHECK_PAGE).await?;
         }
     }
@@ -156,7 +163,7 @@ async fn restart(
     reports: &[check::PodReport],
     args: &CheckArgs,
     template_hash: &str,
-) -> Result<Vec<String>> {
+) -> Result<repair::Outcome> {
     let why = repair::repair_notes(reports);
     let opts = repair::RepairOptions {
         max_per_minute: args.max_per_minute,
@@ -194,6 +201,13 @@ async fn restart(
             repair::Progress::Restarted { namespace, owner } => {
                 eprintln!("restarted {namespace}/{owner}; waiting for its rollout");
             }
+            repair::Progress::NotAgain { namespace, owner } => {
+                eprintln!(
+                    "{}",
+                    repair::not_again_note(namespace, owner, template_hash)
+                );
+            }
+            repair::Progress::NotRolledOut { error, .. } => eprintln!("repair: {error}"),
         },
     )
     .await

@@ -98,7 +98,7 @@ pub fn repair_notes(reports: &[PodReport]) -> BTreeMap<(String, String), String>
 pub struct RepairOptions {
     /// At most this many workloads restarted in any minute.
     pub max_per_minute: u32,
-    /// How long one rollout may take before repair stops.
+    /// How long one rollout may take before repair leaves it and goes on with the next.
     pub rollout_timeout: Duration,
     /// Who the Events say did it.
     pub reporter: Reporter,
@@ -131,6 +131,37 @@ impl Limiter {
     }
 }
 
+/// Whether repair already restarted `workload` (a Deployment, StatefulSet or DaemonSet as
+/// the API returns it) for the config of `template_hash`: the stamp on its Pod template. A
+/// workload is restarted at most once per config, also when that rollout never finishes (a
+/// Pod on a Node that is not Ready): restarting it again would wait on the same rollout.
+pub fn restarted_for(workload: &serde_json::Value, template_hash: &str) -> bool {
+    workload
+        .pointer("/spec/template/metadata/annotations")
+        .and_then(|a| a.get(REPAIRED_FOR_KEY))
+        .and_then(serde_json::Value::as_str)
+        == Some(template_hash)
+}
+
+/// What to say of a workload [`restarted_for`] this config whose Pods still need the sidecar.
+pub fn not_again_note(namespace: &str, owner: &str, template_hash: &str) -> String {
+    format!(
+        "not restarted again: {namespace}/{owner} was restarted for this template \
+         ({REPAIRED_FOR_KEY}={template_hash}) and some of its Pods still lack it: its rollout \
+         has not finished; `kubectl -n {namespace} rollout status {}` says what it waits for",
+        owner.to_lowercase()
+    )
+}
+
+/// What a round of repair did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Restarted and rolled out, as `namespace/Kind/name`.
+    pub rolled_out: Vec<String>,
+    /// Restarted, but the rollout did not finish within the timeout: why, for each.
+    pub not_rolled_out: Vec<String>,
+}
+
 /// What repair is doing, for the command line to print and serve to log.
 pub enum Progress<'a> {
     /// The rate limit holds the next restart back for `wait`.
@@ -141,12 +172,22 @@ pub enum Progress<'a> {
     },
     /// `owner` was restarted; its rollout is being waited for.
     Restarted { namespace: &'a str, owner: &'a str },
+    /// `owner` was already restarted for this config ([`restarted_for`]): not again.
+    NotAgain { namespace: &'a str, owner: &'a str },
+    /// `owner`'s rollout did not finish in time: repair goes on with the next workload.
+    NotRolledOut {
+        namespace: &'a str,
+        owner: &'a str,
+        error: &'a str,
+    },
 }
 
 /// Restarts each workload the way `kubectl rollout restart` does, one at a time, waiting
 /// for its rollout to finish before the next, at most `max_per_minute` a minute (counted by
-/// `limiter`), while `keep_going` says so. Each restart is an Event on the workload. Returns
-/// the workloads restarted.
+/// `limiter`), while `keep_going` says so. Each restart is an Event on the workload. A
+/// workload already restarted for this config is not restarted again, and one whose rollout
+/// does not finish within `rollout_timeout` holds back no other. An API call that fails
+/// stops the round.
 pub async fn repair(
     client: &kube::Client,
     workloads: &[(String, String)],
@@ -155,10 +196,21 @@ pub async fn repair(
     limiter: &mut Limiter,
     keep_going: &(dyn Fn() -> bool + Sync),
     mut progress: impl FnMut(Progress<'_>),
-) -> Result<Vec<String>> {
+) -> Result<Outcome> {
     let recorder = Recorder::new(client.clone(), opts.reporter.clone());
-    let mut done = Vec::new();
+    let mut outcome = Outcome::default();
     for (namespace, owner) in workloads {
+        let (kind, name) = owner.split_once('/').unwrap_or_default();
+        let live = match kind {
+            "Deployment" => fetch::<Deployment>(client, namespace, name).await?,
+            "StatefulSet" => fetch::<StatefulSet>(client, namespace, name).await?,
+            "DaemonSet" => fetch::<DaemonSet>(client, namespace, name).await?,
+            other => bail!("{owner}: {other} is not a workload repair restarts"),
+        };
+        if restarted_for(&live, &opts.template_hash) {
+            progress(Progress::NotAgain { namespace, owner });
+            continue;
+        }
         let wait = limiter.wait(opts.max_per_minute, Instant::now());
         if !wait.is_zero() {
             progress(Progress::Waiting {
@@ -171,7 +223,6 @@ pub async fn repair(
         if !keep_going() {
             break;
         }
-        let (kind, name) = owner.split_once('/').unwrap_or_default();
         let now = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
@@ -205,10 +256,36 @@ pub async fn repair(
             tracing::warn!(workload = %owner, namespace = %namespace, error = %e, "could not record the repair Event");
         }
         tracing::info!(workload = %owner, namespace = %namespace, "repair: restarted; waiting for the rollout");
-        wait_rolled_out(client, namespace, kind, name, opts.rollout_timeout).await?;
-        done.push(format!("{namespace}/{owner}"));
+        match wait_rolled_out(client, namespace, kind, name, opts.rollout_timeout).await {
+            Ok(()) => outcome.rolled_out.push(format!("{namespace}/{owner}")),
+            Err(e) => {
+                let error = format!("{e:#}");
+                progress(Progress::NotRolledOut {
+                    namespace,
+                    owner,
+                    error: &error,
+                });
+                outcome.not_rolled_out.push(error);
+            }
+        }
     }
-    Ok(done)
+    Ok(outcome)
+}
+
+/// The workload as the API has it, as JSON.
+async fn fetch<K>(client: &kube::Client, namespace: &str, name: &str) -> Result<serde_json::Value>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let obj = Api::<K>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .with_context(|| format!("reading {}/{name} in {namespace}", K::kind(&())))?;
+    serde_json::to_value(&obj).with_context(|| format!("{}/{name} as JSON", K::kind(&())))
 }
 
 async fn restart<K>(
@@ -294,8 +371,13 @@ async fn wait_rolled_out(
         }
         if Instant::now() > deadline {
             bail!(
-                "{kind}/{name} in {namespace} did not finish rolling out within {} s",
-                timeout.as_secs()
+                "{kind}/{name} in {namespace} did not finish rolling out within {} s; \
+                 `kubectl -n {namespace} rollout status {}/{name}` and its Pods' events say \
+                 what it waits for (a Pod on a Node that is not Ready, an image that does not \
+                 pull). Repair goes on with the next workload, and does not restart this one \
+                 again for this template",
+                timeout.as_secs(),
+                kind.to_lowercase()
             );
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -386,6 +468,41 @@ mod tests {
         let done = [r("web-new", "Deployment/web", State::Current, Some("h1"))];
         let plan = to_repair(&done, "h1");
         assert!(plan.workloads.is_empty() && plan.given_up.is_empty());
+    }
+
+    /// A restart whose rollout never finished (a DaemonSet Pod on a Node that is not Ready)
+    /// was restarted again at every round, and each time repair waited on it for the whole
+    /// rollout timeout before any other workload. The stamp on the workload's own template
+    /// says it was restarted for this config, whatever its Pods say.
+    #[test]
+    fn a_workload_stamped_for_this_template_is_not_restarted_again() {
+        let workload = |annotations: serde_json::Value| {
+            serde_json::json!({"kind": "DaemonSet", "metadata": {"name": "agent"},
+                "spec": {"template": {"metadata": {"annotations": annotations}}}})
+        };
+        let stamped = workload(serde_json::json!({
+            REPAIRED_FOR_KEY: "h1",
+            RESTARTED_AT_KEY: "2026-12-05T06:00:00Z",
+        }));
+        assert!(restarted_for(&stamped, "h1"));
+        // A new config is a new reason for one restart.
+        assert!(!restarted_for(&stamped, "h2"));
+        // Restarted by kubectl, or never: no stamp of ours.
+        let by_kubectl =
+            workload(serde_json::json!({"kubectl.kubernetes.io/restartedAt": "2026-12-05"}));
+        assert!(!restarted_for(&by_kubectl, "h1"));
+        assert!(!restarted_for(
+            &serde_json::json!({"spec": {"template": {}}}),
+            "h1"
+        ));
+        assert!(!restarted_for(&serde_json::json!({}), "h1"));
+        let note = not_again_note("ns", "DaemonSet/agent", "h1");
+        assert!(
+            note.starts_with("not restarted again: ns/DaemonSet/agent")
+                && note.contains("sidecar-injector.io/repairedFor=h1")
+                && note.contains("`kubectl -n ns rollout status daemonset/agent`"),
+            "{note}"
+        );
     }
 
     #[test]

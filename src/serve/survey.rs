@@ -247,6 +247,17 @@ async fn repair(
                 state.metrics.repaired();
                 tracing::info!(namespace, workload = owner, identity, "repair: restarted");
             }
+            repair::Progress::NotAgain { namespace, owner } => {
+                let note = repair::not_again_note(namespace, owner, &config.template_hash);
+                if given_up_said.insert(note.clone()) {
+                    tracing::warn!(namespace, workload = owner, "{note}");
+                }
+            }
+            repair::Progress::NotRolledOut {
+                namespace,
+                owner,
+                error,
+            } => tracing::warn!(namespace, workload = owner, "repair: {error}"),
         },
     )
     .await;

@@ -466,3 +466,170 @@ async fn two_replicas_one_lease_roll_a_stale_workload_once() {
         let _ = child.wait();
     }
 }
+
+/// A restarted workload whose rollout never finishes (a DaemonSet Pod on a Node no kubelet
+/// runs) stopped `check --repair` there, so no workload after it was repaired, and the next
+/// run restarted it again and waited on it again. Now the run goes on with the next workload,
+/// and the next run does not restart it again.
+#[tokio::test]
+#[ignore = "needs a cluster: tests/e2e/run"]
+async fn a_rollout_that_never_finishes_holds_back_no_other_and_is_not_restarted_again() {
+    let env = env();
+    let c = client(&env).await;
+    let ns = namespace(&c, "e2e-stuck-rollout", json!({})).await;
+    // Before the namespace opts in: a DaemonSet and a Deployment, their Pods without the
+    // sidecar. The DaemonSet tolerates the dead Node's taint (which keeps every other test's
+    // Pods off it) and not-ready, as node agents often do.
+    let workloads = format!(
+        r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {{name: agent, namespace: {ns}}}
+spec:
+  selector: {{matchLabels: {{app: agent}}}}
+  template:
+    metadata: {{labels: {{app: agent}}}}
+    spec:
+      tolerations:
+      - {{key: e2e-stuck, operator: Exists}}
+      - {{key: node.kubernetes.io/not-ready, operator: Exists}}
+      containers: [{{name: app, image: registry.k8s.io/pause:3.10}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: {ns}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec: {{containers: [{{name: app, image: registry.k8s.io/pause:3.10}}]}}
+"#,
+        ns = *ns
+    );
+    ok(&kubectl(&env, &["apply", "-f", "-"], Some(&workloads)));
+    rolled_out(&env, &ns, "daemonset/agent");
+    rolled_out(&env, &ns, "deployment/web");
+    // A Node no kubelet runs (no allocatable Pods either): the DaemonSet wants a Pod there
+    // that never starts, so no rollout of it can finish.
+    let node = "e2e-stuck-node";
+    let mut undo = day_one::Undo::new();
+    ok(&kubectl(
+        &env,
+        &["apply", "-f", "-"],
+        Some(
+            &json!({"apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": node, "labels": {"kubernetes.io/os": "linux"}},
+                "spec": {"unschedulable": true,
+                    "taints": [{"key": "e2e-stuck", "effect": "NoSchedule"}]}})
+            .to_string(),
+        ),
+    ));
+    undo.kubectl("the Node", &["delete", "node", node, "--wait=false"]);
+    let pods: Api<Pod> = Api::namespaced(c.clone(), &ns);
+    eventually(
+        "the DaemonSet's Pod for the dead Node, Pending",
+        30,
+        || async {
+            let list = pods.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending"))
+                .then_some(())
+        },
+    )
+    .await;
+
+    ok(&kubectl(
+        &env,
+        &[
+            "label",
+            "namespace",
+            &ns,
+            "sidecar-injection=enabled",
+            "--overwrite",
+        ],
+        None,
+    ));
+    token_copy_in(&env, &c, &ns).await;
+    webhook_in_effect(&c, &ns).await;
+    let repair = [
+        "-n",
+        &ns,
+        "--repair",
+        "--rollout-timeout-seconds",
+        "20",
+        "--max-per-minute",
+        "60",
+    ];
+    let (_, reports, stderr) = check(&env, &repair);
+    let at = |s: &str| {
+        stderr
+            .find(s)
+            .unwrap_or_else(|| panic!("{s:?} in:\n{stderr}"))
+    };
+    let agent = at(&format!("restarted {}/DaemonSet/agent", *ns));
+    let stuck = at("DaemonSet/agent in e2e-stuck-rollout did not finish rolling out within 20 s");
+    let web = at(&format!("restarted {}/Deployment/web", *ns));
+    assert!(agent < stuck && stuck < web, "{stderr}");
+    let said = |stderr: &str| {
+        for line in stderr.lines().filter(|l| l.contains("DaemonSet/agent")) {
+            println!("{line}");
+        }
+    };
+    said(&stderr);
+    assert!(
+        stderr.contains("repair: 1 workload(s) rolled out"),
+        "{stderr}"
+    );
+    let web_states: Vec<&Value> = reports
+        .iter()
+        .filter(|r| r["owner"] == "Deployment/web")
+        .map(|r| &r["state"])
+        .collect();
+    assert_eq!(web_states, [&json!("current")], "{stderr}");
+
+    // The next run: the DaemonSet still has Pods without the sidecar, and is left alone.
+    let (code, _, stderr) = check(&env, &repair);
+    assert!(
+        stderr.contains(&format!(
+            "not restarted again: {}/DaemonSet/agent was restarted for this template",
+            *ns
+        )) && stderr.contains("`kubectl -n e2e-stuck-rollout rollout status daemonset/agent`"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("restarted e2e-stuck-rollout/DaemonSet"),
+        "{stderr}"
+    );
+    said(&stderr);
+    assert_eq!(code, Some(1), "its Pods are still missing: {stderr}");
+    let events = ok(&kubectl(
+        &env,
+        &["get", "events", "-n", &ns, "-o", "json"],
+        None,
+    ));
+    let events: Value = serde_json::from_str(&events).unwrap();
+    let restarts = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"] == "SidecarRepair" && e["involvedObject"]["name"] == "agent")
+        .count();
+    assert_eq!(restarts, 1, "one restart of the DaemonSet in two runs");
+    // Its Pod on the dead Node waits for a kubelet that never confirms a deletion.
+    ok(&kubectl(
+        &env,
+        &[
+            "delete",
+            "pods",
+            "-n",
+            &ns,
+            "--all",
+            "--grace-period=0",
+            "--force",
+        ],
+        None,
+    ));
+    drop(undo);
+}

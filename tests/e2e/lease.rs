@@ -165,7 +165,7 @@ async fn repair_stops_between_workloads_once_the_lease_is_lost() {
     stolen.unwrap().await.unwrap();
     renewing.abort();
     assert_eq!(
-        done,
+        done.rolled_out,
         [format!("{ns}/Deployment/first")],
         "the first restarted, then the Lease was lost: the second not"
     );
