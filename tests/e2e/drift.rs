@@ -83,17 +83,9 @@ async fn pods_that_missed_the_sidecar_are_found_and_repaired() {
         "{reports:?}"
     );
 
-    let events = ok(&kubectl(
-        &env,
-        &["get", "events", "-n", &ns, "-o", "json"],
-        None,
-    ));
-    let events: Value = serde_json::from_str(&events).unwrap();
-    let repair: Vec<&Value> = events["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["reason"] == "SidecarRepair" && e["involvedObject"]["name"] == "web")
+    let repair: Vec<_> = events(&env, &ns)
+        .into_iter()
+        .filter(|e| e.0 == "SidecarRepair" && e.2 == "web")
         .collect();
     assert_eq!(repair.len(), 1, "one Event for the one restart: {repair:?}");
 }
@@ -604,17 +596,9 @@ spec:
     );
     said(&stderr);
     assert_eq!(code, Some(1), "its Pods are still missing: {stderr}");
-    let events = ok(&kubectl(
-        &env,
-        &["get", "events", "-n", &ns, "-o", "json"],
-        None,
-    ));
-    let events: Value = serde_json::from_str(&events).unwrap();
-    let restarts = events["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["reason"] == "SidecarRepair" && e["involvedObject"]["name"] == "agent")
+    let restarts = events(&env, &ns)
+        .into_iter()
+        .filter(|e| e.0 == "SidecarRepair" && e.2 == "agent")
         .count();
     assert_eq!(restarts, 1, "one restart of the DaemonSet in two runs");
     // Its Pod on the dead Node waits for a kubelet that never confirms a deletion.

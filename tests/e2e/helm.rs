@@ -598,10 +598,7 @@ async fn helm_upgrade_dropping_a_secret_deletes_its_copies() {
     let (_serve, _) = r.serve_from_notes(&env, "drop-a", &log);
     let app = namespace(&c, "e2e-helm-drop-app", json!({ns: "enabled"})).await;
     let copies: Api<Secret> = Api::namespaced(c.clone(), &app);
-    eventually("the token's copy", 30, || async {
-        copies.get_opt(TOKEN).await.ok().flatten()
-    })
-    .await;
+    token_copy_made(&c, &app).await;
     let account = format!("system:serviceaccount:{ns}:sidecar-injector");
     let can = |verb: &str| {
         let out = kubectl(

@@ -17,10 +17,7 @@ async fn copies_kept_while_referenced() {
     let ns = opted_in(&c, "e2e-copies-kept").await;
     webhook_in_effect(&c, &ns).await;
     let copies: Api<Secret> = Api::namespaced(c.clone(), &ns);
-    eventually("the token's copy", 30, || async {
-        copies.get_opt(TOKEN).await.ok().flatten()
-    })
-    .await;
+    token_copy_made(&c, &ns).await;
     let pod = create_pod(&c, &ns, pod_json("uses-the-token", json!({})))
         .await
         .unwrap();
