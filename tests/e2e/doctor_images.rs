@@ -216,18 +216,31 @@ fn patch_installed(key: &str, value: &str) -> Vec<String> {
     )
 }
 
+/// Who names the pull secret in each opted-in namespace.
+#[derive(Clone, Copy, PartialEq)]
+enum NamedBy {
+    /// The template's `imagePullSecrets`.
+    Template,
+    /// The namespace's `default` ServiceAccount (the template names none).
+    ServiceAccount,
+}
+
 /// The suite's install pulls from `registry` under `mirror`, with the pull secret holding
-/// `password`, in every opted-in namespace, and an arm64 node joins the amd64 ones. Undone
-/// when the guard drops.
+/// `password`, in every opted-in namespace, named as `by` says, and an arm64 node joins the
+/// amd64 ones. Undone when the guard drops.
 async fn point_the_install_at(
     env: &Env,
     c: &Client,
     registry: &Registry,
-    password: &str,
+    (password, by): (&str, NamedBy),
     ns: &str,
 ) -> (Undo, Ns) {
     let mut undo = Undo::new();
-    for key in ["config.yaml", "mutate.yaml"] {
+    let keys: &[&str] = match by {
+        NamedBy::Template => &["config.yaml", "mutate.yaml"],
+        NamedBy::ServiceAccount => &["config.yaml"],
+    };
+    for &key in keys {
         let before = installed(env, key);
         let restore = patch_installed(key, &before);
         let restore: Vec<&str> = restore.iter().map(String::as_str).collect();
@@ -270,6 +283,31 @@ async fn point_the_install_at(
             "the pull secret",
             &["delete", "secret", SECRET, "-n", ns, "--ignore-not-found"],
         );
+        if by == NamedBy::ServiceAccount {
+            let names = json!({"imagePullSecrets": [{"name": SECRET}]});
+            ok(&kubectl(
+                env,
+                &[
+                    "patch",
+                    "serviceaccount",
+                    "default",
+                    "-n",
+                    ns,
+                    "--type=merge",
+                    "-p",
+                    &names.to_string(),
+                ],
+                None,
+            ));
+            let remove = json!([{"op": "remove", "path": "/imagePullSecrets"}]);
+            undo.kubectl(
+                "the ServiceAccount's pull secret",
+                &patch_json("serviceaccount", "default", Some(ns), remove)
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>(),
+            );
+        }
     }
     let node = json!({"apiVersion": "v1", "kind": "Node",
         "metadata": {"name": "e2e-arm64", "labels": {"kubernetes.io/os": "linux", "kubernetes.io/arch": "arm64"}},
@@ -349,7 +387,8 @@ async fn doctor_says(pushed: &[&str], password: &str, ns: &str) -> Said {
     if !pushed.is_empty() {
         registry.push(&format!("mirror/{COLLECTOR}"), pushed);
     }
-    let _changed = point_the_install_at(&env, &c, &registry, password, ns).await;
+    let login = (password, NamedBy::Template);
+    let _changed = point_the_install_at(&env, &c, &registry, login, ns).await;
     let f = images_finding(&env, &registry);
     let text = |k: &str| f[k].as_str().unwrap_or_default().to_owned();
     Said {
@@ -424,5 +463,36 @@ async fn doctor_image_not_mirrored() {
         said.fix.contains("sidecar-injector images --mirror-to") && said.fix.contains(&mirror),
         "{}",
         said.fix
+    );
+}
+
+/// The template names no pull secret; each opted-in namespace's `default` ServiceAccount
+/// does, so the ServiceAccount admission plugin gives it to every Pod that names none, and
+/// the kubelet pulls with it. doctor asks with that login, as the kubelet would.
+#[tokio::test]
+#[ignore = "needs a cluster: tests/e2e/run"]
+async fn doctor_image_login_from_the_default_service_account() {
+    let env = env();
+    let c = client(&env).await;
+    let registry = Registry::start();
+    registry.push(&format!("mirror/{COLLECTOR}"), &["amd64", "arm64"]);
+    let login = (PASSWORD, NamedBy::ServiceAccount);
+    let (_changed, ns) = point_the_install_at(&env, &c, &registry, login, "e2e-img-account").await;
+    let pod = dry_run_until(&c, &ns, "an injected Pod", injected).await;
+    let named: Vec<String> = pod
+        .spec
+        .and_then(|s| s.image_pull_secrets)
+        .into_iter()
+        .flatten()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(named, [SECRET], "the injected Pod's pull secrets");
+    let f = images_finding(&env, &registry);
+    assert_eq!(f["outcome"], "pass", "{f}");
+    assert!(
+        f["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("1 image(s) for amd64, arm64")),
+        "{f}"
     );
 }

@@ -8,7 +8,7 @@ use crate::cluster::registry::docker_config::{self, Login};
 use crate::cluster::registry::{Platforms, Refusal, Registry};
 use crate::engine::config::images::Image;
 use crate::engine::config::secrets;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::Api;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -70,7 +70,25 @@ impl<'a, M: Manifests> Cached<'a, M> {
 /// read them. A Secret the namespace lacks is not listed (the kubelet pulls without it).
 pub struct Namespace {
     pub name: String,
+    /// The pull secrets its `default` ServiceAccount names. The ServiceAccount admission
+    /// plugin, which runs before the webhooks, gives them to a Pod that names none of its
+    /// own; the injector then adds the template's.
+    pub account: Vec<String>,
     pub secrets: BTreeMap<String, Result<BTreeMap<String, Login>, String>>,
+}
+
+impl Namespace {
+    /// The pull secrets an injected Pod of this namespace carries, in its order: the
+    /// ServiceAccount's, then the template's `image` names, each once.
+    fn pull_secrets<'n>(&'n self, image: &'n Image) -> Vec<&'n str> {
+        let mut names: Vec<&str> = Vec::new();
+        for name in self.account.iter().chain(&image.pull_secrets) {
+            if !names.contains(&name.as_str()) {
+                names.push(name);
+            }
+        }
+        names
+    }
 }
 
 /// A problem found, as its line and its fix.
@@ -103,7 +121,7 @@ pub async fn examine<M: Manifests>(
         for ns in namespaces {
             // The logins the kubelet would try, in the Pod's order; none: anonymous.
             let mut logins: Vec<(&str, &Login)> = Vec::new();
-            for name in &image.pull_secrets {
+            for name in ns.pull_secrets(image) {
                 match ns.secrets.get(name) {
                     None => {}
                     Some(Err(e)) => say((
@@ -196,11 +214,11 @@ fn refused(image: &Image, registry: &str, ns: &str, secret: Option<&str>, r: Ref
         ),
         (Refusal::Unauthorized(text), None) => (
             format!(
-                "{}: {registry} refuses an anonymous pull ({text}), and no pull secret of the templates holds a login for it in {ns}",
+                "{}: {registry} refuses an anonymous pull ({text}), and no pull secret in {ns} holds a login for it (neither the templates' nor those of ServiceAccount {ns}/default)",
                 image.image
             ),
             format!(
-                "create a docker-registry Secret with a login for {registry}, name it in the template's imagePullSecrets, and list it in propagateSecrets to keep it in every opted-in namespace"
+                "create a docker-registry Secret with a login for {registry}, name it in the template's imagePullSecrets, and list it in propagateSecrets to keep it in every opted-in namespace (or add it to the imagePullSecrets of each namespace's default ServiceAccount)"
             ),
         ),
         (Refusal::NotFound(text), _) => (
@@ -261,21 +279,36 @@ pub fn finding(
     Finding::fail(CHECK, lines.join("; "), &fixes.join("; "))
 }
 
-/// The pull secrets `images` name, read in each of `opted`.
+/// The pull secrets `images` and each of `opted`'s `default` ServiceAccount name, read in
+/// that namespace.
 async fn read_namespaces(
     client: &kube::Client,
     images: &[Image],
     opted: &[String],
 ) -> Result<Vec<Namespace>, String> {
-    let names: BTreeSet<&String> = images.iter().flat_map(|i| &i.pull_secrets).collect();
+    let templates: BTreeSet<&String> = images.iter().flat_map(|i| &i.pull_secrets).collect();
     let mut out = Vec::new();
     for ns in opted {
+        let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+        let account: Vec<String> = match accounts.get_opt("default").await {
+            Ok(sa) => sa
+                .and_then(|sa| sa.image_pull_secrets)
+                .into_iter()
+                .flatten()
+                .map(|r| r.name)
+                .filter(|n| !n.is_empty())
+                .collect(),
+            Err(e) => return Err(format!("ServiceAccount {ns}/default cannot be read: {e}")),
+        };
         let api: Api<Secret> = Api::namespaced(client.clone(), ns);
         let mut secrets = BTreeMap::new();
-        for name in &names {
+        for name in templates.iter().copied().chain(&account) {
+            if secrets.contains_key(name) {
+                continue;
+            }
             match api.get_opt(name).await {
                 Ok(Some(s)) => {
-                    secrets.insert((*name).clone(), logins(&s));
+                    secrets.insert(name.clone(), logins(&s));
                 }
                 Ok(None) => {}
                 Err(e) => return Err(format!("Secret {ns}/{name} cannot be read: {e}")),
@@ -283,6 +316,7 @@ async fn read_namespaces(
         }
         out.push(Namespace {
             name: ns.clone(),
+            account,
             secrets,
         });
     }
@@ -394,6 +428,7 @@ mod tests {
         };
         Namespace {
             name: name.into(),
+            account: Vec::new(),
             secrets: BTreeMap::from([(
                 secret.to_owned(),
                 Ok(BTreeMap::from([("reg.example:5000".to_owned(), login)])),
@@ -563,6 +598,71 @@ mod tests {
             "{fix}"
         );
         assert!(fix.ends_with("the same for the others"), "{fix}");
+    }
+
+    #[tokio::test]
+    async fn a_login_the_default_service_account_names_counts_as_the_pods_own() {
+        let fake = Fake {
+            held: BTreeMap::from([(COLLECTOR, BOTH)]),
+            password: Some("right"),
+            asked: Cell::new(0),
+        };
+        // The template names no pull secret: a Pod gets the ServiceAccount's.
+        let with_account = |name: &str, password: &str| Namespace {
+            account: vec!["sa-cred".into()],
+            ..namespace(name, "sa-cred", password)
+        };
+        let images = [image(COLLECTOR, &[])];
+        let mut cache = Cached::new(&fake);
+        let problems = examine(
+            &images,
+            &[
+                with_account("team-a", "right"),
+                with_account("team-b", "right"),
+            ],
+            &archs(),
+            &mut cache,
+        )
+        .await;
+        assert_eq!(problems, Vec::<Problem>::new());
+        // A namespace whose ServiceAccount names none has nothing but an anonymous pull.
+        let problems = examine(
+            &images,
+            &[namespace("bare", "sa-cred", "right")],
+            &archs(),
+            &mut cache,
+        )
+        .await;
+        assert!(
+            problems.len() == 1
+                && problems[0].0.contains("refuses an anonymous pull")
+                && problems[0].0.contains("ServiceAccount bare/default")
+                && problems[0]
+                    .1
+                    .contains("each namespace's default ServiceAccount"),
+            "{problems:#?}"
+        );
+        // Both named: the kubelet tries the ServiceAccount's stale login, then the
+        // template's, and pulls with the second.
+        let mut both = with_account("both", "stale");
+        both.secrets.insert(
+            "regcred".into(),
+            Ok(BTreeMap::from([(
+                "reg.example:5000".to_owned(),
+                Login {
+                    username: "robot".into(),
+                    password: "right".into(),
+                },
+            )])),
+        );
+        let problems = examine(
+            &[image(COLLECTOR, &["regcred", "sa-cred"])],
+            &[both],
+            &archs(),
+            &mut cache,
+        )
+        .await;
+        assert_eq!(problems, Vec::<Problem>::new());
     }
 
     #[test]
