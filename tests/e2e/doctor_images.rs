@@ -232,7 +232,8 @@ async fn point_the_install_at(
     env: &Env,
     c: &Client,
     registry: &Registry,
-    (password, by): (&str, NamedBy),
+    password: &str,
+    by: NamedBy,
     ns: &str,
 ) -> (Undo, Ns) {
     let mut undo = Undo::new();
@@ -284,21 +285,12 @@ async fn point_the_install_at(
             &["delete", "secret", SECRET, "-n", ns, "--ignore-not-found"],
         );
         if by == NamedBy::ServiceAccount {
-            let names = json!({"imagePullSecrets": [{"name": SECRET}]});
-            ok(&kubectl(
+            let name =
+                json!([{"op": "add", "path": "/imagePullSecrets", "value": [{"name": SECRET}]}]);
+            run_ok(
                 env,
-                &[
-                    "patch",
-                    "serviceaccount",
-                    "default",
-                    "-n",
-                    ns,
-                    "--type=merge",
-                    "-p",
-                    &names.to_string(),
-                ],
-                None,
-            ));
+                &patch_json("serviceaccount", "default", Some(ns), name),
+            );
             let remove = json!([{"op": "remove", "path": "/imagePullSecrets"}]);
             undo.kubectl(
                 "the ServiceAccount's pull secret",
@@ -387,8 +379,8 @@ async fn doctor_says(pushed: &[&str], password: &str, ns: &str) -> Said {
     if !pushed.is_empty() {
         registry.push(&format!("mirror/{COLLECTOR}"), pushed);
     }
-    let login = (password, NamedBy::Template);
-    let _changed = point_the_install_at(&env, &c, &registry, login, ns).await;
+    let by = NamedBy::Template;
+    let _changed = point_the_install_at(&env, &c, &registry, password, by, ns).await;
     let f = images_finding(&env, &registry);
     let text = |k: &str| f[k].as_str().unwrap_or_default().to_owned();
     Said {
@@ -476,8 +468,9 @@ async fn doctor_image_login_from_the_default_service_account() {
     let c = client(&env).await;
     let registry = Registry::start();
     registry.push(&format!("mirror/{COLLECTOR}"), &["amd64", "arm64"]);
-    let login = (PASSWORD, NamedBy::ServiceAccount);
-    let (_changed, ns) = point_the_install_at(&env, &c, &registry, login, "e2e-img-account").await;
+    let by = NamedBy::ServiceAccount;
+    let (_changed, ns) =
+        point_the_install_at(&env, &c, &registry, PASSWORD, by, "e2e-img-account").await;
     let pod = dry_run_until(&c, &ns, "an injected Pod", injected).await;
     let named: Vec<String> = pod
         .spec
